@@ -1,0 +1,449 @@
+//! Pure judgement of one file's copies: given what was observed of each copy and what the
+//! manifest says, decide which copies are good, pending or damaged, and which content wins.
+//! `verify` reports this; `repair` acts on it. No I/O here.
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::manifest::Entry;
+use crate::vote::{self, Ballot, Claim, NoWinner, Seen, Verdict};
+
+/// Which copy: the source folder or the n-th configured target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CopyId {
+    Source,
+    Target(usize),
+}
+
+/// What was observed of one copy of one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The target could not be reached; nothing is known.
+    Unreachable,
+    Absent,
+    /// The source's size or mtime differs from the manifest: edited or deleted since the last
+    /// backup, so it is not a witness for the recorded content.
+    SourceChanged,
+    /// `digest` is `None` when the check read no data (`verify --fast`).
+    Present {
+        size: u64,
+        digest: Option<Digest>,
+    },
+    Unreadable(String),
+}
+
+/// The judgement on one copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CopyVerdict {
+    Ok,
+    /// Not damage: the source changed since the last backup, or a backup was interrupted
+    /// while installing a new version and this copy already holds it.
+    Pending {
+        why: PendingWhy,
+    },
+    Missing,
+    WrongSize {
+        size: u64,
+        expected: u64,
+    },
+    Corrupt {
+        found: Digest,
+        expected: Digest,
+    },
+    Unreadable {
+        reason: String,
+    },
+    /// No content could be chosen, so this copy could not be judged; `found` is evidence.
+    Disputed {
+        found: Digest,
+    },
+    /// Not judged: the target was unreachable.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingWhy {
+    SourceChanged,
+    SourceDeleted,
+    InterruptedBackup,
+}
+
+impl CopyVerdict {
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            CopyVerdict::Missing
+                | CopyVerdict::WrongSize { .. }
+                | CopyVerdict::Corrupt { .. }
+                | CopyVerdict::Unreadable { .. }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assessment {
+    pub copies: Vec<(CopyId, CopyVerdict)>,
+    /// The content every copy should hold, when one could be chosen.
+    pub winner: Option<Digest>,
+    pub manifest_overruled: bool,
+    pub no_winner: Option<NoWinner>,
+}
+
+impl Assessment {
+    pub fn good_targets(&self) -> usize {
+        self.copies
+            .iter()
+            .filter(|(id, v)| matches!(id, CopyId::Target(_)) && *v == CopyVerdict::Ok)
+            .count()
+    }
+
+    pub fn good_copies(&self) -> impl Iterator<Item = CopyId> + '_ {
+        self.copies
+            .iter()
+            .filter(|(_, v)| *v == CopyVerdict::Ok)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// Judges one file. `claim` is what the manifest replicas say; `entry` is the chosen
+/// manifest's entry; `observed` has one element per copy; `deep` is false when no data was
+/// read (`verify --fast`), so only existence and size can be judged.
+pub fn assess(
+    entry: &Entry,
+    claim: &Claim,
+    observed: &[(CopyId, Observed)],
+    deep: bool,
+) -> Assessment {
+    let current = &entry.current;
+    let pending = entry.pending.as_ref();
+    let mut copies: Vec<(CopyId, CopyVerdict)> = Vec::new();
+    let mut ballots: Vec<Ballot<CopyId>> = Vec::new();
+
+    for (id, seen) in observed {
+        match seen {
+            Observed::Unreachable => copies.push((*id, CopyVerdict::Unknown)),
+            Observed::SourceChanged => copies.push((
+                *id,
+                CopyVerdict::Pending {
+                    why: PendingWhy::SourceChanged,
+                },
+            )),
+            Observed::Absent if *id == CopyId::Source => copies.push((
+                *id,
+                CopyVerdict::Pending {
+                    why: PendingWhy::SourceDeleted,
+                },
+            )),
+            Observed::Absent => ballots.push(Ballot {
+                copy: *id,
+                seen: Seen::Missing,
+            }),
+            Observed::Unreadable(_) => ballots.push(Ballot {
+                copy: *id,
+                seen: Seen::Unreadable,
+            }),
+            Observed::Present {
+                digest: Some(digest),
+                ..
+            } => {
+                if pending.is_some_and(|p| p.blake3 == *digest) && *digest != current.blake3 {
+                    copies.push((
+                        *id,
+                        CopyVerdict::Pending {
+                            why: PendingWhy::InterruptedBackup,
+                        },
+                    ));
+                } else {
+                    ballots.push(Ballot {
+                        copy: *id,
+                        seen: Seen::Holds(*digest),
+                    });
+                }
+            }
+            Observed::Present { size, digest: None } => {
+                let verdict = if *size == current.size || pending.is_some_and(|p| p.size == *size) {
+                    CopyVerdict::Ok
+                } else {
+                    CopyVerdict::WrongSize {
+                        size: *size,
+                        expected: current.size,
+                    }
+                };
+                copies.push((*id, verdict));
+            }
+        }
+    }
+
+    let reason_of = |id: CopyId| {
+        observed
+            .iter()
+            .find_map(|(i, o)| match o {
+                Observed::Unreadable(r) if *i == id => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    if !deep {
+        // Without digests there is nothing to vote on: missing copies are damage, the rest
+        // was judged by size above.
+        for ballot in &ballots {
+            let verdict = match ballot.seen {
+                Seen::Missing => CopyVerdict::Missing,
+                Seen::Unreadable => CopyVerdict::Unreadable {
+                    reason: reason_of(ballot.copy),
+                },
+                Seen::Holds(_) => CopyVerdict::Unknown,
+            };
+            copies.push((ballot.copy, verdict));
+        }
+        copies.sort_by_key(|(id, _)| *id);
+        return Assessment {
+            copies,
+            winner: None,
+            manifest_overruled: false,
+            no_winner: None,
+        };
+    }
+
+    let verdict = vote::decide(claim, &ballots);
+    let (winner, manifest_overruled, no_winner) = match &verdict {
+        Verdict::Settled {
+            winner,
+            manifest_overruled,
+            ..
+        } => (Some(*winner), *manifest_overruled, None),
+        Verdict::NoWinner(why) => (None, false, Some(*why)),
+    };
+    for ballot in &ballots {
+        let size_of = |id: CopyId| {
+            observed.iter().find_map(|(i, o)| match o {
+                Observed::Present { size, .. } if *i == id => Some(*size),
+                _ => None,
+            })
+        };
+        let judged = match (ballot.seen, winner) {
+            (Seen::Missing, _) => CopyVerdict::Missing,
+            (Seen::Unreadable, _) => CopyVerdict::Unreadable {
+                reason: reason_of(ballot.copy),
+            },
+            (Seen::Holds(found), Some(winner)) if found == winner => CopyVerdict::Ok,
+            (Seen::Holds(found), Some(winner)) => match size_of(ballot.copy) {
+                Some(size) if !manifest_overruled && size != current.size => {
+                    CopyVerdict::WrongSize {
+                        size,
+                        expected: current.size,
+                    }
+                }
+                _ => CopyVerdict::Corrupt {
+                    found,
+                    expected: winner,
+                },
+            },
+            (Seen::Holds(found), None) => CopyVerdict::Disputed { found },
+        };
+        copies.push((ballot.copy, judged));
+    }
+    copies.sort_by_key(|(id, _)| *id);
+    Assessment {
+        copies,
+        winner,
+        manifest_overruled,
+        no_winner,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileVersion;
+
+    fn entry(content: &[u8]) -> Entry {
+        Entry {
+            current: FileVersion {
+                size: content.len() as u64,
+                mtime_ns: 1,
+                blake3: Digest::of(content),
+                blocks: vec![],
+            },
+            pending: None,
+        }
+    }
+
+    fn present(content: &[u8]) -> Observed {
+        Observed::Present {
+            size: content.len() as u64,
+            digest: Some(Digest::of(content)),
+        }
+    }
+
+    const S: CopyId = CopyId::Source;
+    const T0: CopyId = CopyId::Target(0);
+    const T1: CopyId = CopyId::Target(1);
+
+    #[test]
+    fn flipped_byte_on_one_target_is_corrupt_and_the_rest_ok() {
+        let e = entry(b"hello");
+        let got = assess(
+            &e,
+            &Claim::Agreed(e.current.blake3),
+            &[
+                (S, present(b"hello")),
+                (T0, present(b"hellp")),
+                (T1, present(b"hello")),
+            ],
+            true,
+        );
+        assert_eq!(
+            got.copies[1],
+            (
+                T0,
+                CopyVerdict::Corrupt {
+                    found: Digest::of(b"hellp"),
+                    expected: Digest::of(b"hello")
+                }
+            )
+        );
+        assert_eq!(got.copies[0].1, CopyVerdict::Ok);
+        assert_eq!(got.good_targets(), 1);
+    }
+
+    #[test]
+    fn truncated_copy_is_wrong_size_and_deleted_copy_is_missing() {
+        let e = entry(b"hello");
+        let got = assess(
+            &e,
+            &Claim::Agreed(e.current.blake3),
+            &[
+                (S, present(b"hello")),
+                (T0, present(b"hel")),
+                (T1, Observed::Absent),
+            ],
+            true,
+        );
+        assert_eq!(
+            got.copies[1].1,
+            CopyVerdict::WrongSize {
+                size: 3,
+                expected: 5
+            }
+        );
+        assert_eq!(got.copies[2].1, CopyVerdict::Missing);
+    }
+
+    #[test]
+    fn edited_or_deleted_source_is_pending_not_damage() {
+        let e = entry(b"hello");
+        let claim = Claim::Agreed(e.current.blake3);
+        let got = assess(
+            &e,
+            &claim,
+            &[(S, Observed::SourceChanged), (T0, present(b"hello"))],
+            true,
+        );
+        assert_eq!(
+            got.copies[0].1,
+            CopyVerdict::Pending {
+                why: PendingWhy::SourceChanged
+            }
+        );
+        let got = assess(
+            &e,
+            &claim,
+            &[(S, Observed::Absent), (T0, present(b"hello"))],
+            true,
+        );
+        assert_eq!(
+            got.copies[0].1,
+            CopyVerdict::Pending {
+                why: PendingWhy::SourceDeleted
+            }
+        );
+        assert!(got.copies.iter().all(|(_, v)| !v.is_damage()));
+    }
+
+    #[test]
+    fn copy_holding_the_pending_version_is_pending_and_anything_else_is_corrupt() {
+        let mut e = entry(b"old");
+        e.pending = Some(FileVersion {
+            size: 3,
+            mtime_ns: 2,
+            blake3: Digest::of(b"new"),
+            blocks: vec![],
+        });
+        let got = assess(
+            &e,
+            &Claim::Agreed(e.current.blake3),
+            &[
+                (T0, present(b"new")),
+                (T1, present(b"old")),
+                (S, present(b"xxx")),
+            ],
+            true,
+        );
+        assert_eq!(
+            got.copies[0].1,
+            CopyVerdict::Corrupt {
+                found: Digest::of(b"xxx"),
+                expected: Digest::of(b"old")
+            }
+        );
+        assert_eq!(
+            got.copies[1].1,
+            CopyVerdict::Pending {
+                why: PendingWhy::InterruptedBackup
+            }
+        );
+        assert_eq!(got.copies[2].1, CopyVerdict::Ok);
+    }
+
+    #[test]
+    fn fast_mode_judges_existence_and_size_only() {
+        let e = entry(b"hello");
+        let got = assess(
+            &e,
+            &Claim::Agreed(e.current.blake3),
+            &[
+                (
+                    T0,
+                    Observed::Present {
+                        size: 5,
+                        digest: None,
+                    },
+                ),
+                (
+                    T1,
+                    Observed::Present {
+                        size: 4,
+                        digest: None,
+                    },
+                ),
+                (CopyId::Target(2), Observed::Absent),
+            ],
+            false,
+        );
+        assert_eq!(got.copies[0].1, CopyVerdict::Ok);
+        assert_eq!(
+            got.copies[1].1,
+            CopyVerdict::WrongSize {
+                size: 4,
+                expected: 5
+            }
+        );
+        assert_eq!(got.copies[2].1, CopyVerdict::Missing);
+    }
+
+    #[test]
+    fn unreachable_target_is_unknown_and_does_not_vote() {
+        let e = entry(b"hello");
+        let got = assess(
+            &e,
+            &Claim::Agreed(e.current.blake3),
+            &[(T0, Observed::Unreachable), (T1, present(b"hello"))],
+            true,
+        );
+        assert_eq!(got.copies[0].1, CopyVerdict::Unknown);
+        assert_eq!(got.winner, Some(e.current.blake3));
+    }
+}

@@ -1,0 +1,120 @@
+//! The command line, as clap derive definitions only: no I/O here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::EXIT_CODES_HELP;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redundo",
+    version,
+    about = "Keeps several verified plain-file copies of a directory and heals silent corruption by majority vote.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The config file [default: ./redundo.toml, or $REDUNDO_CONFIG]
+    #[arg(
+        long,
+        short = 'c',
+        env = "REDUNDO_CONFIG",
+        default_value = "redundo.toml",
+        hide_default_value = true,
+        hide_env = true
+    )]
+    pub config: PathBuf,
+    /// Print exactly one JSON document on stdout and nothing else there
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing unless something is wrong (for cron)
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also list what is fine (every verified copy)
+    #[arg(long, short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a config for a source folder and its targets, and create the target folders
+    #[command(after_help = EXIT_CODES_HELP)]
+    Init {
+        /// The folder to protect (relative to the config file's folder)
+        #[arg(long, value_name = "DIR")]
+        source: String,
+        /// Where a copy goes: a local folder (relative to the config file's folder); repeat
+        /// for each target
+        #[arg(long = "target", value_name = "LOCATION", required = true)]
+        targets: Vec<String>,
+        /// Overwrite an existing config
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Copy new and changed files to every target, reading each source byte once
+    #[command(after_help = EXIT_CODES_HELP)]
+    Backup {
+        /// Re-hash every source file, not only those whose size or mtime changed
+        #[arg(long)]
+        checksum: bool,
+        /// Remove from the targets and the manifest the files deleted from the source
+        #[arg(long)]
+        prune: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check every copy and manifest replica (read-only)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify {
+        /// Check existence and size only; read no file data
+        #[arg(long)]
+        fast: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Rewrite damaged or missing copies from good ones, by majority vote
+    #[command(after_help = EXIT_CODES_HELP)]
+    Repair {
+        /// Print what would be done and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the last backup, the file counts and what the last verify found per target
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl Command {
+    pub fn common(&self) -> &Common {
+        match self {
+            Command::Init { common, .. }
+            | Command::Backup { common, .. }
+            | Command::Verify { common, .. }
+            | Command::Repair { common, .. }
+            | Command::Status { common } => common,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init { .. } => "init",
+            Command::Backup { .. } => "backup",
+            Command::Verify { .. } => "verify",
+            Command::Repair { .. } => "repair",
+            Command::Status { .. } => "status",
+        }
+    }
+}

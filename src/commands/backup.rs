@@ -1,0 +1,554 @@
+//! `redundo backup`: bring every reachable target up to date with the source.
+//!
+//! Why a kill at any moment is safe (the order of writes):
+//! 1. Every file to copy is read once and streamed to a synced temporary file on each target.
+//!    Final names are untouched; a kill leaves only temporaries, removed by the next run.
+//! 2. A *new* file (unknown to the manifest) is renamed into place at once. Until the manifest
+//!    records it, verify reports it as an unknown file, never as damage; the next backup finds
+//!    it already there, hashes it and adopts it.
+//! 3. For *changed* files the manifest is first rewritten on every replica with each new
+//!    version recorded as `pending` beside the current one. Only then are the temporaries
+//!    renamed over the old copies. A kill in this window leaves each copy holding either the
+//!    current or the pending version, and verify reports the latter as pending.
+//! 4. The folders renamed into are fsynced on every target, and only then is the final
+//!    manifest (pending versions made current, new files added) written to every replica,
+//!    each replica itself through a synced temporary and a rename. Replicas of two adjacent
+//!    generations may coexist after a kill; the newest generation wins and both describe
+//!    copies that exist.
+//!
+//! A file whose size and mtime match the manifest is never re-copied from the source unless
+//! its digest is re-checked first, so source rot cannot propagate to the targets.
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::reach_targets;
+use crate::assess::CopyId;
+use crate::fanout::{ReadFailure, stream_to_targets};
+use crate::findings::{Findings, NoticeKind, ProblemKind};
+use crate::history::{BackupRecord, History};
+use crate::inspect::hash_copy;
+use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
+use crate::plan::{Job, JobKind, plan_backup};
+use crate::progress::{Progress, Silent};
+use crate::relpath::RelPath;
+use crate::target::{FileStat, Listing, Staged, Target};
+use crate::workspace::{Workspace, now_rfc3339, quarantine_stamp};
+
+/// How often a file that changes while being read is tried before it is reported.
+const READ_ATTEMPTS: usize = 3;
+
+pub struct BackupOptions {
+    pub checksum: bool,
+    pub prune: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct BackupReport {
+    pub generation: u64,
+    pub files: usize,
+    pub new: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    /// Unchanged files copied again to targets that lacked a matching copy.
+    pub gaps_filled: usize,
+    pub pruned: usize,
+    /// Deleted from the source, still kept on the targets (until `--prune`).
+    pub deleted_kept: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// What one job left behind.
+#[derive(Default)]
+struct JobResult {
+    /// The version read from the source, when the read succeeded and is trusted.
+    version: Option<FileVersion>,
+    /// Targets that now hold the version at its final name.
+    installed: Vec<usize>,
+    /// Changed files: staged copies that wait for the pending record.
+    staged: Vec<(usize, Staged)>,
+    bytes_read: u64,
+    findings: Findings,
+}
+
+pub fn run(
+    ws: &Workspace,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let mut report = BackupReport::default();
+    let mut findings = Findings::default();
+    let mut reachable = reach_targets(ws, &mut findings);
+    let replicas = ws.read_replicas(&reachable);
+    let mut manifest = replicas.chosen.manifest.clone();
+
+    let excludes = &ws.config.excludes;
+    let source = ws
+        .source
+        .list(&|p| excludes.excludes(p))
+        .with_context(|| format!("walking the source {}", ws.config.source.display()))?;
+    for skipped in &source.skipped {
+        findings.notice(
+            NoticeKind::Skipped,
+            Some("source"),
+            Some(&skipped.path),
+            skipped.reason.clone(),
+        );
+    }
+    remove_leftovers(ws.source.as_ref(), &source);
+
+    let listings: Vec<Option<Listing>> = ws
+        .targets
+        .par_iter()
+        .enumerate()
+        .map(|(i, t)| reachable[i].then(|| t.list(&|_| false)))
+        .map(|walk| walk.map(|r| r.map_err(|e| e.to_string())))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .enumerate()
+        .map(|(i, walk)| match walk {
+            Some(Ok(listing)) => {
+                remove_leftovers(ws.targets[i].as_ref(), &listing);
+                Some(listing)
+            }
+            Some(Err(e)) => {
+                findings.problem(
+                    ProblemKind::ReadFailed,
+                    Some(ws.targets[i].name()),
+                    None,
+                    format!("cannot walk the target: {e}"),
+                );
+                reachable[i] = false;
+                None
+            }
+            None => None,
+        })
+        .collect();
+
+    let target_files: Vec<_> = listings
+        .iter()
+        .map(|l| l.as_ref().map(|l| &l.files))
+        .collect();
+    let plan = plan_backup(&source.files, &manifest, &target_files, options.checksum);
+    report.unchanged = plan.unchanged;
+
+    let total: u64 = plan.jobs.iter().map(|j| j.stat.size).sum();
+    progress.begin("backup", total);
+    let stamp = quarantine_stamp();
+    let results: Vec<(&Job, JobResult)> = plan
+        .jobs
+        .par_iter()
+        .map(|job| (job, run_job(ws, job, &manifest, &stamp, progress)))
+        .collect();
+    progress.finish();
+
+    // Phase 3: record pending versions, then install the changed files.
+    let mut changed: Vec<(&Job, JobResult)> = Vec::new();
+    for (job, mut result) in results {
+        report.bytes_read += result.bytes_read;
+        report.bytes_written += result.bytes_read * result.installed.len() as u64;
+        findings.extend(std::mem::take(&mut result.findings));
+        match job.kind {
+            JobKind::New => {
+                if let Some(version) = result.version.take()
+                    && !result.installed.is_empty()
+                {
+                    manifest.files.insert(
+                        job.path.clone(),
+                        crate::manifest::Entry {
+                            current: version,
+                            pending: None,
+                        },
+                    );
+                    report.new += 1;
+                }
+            }
+            JobKind::Refresh => {
+                if !result.installed.is_empty() {
+                    report.gaps_filled += 1;
+                }
+                if result.version.is_some() {
+                    report.unchanged += 1;
+                }
+            }
+            JobKind::Changed => changed.push((job, result)),
+        }
+    }
+    let holders = writable_holders(ws, &reachable);
+    if changed.iter().any(|(_, r)| !r.staged.is_empty()) {
+        let mut with_pending = manifest.clone();
+        with_pending.generation = manifest.generation + 1;
+        with_pending.written_at = now_rfc3339();
+        for (job, result) in &changed {
+            if let (Some(entry), Some(version)) =
+                (with_pending.files.get_mut(&job.path), &result.version)
+                && !result.staged.is_empty()
+            {
+                entry.pending = Some(version.clone());
+            }
+        }
+        let failed = write_manifest(ws, &with_pending, &holders, &mut findings)?;
+        manifest.generation = with_pending.generation;
+        for (job, result) in &mut changed {
+            for (target, staged) in std::mem::take(&mut result.staged) {
+                let copy = ws.targets[target].as_ref();
+                if failed.contains(&target) {
+                    copy.discard(staged);
+                    continue;
+                }
+                match copy.install(staged, &job.path) {
+                    Ok(()) => result.installed.push(target),
+                    Err(e) => findings.problem(
+                        ProblemKind::WriteFailed,
+                        Some(copy.name()),
+                        Some(job.path.as_str()),
+                        format!("cannot install the new copy: {e}"),
+                    ),
+                }
+            }
+            report.bytes_written += result.bytes_read * result.installed.len() as u64;
+        }
+    }
+    for (job, result) in changed {
+        if let (Some(version), false) = (result.version, result.installed.is_empty()) {
+            let entry = manifest
+                .files
+                .get_mut(&job.path)
+                .expect("changed files are in the manifest");
+            entry.current = version;
+            report.changed += 1;
+        }
+    }
+
+    // Deleted files: kept unless --prune.
+    for path in &plan.deleted {
+        if !options.prune {
+            report.deleted_kept += 1;
+            continue;
+        }
+        if prune(ws, path, &listings, &mut findings) {
+            manifest.files.remove(path);
+            report.pruned += 1;
+        }
+    }
+    if report.deleted_kept > 0 {
+        findings.notice(NoticeKind::Pending, Some("source"), None, format!("{} files deleted from the source are kept on the targets (run `redundo backup --prune` to remove them)", report.deleted_kept));
+    }
+    for entry in manifest.files.values_mut() {
+        entry.pending = None;
+    }
+
+    // Phase 4: make every install durable, then commit the manifest everywhere.
+    for (i, target) in ws.targets.iter().enumerate() {
+        if reachable[i]
+            && let Err(e) = target.sync()
+        {
+            findings.problem(
+                ProblemKind::WriteFailed,
+                Some(target.name()),
+                None,
+                format!("cannot sync the target: {e}"),
+            );
+        }
+    }
+    let replicas_stale = replicas
+        .holders
+        .iter()
+        .zip(&replicas.chosen.statuses)
+        .any(|(id, s)| !s.is_current() && holders.contains(id));
+    let contents_changed = manifest.files != replicas.chosen.manifest.files;
+    if contents_changed
+        || replicas_stale
+        || manifest.generation != replicas.chosen.manifest.generation
+    {
+        for (id, status) in replicas.holders.iter().zip(&replicas.chosen.statuses) {
+            if let ReplicaStatus::Defective { reason } | ReplicaStatus::Unreadable { reason } =
+                status
+                && holders.contains(id)
+            {
+                findings.notice(
+                    NoticeKind::Done,
+                    Some(&ws.copy_name(*id)),
+                    None,
+                    format!("rewrote the manifest replica (it was unusable: {reason})"),
+                );
+            }
+        }
+        if contents_changed
+            || replicas.chosen.none_valid
+            || manifest.generation != replicas.chosen.manifest.generation
+        {
+            manifest.generation += 1;
+        }
+        manifest.written_at = now_rfc3339();
+        write_manifest(ws, &manifest, &holders, &mut findings)?;
+    }
+
+    report.generation = manifest.generation;
+    report.files = manifest.files.len();
+    findings.sort();
+    report.findings = findings;
+    let mut history = History::load(&ws.config.state_dir);
+    history.last_backup = Some(BackupRecord {
+        at: now_rfc3339(),
+        generation: report.generation,
+        files: report.files,
+        bytes: manifest.files.values().map(|e| e.current.size).sum(),
+        exit_code: report.findings.exit().code(),
+    });
+    history.save(&ws.config.state_dir);
+    Ok(report)
+}
+
+/// Copies one file to the sinks its job names. New and gap-filling copies are installed at
+/// once; changed ones are left staged for the pending record.
+fn run_job(
+    ws: &Workspace,
+    job: &Job,
+    manifest: &Manifest,
+    stamp: &str,
+    progress: &dyn Progress,
+) -> JobResult {
+    let mut result = JobResult::default();
+    let path = job.path.as_str();
+    let sinks: Vec<(usize, &dyn Target)> = job
+        .sinks
+        .iter()
+        .map(|s| (s.target, ws.targets[s.target].as_ref()))
+        .collect();
+
+    let mut attempt = 0;
+    let streamed = loop {
+        attempt += 1;
+        match stream_to_targets(ws.source.as_ref(), &job.path, &sinks, progress) {
+            Ok(streamed) => break streamed,
+            Err(ReadFailure::Changed) if attempt < READ_ATTEMPTS => continue,
+            Err(ReadFailure::Changed) => {
+                result.findings.problem(
+                    ProblemKind::SourceChanging,
+                    Some("source"),
+                    Some(path),
+                    format!("changed while being read, {READ_ATTEMPTS} times; not copied"),
+                );
+                return result;
+            }
+            Err(ReadFailure::Vanished) => {
+                result.findings.notice(
+                    NoticeKind::Pending,
+                    Some("source"),
+                    Some(path),
+                    "deleted while the backup ran",
+                );
+                return result;
+            }
+            Err(e @ ReadFailure::Io(_)) => {
+                result.findings.problem(
+                    ProblemKind::ReadFailed,
+                    Some("source"),
+                    Some(path),
+                    e.to_string(),
+                );
+                return result;
+            }
+        }
+    };
+    result.bytes_read = streamed.stat.size;
+    let version = FileVersion::new(streamed.stat.size, streamed.stat.mtime_ns, streamed.digest);
+
+    if job.kind == JobKind::Refresh {
+        let recorded = &manifest.files[&job.path].current;
+        if version.blake3 != recorded.blake3 || !recorded.same_stat(version.size, version.mtime_ns)
+        {
+            for (target, staged) in streamed.staged {
+                if let Ok(staged) = staged {
+                    ws.targets[target].discard(staged);
+                }
+            }
+            if version.blake3 != recorded.blake3
+                && recorded.same_stat(version.size, version.mtime_ns)
+            {
+                result.findings.problem(ProblemKind::SourceRot, Some("source"), Some(path), format!("suspected source corruption: size and mtime match the manifest but blake3 {} differs from the recorded {}; not copied (run `redundo repair`)", version.blake3.short(), recorded.blake3.short()));
+            } else {
+                result.findings.notice(
+                    NoticeKind::Pending,
+                    Some("source"),
+                    Some(path),
+                    "changed while the backup ran",
+                );
+            }
+            return result;
+        }
+    }
+
+    for (target, staged) in streamed.staged {
+        let copy = ws.targets[target].as_ref();
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(e) => {
+                result.findings.problem(
+                    ProblemKind::WriteFailed,
+                    Some(copy.name()),
+                    Some(path),
+                    format!("cannot write the copy: {e}"),
+                );
+                continue;
+            }
+        };
+        if job.kind == JobKind::Changed {
+            result.staged.push((target, staged));
+            continue;
+        }
+        let existing = job
+            .sinks
+            .iter()
+            .find(|s| s.target == target)
+            .and_then(|s| s.existing);
+        match install_over(copy, staged, &job.path, existing, &version, stamp) {
+            Ok(Some(note)) => {
+                result
+                    .findings
+                    .notice(NoticeKind::Done, Some(copy.name()), Some(path), note);
+                result.installed.push(target);
+            }
+            Ok(None) => result.installed.push(target),
+            Err(e) => result.findings.problem(
+                ProblemKind::WriteFailed,
+                Some(copy.name()),
+                Some(path),
+                format!("cannot install the copy: {e}"),
+            ),
+        }
+    }
+    result.version = Some(version);
+    result
+}
+
+/// Installs a staged copy where something may already stand. A file that already holds the
+/// same content is kept (a run killed after its rename); anything else is moved to the
+/// quarantine first, never overwritten.
+fn install_over(
+    copy: &dyn Target,
+    staged: Staged,
+    path: &RelPath,
+    existing: Option<FileStat>,
+    version: &FileVersion,
+    stamp: &str,
+) -> std::io::Result<Option<String>> {
+    let Some(existing) = existing else {
+        copy.install(staged, path)?;
+        return Ok(None);
+    };
+    if version.same_stat(existing.size, existing.mtime_ns)
+        && let Ok((_, digest)) = hash_copy(copy, path, &Silent)
+        && digest == version.blake3
+    {
+        copy.discard(staged);
+        return Ok(None);
+    }
+    let kept = match copy.quarantine(path, stamp) {
+        Ok(kept) => kept,
+        Err(e) => {
+            copy.discard(staged);
+            return Err(e);
+        }
+    };
+    copy.install(staged, path)?;
+    Ok(Some(format!(
+        "replaced a copy that did not match; the old bytes are kept at {kept}"
+    )))
+}
+
+/// The local state folder and every reachable target.
+fn writable_holders(ws: &Workspace, reachable: &[bool]) -> Vec<CopyId> {
+    ws.copy_ids()
+        .filter(|id| match id {
+            CopyId::Source => true,
+            CopyId::Target(i) => reachable[*i],
+        })
+        .collect()
+}
+
+/// Writes a manifest to the holders. The local replica failing ends the run; a target
+/// failing is a problem, and the target is returned so its pending installs are skipped.
+fn write_manifest(
+    ws: &Workspace,
+    manifest: &Manifest,
+    holders: &[CopyId],
+    findings: &mut Findings,
+) -> Result<Vec<usize>> {
+    let mut failed = Vec::new();
+    for (id, result) in ws.write_replicas(manifest, holders) {
+        match (id, result) {
+            (_, Ok(())) => {}
+            (CopyId::Source, Err(e)) => {
+                return Err(e).with_context(|| {
+                    format!("writing the manifest to {}", ws.config.state_dir.display())
+                });
+            }
+            (CopyId::Target(i), Err(e)) => {
+                findings.problem(
+                    ProblemKind::WriteFailed,
+                    Some(ws.targets[i].name()),
+                    None,
+                    format!("cannot write the manifest replica: {e}"),
+                );
+                failed.push(i);
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Removes a deleted file from every reachable target; true when no target kept it.
+fn prune(
+    ws: &Workspace,
+    path: &RelPath,
+    listings: &[Option<Listing>],
+    findings: &mut Findings,
+) -> bool {
+    let mut all_gone = true;
+    for (i, listing) in listings.iter().enumerate() {
+        let Some(listing) = listing else {
+            all_gone = false;
+            continue;
+        };
+        if !listing.files.contains_key(path) {
+            continue;
+        }
+        let target = ws.targets[i].as_ref();
+        if let Err(e) = target.remove(path) {
+            findings.problem(
+                ProblemKind::WriteFailed,
+                Some(target.name()),
+                Some(path.as_str()),
+                format!("cannot prune: {e}"),
+            );
+            all_gone = false;
+        }
+    }
+    all_gone
+}
+
+/// Deletes temporary files left by killed runs; a live process's files are left alone (two
+/// configs may share a target).
+fn remove_leftovers(copy: &dyn Target, listing: &Listing) {
+    for leftover in &listing.leftovers {
+        let pid = leftover
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.strip_prefix(".redundo-tmp-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok());
+        let alive = pid.is_some_and(|pid| {
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+        });
+        if !alive {
+            let _ = copy.remove_leftover(leftover);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `redundo init`: write a config for a source and its targets, and create the target
+//! folders. The config is validated exactly as every later run will read it before it is
+//! written, so a bad `--source` or `--target` never leaves a config behind.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config::{self, Config, Location, RawConfig, RawTarget};
+use crate::exit::usage;
+use crate::target;
+
+pub struct InitOptions {
+    pub config: PathBuf,
+    pub source: String,
+    pub targets: Vec<String>,
+    pub force: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitReport {
+    pub config: String,
+    pub source: String,
+    pub targets: Vec<InitTarget>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitTarget {
+    pub name: String,
+    pub location: String,
+}
+
+pub fn run(options: &InitOptions) -> Result<InitReport> {
+    if options.config.exists() && !options.force {
+        return usage(format!(
+            "{} already exists (pass --force to overwrite it)",
+            options.config.display()
+        ));
+    }
+    if options.targets.is_empty() {
+        return usage("init needs at least one --target");
+    }
+    let base = options
+        .config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut names = BTreeSet::new();
+    let mut raw_targets = Vec::new();
+    for location in &options.targets {
+        let parsed = match config::parse_location(&std::path::absolute(base)?, location) {
+            Ok(parsed) => parsed,
+            Err(message) => return usage(format!("--target {location:?}: {message}")),
+        };
+        let name = unique_name(&default_name(&parsed), &mut names);
+        raw_targets.push(RawTarget {
+            name,
+            location: location.clone(),
+        });
+    }
+    let raw = RawConfig {
+        source: options.source.clone(),
+        exclude: Vec::new(),
+        min_copies: None,
+        state_dir: None,
+        targets: raw_targets,
+    };
+    let text = config::render(&raw)?;
+
+    // Create the target folders first: validation refuses nothing for a missing folder, but a
+    // later backup would.
+    let staged_path = options.config.with_extension("toml.redundo-init");
+    std::fs::write(&staged_path, &text)
+        .with_context(|| format!("writing {}", staged_path.display()))?;
+    let validated = Config::load(&staged_path);
+    let config = match validated {
+        Ok(config) => config,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged_path);
+            return Err(e);
+        }
+    };
+    for spec in &config.targets {
+        let copy = target::open_target(spec);
+        copy.create_root()
+            .with_context(|| format!("creating target {:?} at {}", spec.name, copy.location()))?;
+    }
+    std::fs::rename(&staged_path, &options.config)
+        .with_context(|| format!("writing {}", options.config.display()))?;
+
+    Ok(InitReport {
+        config: options.config.display().to_string(),
+        source: config.source.display().to_string(),
+        targets: config
+            .targets
+            .iter()
+            .map(|t| InitTarget {
+                name: t.name.clone(),
+                location: t.location.to_string(),
+            })
+            .collect(),
+    })
+}
+
+/// A target's default name: its folder's base name, reduced to the characters names allow.
+fn default_name(location: &Location) -> String {
+    let Location::Local(path) = location;
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if cleaned.trim_matches('-').is_empty() {
+        "target".into()
+    } else {
+        cleaned
+    }
+}
+
+fn unique_name(base: &str, taken: &mut BTreeSet<String>) -> String {
+    let mut name = base.to_string();
+    let mut n = 2;
+    while !taken.insert(name.clone()) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_base_names_and_are_made_unique() {
+        let mut taken = BTreeSet::new();
+        let loc = |p: &str| Location::Local(PathBuf::from(p));
+        assert_eq!(
+            unique_name(&default_name(&loc("/mnt/a/backup")), &mut taken),
+            "backup"
+        );
+        assert_eq!(
+            unique_name(&default_name(&loc("/mnt/b/backup")), &mut taken),
+            "backup-2"
+        );
+        assert_eq!(
+            unique_name(&default_name(&loc("/mnt/my disk")), &mut taken),
+            "my-disk"
+        );
+        assert_eq!(unique_name(&default_name(&loc("/")), &mut taken), "target");
+    }
+}

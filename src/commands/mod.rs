@@ -1,0 +1,209 @@
+//! One file per command: each gathers facts, calls the pure core, acts, and returns a report.
+//! The facts several commands share (which targets answer, what the manifest replicas say,
+//! what each file's verdict means as a finding) are gathered here once.
+
+pub mod backup;
+pub mod init;
+pub mod repair;
+pub mod status;
+pub mod verify;
+
+use crate::assess::{Assessment, CopyId, CopyVerdict};
+use crate::findings::{Findings, NoticeKind, ProblemKind};
+use crate::history::CopyCounts;
+use crate::manifest::ReplicaStatus;
+use crate::relpath::RelPath;
+use crate::vote::NoWinner;
+use crate::workspace::{Replicas, Workspace};
+
+/// Checks every target's root; an unreachable one is a problem (exit 3) and is left out of
+/// the run, so the others are still served.
+pub(crate) fn reach_targets(ws: &Workspace, findings: &mut Findings) -> Vec<bool> {
+    ws.reach_targets()
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| match result {
+            Ok(()) => true,
+            Err(e) => {
+                findings.problem(
+                    ProblemKind::TargetUnreachable,
+                    Some(ws.targets[i].name()),
+                    None,
+                    format!("target at {} is unreachable: {e}", ws.targets[i].location()),
+                );
+                false
+            }
+        })
+        .collect()
+}
+
+/// A problem for every manifest replica that is not current (unreachable targets excepted:
+/// they are reported once already).
+pub(crate) fn replica_findings(
+    ws: &Workspace,
+    replicas: &Replicas,
+    reachable: &[bool],
+    findings: &mut Findings,
+) {
+    for (id, status) in replicas.holders.iter().zip(&replicas.chosen.statuses) {
+        if let CopyId::Target(i) = id
+            && !reachable[*i]
+        {
+            continue;
+        }
+        let name = ws.copy_name(*id);
+        let (kind, detail) = match status {
+            ReplicaStatus::Current => continue,
+            ReplicaStatus::Stale { generation } => (
+                ProblemKind::ReplicaStale,
+                format!(
+                    "manifest replica is at generation {generation}, the newest is {}",
+                    replicas.chosen.manifest.generation
+                ),
+            ),
+            ReplicaStatus::Divergent => (
+                ProblemKind::ReplicaDivergent,
+                "manifest replica differs from the majority of its generation".into(),
+            ),
+            ReplicaStatus::Missing => (
+                ProblemKind::ReplicaMissing,
+                "manifest replica is missing".into(),
+            ),
+            ReplicaStatus::Defective { reason } => (
+                ProblemKind::ReplicaDefective,
+                format!("manifest replica is unusable: {reason}"),
+            ),
+            ReplicaStatus::Unreadable { reason } => (
+                ProblemKind::ReadFailed,
+                format!("manifest replica cannot be read: {reason}"),
+            ),
+        };
+        findings.problem(kind, Some(&name), None, detail);
+    }
+}
+
+/// Turns one file's assessment into findings, and counts each copy's verdict.
+pub(crate) fn file_findings(
+    ws: &Workspace,
+    path: &RelPath,
+    assessment: &Assessment,
+    findings: &mut Findings,
+    counts: &mut std::collections::BTreeMap<String, CopyCounts>,
+) {
+    let p = Some(path.as_str());
+    for (id, verdict) in &assessment.copies {
+        let name = ws.copy_name(*id);
+        let count = counts.entry(name.clone()).or_default();
+        let copy = Some(name.as_str());
+        match verdict {
+            CopyVerdict::Ok => count.ok += 1,
+            CopyVerdict::Pending { why } => {
+                count.pending += 1;
+                let detail = match why {
+                    crate::assess::PendingWhy::SourceChanged => "changed since the last backup",
+                    crate::assess::PendingWhy::SourceDeleted => {
+                        "deleted from the source; kept on the targets until `backup --prune`"
+                    }
+                    crate::assess::PendingWhy::InterruptedBackup => {
+                        "holds the version an interrupted backup was installing"
+                    }
+                };
+                findings.notice(NoticeKind::Pending, copy, p, detail);
+            }
+            CopyVerdict::Missing => {
+                count.missing += 1;
+                findings.problem(ProblemKind::Missing, copy, p, "copy is missing");
+            }
+            CopyVerdict::WrongSize { size, expected } => {
+                count.wrong_size += 1;
+                findings.problem(
+                    ProblemKind::WrongSize,
+                    copy,
+                    p,
+                    format!("size {size}, expected {expected}"),
+                );
+            }
+            CopyVerdict::Corrupt { found, expected } => {
+                count.corrupt += 1;
+                let kind = if *id == CopyId::Source {
+                    ProblemKind::SourceRot
+                } else {
+                    ProblemKind::Corrupt
+                };
+                let what = if *id == CopyId::Source {
+                    "suspected source corruption: "
+                } else {
+                    ""
+                };
+                findings.problem(
+                    kind,
+                    copy,
+                    p,
+                    format!(
+                        "{what}blake3 {} differs from the good content {}",
+                        found.short(),
+                        expected.short()
+                    ),
+                );
+            }
+            CopyVerdict::Unreadable { reason } => {
+                count.unreadable += 1;
+                findings.problem(
+                    ProblemKind::ReadFailed,
+                    copy,
+                    p,
+                    format!("cannot read the copy: {reason}"),
+                );
+            }
+            CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => count.unknown += 1,
+        }
+    }
+    if assessment.manifest_overruled
+        && let Some(winner) = assessment.winner
+    {
+        findings.problem(
+            ProblemKind::ManifestOverruled,
+            None,
+            p,
+            format!(
+                "a strict majority of the copies hold {}, not what the manifest records",
+                winner.short()
+            ),
+        );
+    }
+    if let Some(why) = assessment.no_winner {
+        let evidence: Vec<String> = assessment
+            .copies
+            .iter()
+            .map(|(id, v)| {
+                let held = match v {
+                    CopyVerdict::Corrupt { found, .. } | CopyVerdict::Disputed { found } => {
+                        found.short()
+                    }
+                    CopyVerdict::Ok => "manifest digest".into(),
+                    CopyVerdict::Missing => "missing".into(),
+                    CopyVerdict::Unreadable { .. } => "unreadable".into(),
+                    CopyVerdict::Pending { .. } => "pending".into(),
+                    CopyVerdict::WrongSize { .. } | CopyVerdict::Unknown => "?".into(),
+                };
+                format!("{}={held}", ws.copy_name(*id))
+            })
+            .collect();
+        let (kind, what) = match why {
+            NoWinner::NoGoodCopy => (
+                ProblemKind::NoGoodCopy,
+                "no copy holds the recorded content and no other content has a strict majority",
+            ),
+            NoWinner::NoMajority => (
+                ProblemKind::NoMajority,
+                "the manifest is in doubt and no content has a strict majority",
+            ),
+        };
+        findings.problem(
+            kind,
+            None,
+            p,
+            format!("{what}; nothing written ({})", evidence.join(", ")),
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! `redundo verify`: read-only check of every copy of every file and of every manifest
+//! replica. Deep by default (every copy read and hashed); `--fast` checks existence and size.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{file_findings, reach_targets, replica_findings};
+use crate::assess::CopyVerdict;
+use crate::exit::usage;
+use crate::findings::{Findings, NoticeKind, ProblemKind};
+use crate::history::{CopyCounts, History, VerifyRecord};
+use crate::inspect::{inspect, unknown_files};
+use crate::progress::Progress;
+use crate::workspace::{Workspace, now_rfc3339};
+
+pub struct VerifyOptions {
+    pub fast: bool,
+    pub list_ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub mode: &'static str,
+    pub generation: u64,
+    pub files: usize,
+    /// Per copy ("source" or a target name).
+    pub copies: BTreeMap<String, CopyCounts>,
+    pub replicas_current: usize,
+    pub replicas_total: usize,
+    pub below_min_copies: usize,
+    pub min_copies: usize,
+    #[serde(flatten)]
+    pub findings: Findings,
+    /// Every good copy, when asked for with `-v`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ok: Vec<OkCopy>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OkCopy {
+    pub copy: String,
+    pub path: String,
+}
+
+pub fn run(
+    ws: &Workspace,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let mut findings = Findings::default();
+    let reachable = reach_targets(ws, &mut findings);
+    let replicas = ws.read_replicas(&reachable);
+    if replicas.chosen.none_valid
+        && replicas.chosen.statuses.iter().all(|s| {
+            matches!(
+                s,
+                crate::manifest::ReplicaStatus::Missing
+                    | crate::manifest::ReplicaStatus::Unreadable { .. }
+            )
+        })
+        && findings.problems.is_empty()
+    {
+        return usage(format!(
+            "nothing to verify: no manifest in {} or any target (run `redundo backup` first)",
+            ws.config.state_dir.display()
+        ));
+    }
+    replica_findings(ws, &replicas, &reachable, &mut findings);
+
+    let inspection = inspect(ws, &replicas.chosen, &reachable, !options.fast, progress)?;
+    for (i, error) in &inspection.walk_errors {
+        findings.problem(
+            ProblemKind::ReadFailed,
+            Some(ws.targets[*i].name()),
+            None,
+            format!("cannot walk the target: {error}"),
+        );
+    }
+
+    let mut copies = BTreeMap::new();
+    let mut below_min_copies = 0;
+    let mut ok = Vec::new();
+    for (path, assessment) in &inspection.files {
+        file_findings(ws, path, assessment, &mut findings, &mut copies);
+        if assessment.good_targets() < ws.config.min_copies && !options.fast {
+            below_min_copies += 1;
+        }
+        if options.list_ok {
+            for (id, verdict) in &assessment.copies {
+                if *verdict == CopyVerdict::Ok {
+                    ok.push(OkCopy {
+                        copy: ws.copy_name(*id),
+                        path: path.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    if below_min_copies > 0 {
+        findings.problem(
+            ProblemKind::BelowMinCopies,
+            None,
+            None,
+            format!(
+                "{below_min_copies} files have fewer than min_copies = {} verified target copies",
+                ws.config.min_copies
+            ),
+        );
+    }
+
+    let manifest = &replicas.chosen.manifest;
+    for (i, listing) in inspection.targets.iter().enumerate() {
+        let Some(listing) = listing else { continue };
+        let name = ws.targets[i].name();
+        for path in unknown_files(&manifest.files, listing) {
+            findings.notice(
+                NoticeKind::Unknown,
+                Some(name),
+                Some(path.as_str()),
+                "not in the manifest (left alone)",
+            );
+        }
+        for leftover in &listing.leftovers {
+            findings.notice(NoticeKind::Unknown, Some(name), None, format!("temporary file left by an interrupted run: {leftover} (the next backup removes it)"));
+        }
+    }
+    let new_files = inspection
+        .source
+        .files
+        .keys()
+        .filter(|p| !manifest.files.contains_key(*p))
+        .count();
+    if new_files > 0 {
+        findings.notice(
+            NoticeKind::Pending,
+            Some("source"),
+            None,
+            format!("{new_files} new files not backed up yet"),
+        );
+    }
+    findings.sort();
+
+    let report = VerifyReport {
+        mode: if options.fast { "fast" } else { "deep" },
+        generation: manifest.generation,
+        files: inspection.files.len(),
+        copies,
+        replicas_current: replicas
+            .chosen
+            .statuses
+            .iter()
+            .filter(|s| s.is_current())
+            .count(),
+        replicas_total: replicas.holders.len(),
+        below_min_copies,
+        min_copies: ws.config.min_copies,
+        findings,
+        ok,
+    };
+    let mut history = History::load(&ws.config.state_dir);
+    history.last_verify = Some(VerifyRecord {
+        at: now_rfc3339(),
+        mode: report.mode.to_string(),
+        exit_code: report.findings.exit().code(),
+        copies: report.copies.clone(),
+    });
+    history.save(&ws.config.state_dir);
+    Ok(report)
+}

@@ -1,0 +1,202 @@
+//! BLAKE3 digests: the whole-file digest, the per-block digests, and hashing a copy.
+//!
+//! Blocks are 1 MiB. That is small enough that one flipped bit costs at most 1 MiB of
+//! re-copying in a block-level repair, large enough that the block list of a 1 TiB dataset is
+//! about 32 MiB of digests (1,048,576 blocks of 32 bytes), and it is a whole number of BLAKE3
+//! chunks, so each read buffer of the copy loop is exactly one block.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub const BLOCK_SIZE: usize = 1 << 20;
+
+/// Above this many bytes a buffer is hashed with BLAKE3's multi-threaded path.
+const RAYON_THRESHOLD: usize = 128 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(self) -> String {
+        blake3::Hash::from(self.0).to_hex().to_string()
+    }
+
+    /// The first 12 hex digits, enough to tell digests apart in a report line.
+    pub fn short(self) -> String {
+        self.to_hex()[..12].to_string()
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(hash: blake3::Hash) -> Digest {
+        Digest(*hash.as_bytes())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+    fn from_str(hex: &str) -> Result<Digest, String> {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "{hex:?} is not a 64-digit lowercase hex BLAKE3 digest"
+            ));
+        }
+        blake3::Hash::from_hex(hex)
+            .map(Digest::from)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.short())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The digests the manifest keeps for one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileDigest {
+    pub whole: Digest,
+    pub blocks: Vec<Digest>,
+}
+
+/// Number of blocks a file of `size` bytes has.
+pub fn block_count(size: u64) -> usize {
+    size.div_ceil(BLOCK_SIZE as u64) as usize
+}
+
+/// Hashes a stream fed block by block: the whole-file digest and one digest per block.
+pub struct StreamHasher {
+    whole: blake3::Hasher,
+    blocks: Vec<Digest>,
+    bytes: u64,
+}
+
+impl Default for StreamHasher {
+    fn default() -> Self {
+        StreamHasher {
+            whole: blake3::Hasher::new(),
+            blocks: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl StreamHasher {
+    /// Feeds one block: exactly `BLOCK_SIZE` bytes, or fewer for the last one.
+    pub fn update_block(&mut self, block: &[u8]) {
+        debug_assert!(block.len() <= BLOCK_SIZE);
+        if block.len() >= RAYON_THRESHOLD {
+            self.whole.update_rayon(block);
+        } else {
+            self.whole.update(block);
+        }
+        self.blocks.push(Digest::of(block));
+        self.bytes += block.len() as u64;
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn finish(self) -> FileDigest {
+        FileDigest {
+            whole: self.whole.finalize().into(),
+            blocks: self.blocks,
+        }
+    }
+}
+
+/// Reads from `reader` until `buf` is full or the stream ends; returns how many bytes were read.
+pub fn read_block(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Hashes a whole stream with bounded memory, calling `progress` with each block's length.
+pub fn hash_stream(reader: &mut dyn Read, progress: &mut dyn FnMut(u64)) -> io::Result<FileDigest> {
+    let mut hasher = StreamHasher::default();
+    let mut buf = vec![0u8; BLOCK_SIZE];
+    loop {
+        let n = read_block(reader, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update_block(&buf[..n]);
+        progress(n as u64);
+        if n < BLOCK_SIZE {
+            break;
+        }
+    }
+    Ok(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_digest_equals_plain_blake3_and_blocks_cover_the_file() {
+        let data: Vec<u8> = (0..(2 * BLOCK_SIZE + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let got = hash_stream(&mut &data[..], &mut |_| {}).unwrap();
+        assert_eq!(got.whole, Digest::of(&data));
+        assert_eq!(got.blocks.len(), block_count(data.len() as u64));
+        assert_eq!(got.blocks[2], Digest::of(&data[2 * BLOCK_SIZE..]));
+    }
+
+    #[test]
+    fn empty_stream_has_no_blocks() {
+        let got = hash_stream(&mut &b""[..], &mut |_| {}).unwrap();
+        assert_eq!(got.whole, Digest::of(b""));
+        assert!(got.blocks.is_empty());
+        assert_eq!(block_count(0), 0);
+    }
+
+    #[test]
+    fn digest_hex_round_trips_and_rejects_malformed_text() {
+        let d = Digest::of(b"x");
+        assert_eq!(d.to_hex().parse::<Digest>().unwrap(), d);
+        assert!("abc".parse::<Digest>().is_err());
+        assert!(d.to_hex().to_uppercase().parse::<Digest>().is_err());
+    }
+}

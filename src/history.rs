@@ -1,0 +1,71 @@
+//! What the last runs found, kept in the local state folder for `status`. Losing it loses
+//! only history, never data, so a damaged file is ignored and rewritten.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+const FILE: &str = "history.json";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyCounts {
+    pub ok: usize,
+    pub pending: usize,
+    pub corrupt: usize,
+    pub missing: usize,
+    pub wrong_size: usize,
+    pub unreadable: usize,
+    /// Not judged: unreachable, or no content could be chosen.
+    pub unknown: usize,
+}
+
+impl CopyCounts {
+    pub fn damaged(&self) -> usize {
+        self.corrupt + self.missing + self.wrong_size + self.unreadable
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub at: String,
+    pub generation: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub exit_code: u8,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerifyRecord {
+    pub at: String,
+    pub mode: String,
+    pub exit_code: u8,
+    /// Per copy ("source" or a target name): what the check found.
+    pub copies: BTreeMap<String, CopyCounts>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct History {
+    pub last_backup: Option<BackupRecord>,
+    pub last_verify: Option<VerifyRecord>,
+}
+
+impl History {
+    pub fn load(state_dir: &Path) -> History {
+        std::fs::read(state_dir.join(FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Best effort: a failure to record history must not turn a good run into a failed one.
+    pub fn save(&self, state_dir: &Path) {
+        let Ok(bytes) = serde_json::to_vec_pretty(self) else {
+            return;
+        };
+        let temp = state_dir.join(format!("{FILE}.tmp"));
+        if std::fs::write(&temp, bytes).is_ok() {
+            let _ = std::fs::rename(&temp, state_dir.join(FILE));
+        }
+    }
+}

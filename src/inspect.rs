@@ -1,0 +1,180 @@
+//! Gathering facts for verify and repair: every copy of every manifest file is stat-ed (from
+//! one walk per copy) and, for a deep check, hashed; then each file is judged by the pure
+//! [`assess`]. Copies of a file are read in parallel, and so are files.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use rayon::prelude::*;
+
+use crate::assess::{Assessment, CopyId, Observed, assess};
+use crate::digest::{BLOCK_SIZE, Digest, read_block};
+use crate::manifest::{Chosen, Entry};
+use crate::progress::Progress;
+use crate::relpath::RelPath;
+use crate::target::{Listing, Target};
+use crate::vote::Claim;
+use crate::workspace::Workspace;
+
+pub struct Inspection {
+    pub files: Vec<(RelPath, Assessment)>,
+    /// The source walk, excludes applied.
+    pub source: Listing,
+    /// Each target's walk; `None` when it is unreachable.
+    pub targets: Vec<Option<Listing>>,
+    /// Targets whose walk failed although the root was there.
+    pub walk_errors: Vec<(usize, String)>,
+}
+
+pub fn inspect(
+    ws: &Workspace,
+    chosen: &Chosen,
+    reachable: &[bool],
+    deep: bool,
+    progress: &dyn Progress,
+) -> io::Result<Inspection> {
+    let excludes = &ws.config.excludes;
+    let source = ws.source.list(&|p| excludes.excludes(p))?;
+    let walked: Vec<Option<io::Result<Listing>>> = ws
+        .targets
+        .par_iter()
+        .enumerate()
+        .map(|(i, t)| reachable[i].then(|| t.list(&|_| false)))
+        .collect();
+    let mut targets = Vec::new();
+    let mut walk_errors = Vec::new();
+    for (i, walk) in walked.into_iter().enumerate() {
+        match walk {
+            Some(Ok(listing)) => targets.push(Some(listing)),
+            Some(Err(e)) => {
+                walk_errors.push((i, e.to_string()));
+                targets.push(None);
+            }
+            None => targets.push(None),
+        }
+    }
+
+    let manifest = &chosen.manifest;
+    if deep {
+        let copies = 1 + targets.iter().filter(|t| t.is_some()).count() as u64;
+        let total: u64 = manifest
+            .files
+            .values()
+            .map(|e| e.current.size * copies)
+            .sum();
+        progress.begin("verify", total);
+    }
+    let files: Vec<(RelPath, Assessment)> = manifest
+        .files
+        .par_iter()
+        .map(|(path, entry)| {
+            let observed = observe(ws, path, entry, &source, &targets, deep, progress);
+            let claim = match chosen.disputed.get(path) {
+                Some(claims) => Claim::Disputed(claims.clone()),
+                None => Claim::Agreed(entry.current.blake3),
+            };
+            (path.clone(), assess(entry, &claim, &observed, deep))
+        })
+        .collect();
+    progress.finish();
+    Ok(Inspection {
+        files,
+        source,
+        targets,
+        walk_errors,
+    })
+}
+
+fn observe(
+    ws: &Workspace,
+    path: &RelPath,
+    entry: &Entry,
+    source: &Listing,
+    targets: &[Option<Listing>],
+    deep: bool,
+    progress: &dyn Progress,
+) -> Vec<(CopyId, Observed)> {
+    let stats: Vec<(CopyId, Option<Observed>)> = ws
+        .copy_ids()
+        .map(|id| {
+            let listing = match id {
+                CopyId::Source => Some(source),
+                CopyId::Target(i) => targets[i].as_ref(),
+            };
+            let Some(listing) = listing else {
+                return (id, Some(Observed::Unreachable));
+            };
+            let Some(stat) = listing.files.get(path) else {
+                return (id, Some(Observed::Absent));
+            };
+            let recorded = |v: &crate::manifest::FileVersion| v.same_stat(stat.size, stat.mtime_ns);
+            if id == CopyId::Source
+                && !recorded(&entry.current)
+                && !entry.pending.as_ref().is_some_and(recorded)
+            {
+                return (id, Some(Observed::SourceChanged));
+            }
+            if !deep {
+                return (
+                    id,
+                    Some(Observed::Present {
+                        size: stat.size,
+                        digest: None,
+                    }),
+                );
+            }
+            (id, None)
+        })
+        .collect();
+    stats
+        .into_par_iter()
+        .map(|(id, known)| {
+            let observed = known.unwrap_or_else(|| match hash_copy(ws.copy(id), path, progress) {
+                Ok((size, digest)) => Observed::Present {
+                    size,
+                    digest: Some(digest),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
+                Err(e) => Observed::Unreadable(e.to_string()),
+            });
+            (id, observed)
+        })
+        .collect()
+}
+
+/// Reads one copy whole and returns its size and BLAKE3. Buffers are one block, so memory
+/// stays bounded; big blocks use BLAKE3's multi-threaded path.
+pub fn hash_copy(
+    copy: &dyn Target,
+    path: &RelPath,
+    progress: &dyn Progress,
+) -> io::Result<(u64, Digest)> {
+    let mut reader = copy.open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; BLOCK_SIZE];
+    let mut size = 0u64;
+    loop {
+        let n = read_block(&mut *reader, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update_rayon(&buf[..n]);
+        size += n as u64;
+        progress.advance(n as u64);
+        if n < BLOCK_SIZE {
+            break;
+        }
+    }
+    Ok((size, hasher.finalize().into()))
+}
+
+/// Files the manifest does not know, per reachable target.
+pub fn unknown_files<'a>(
+    manifest_files: &'a BTreeMap<RelPath, Entry>,
+    listing: &'a Listing,
+) -> impl Iterator<Item = &'a RelPath> + 'a {
+    listing
+        .files
+        .keys()
+        .filter(move |p| !manifest_files.contains_key(*p))
+}

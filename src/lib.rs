@@ -1,0 +1,90 @@
+//! redundo keeps several verified plain-file copies of a directory on several targets,
+//! records BLAKE3 digests in a replicated manifest, and heals silent corruption by majority
+//! vote across the copies.
+//!
+//! The layout: `cli` parses, `config` validates, `commands/` hold one file per command that
+//! gathers facts and acts, `plan`, `vote` and `assess` are the pure core, `target/` is where
+//! copies live, and `report` is the only writer to stdout.
+
+pub mod assess;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod digest;
+pub mod exit;
+pub mod fanout;
+pub mod findings;
+pub mod history;
+pub mod inspect;
+pub mod lock;
+pub mod manifest;
+pub mod plan;
+pub mod progress;
+pub mod relpath;
+pub mod report;
+pub mod target;
+pub mod vote;
+pub mod workspace;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+use commands::{backup, init, repair, status, verify};
+use exit::Exit;
+use report::{Output, Report};
+use workspace::Workspace;
+
+/// Runs one command and prints its report; returns the exit code to use.
+pub fn run(cli: &Cli) -> Result<Exit> {
+    let common = cli.command.common();
+    let output = Output {
+        json: common.json,
+        quiet: common.quiet,
+        verbose: common.verbose > 0,
+    };
+    let progress = progress::for_run(common.json, common.quiet);
+    let report = match &cli.command {
+        Command::Init {
+            source,
+            targets,
+            force,
+            common,
+        } => Report::Init(init::run(&init::InitOptions {
+            config: common.config.clone(),
+            source: source.clone(),
+            targets: targets.clone(),
+            force: *force,
+        })?),
+        Command::Backup {
+            checksum,
+            prune,
+            common,
+        } => {
+            let ws = Workspace::open(&common.config)?;
+            let options = backup::BackupOptions {
+                checksum: *checksum,
+                prune: *prune,
+            };
+            Report::Backup(backup::run(&ws, &options, progress.as_ref())?)
+        }
+        Command::Verify { fast, common } => {
+            let ws = Workspace::open(&common.config)?;
+            let options = verify::VerifyOptions {
+                fast: *fast,
+                list_ok: common.verbose > 0,
+            };
+            Report::Verify(verify::run(&ws, &options, progress.as_ref())?)
+        }
+        Command::Repair { dry_run, common } => {
+            let ws = Workspace::open(&common.config)?;
+            let options = repair::RepairOptions { dry_run: *dry_run };
+            Report::Repair(repair::run(&ws, &options, progress.as_ref())?)
+        }
+        Command::Status { common } => {
+            let ws = Workspace::open_unlocked(&common.config)?;
+            Report::Status(status::run(&ws)?)
+        }
+    };
+    report.print(&output)?;
+    Ok(report.exit())
+}

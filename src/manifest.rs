@@ -1,0 +1,476 @@
+//! The manifest: what every copy should hold, and the choice among its replicas.
+//!
+//! On disk a replica is one header line, `redundo-manifest <version> <blake3 of the body>`,
+//! then the body as JSON. The header digest makes a torn or rotten replica detectable before
+//! a byte of it is trusted; every path in the body is a validated [`RelPath`] and every block
+//! list must add up to the file size, so a crafted replica is rejected rather than obeyed.
+//!
+//! An entry may carry a `pending` version: a backup records the new content it is about to
+//! rename into place *before* it does so, which is what lets `verify` call a copy that a killed
+//! run left half-updated "pending" instead of "corrupt" (see `commands::backup`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{BLOCK_SIZE, Digest, FileDigest, block_count};
+use crate::relpath::RelPath;
+
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &str = "redundo-manifest";
+
+/// The file name of a replica inside a `.redundo/` folder.
+pub const REPLICA_NAME: &str = "manifest";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub generation: u64,
+    /// RFC 3339, UTC.
+    pub written_at: String,
+    pub block_size: u64,
+    pub files: BTreeMap<RelPath, Entry>,
+}
+
+/// One recorded content of a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileVersion {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub blake3: Digest,
+    /// One digest per 1 MiB block; empty when the file has at most one block, whose digest is
+    /// then `blake3` itself (this keeps a manifest of many small files small).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<Digest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "FlatEntry", into = "FlatEntry")]
+pub struct Entry {
+    pub current: FileVersion,
+    /// Content a backup has staged on the targets and is renaming into place.
+    pub pending: Option<FileVersion>,
+}
+
+/// An entry as stored: the current version's fields inline, so the common case is compact.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatEntry {
+    size: u64,
+    mtime_ns: i64,
+    blake3: Digest,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    blocks: Vec<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<FileVersion>,
+}
+
+impl From<FlatEntry> for Entry {
+    fn from(flat: FlatEntry) -> Entry {
+        let FlatEntry {
+            size,
+            mtime_ns,
+            blake3,
+            blocks,
+            pending,
+        } = flat;
+        Entry {
+            current: FileVersion {
+                size,
+                mtime_ns,
+                blake3,
+                blocks,
+            },
+            pending,
+        }
+    }
+}
+
+impl From<Entry> for FlatEntry {
+    fn from(entry: Entry) -> FlatEntry {
+        let FileVersion {
+            size,
+            mtime_ns,
+            blake3,
+            blocks,
+        } = entry.current;
+        FlatEntry {
+            size,
+            mtime_ns,
+            blake3,
+            blocks,
+            pending: entry.pending,
+        }
+    }
+}
+
+impl FileVersion {
+    pub fn new(size: u64, mtime_ns: i64, digest: FileDigest) -> FileVersion {
+        let blocks = if digest.blocks.len() > 1 {
+            digest.blocks
+        } else {
+            Vec::new()
+        };
+        FileVersion {
+            size,
+            mtime_ns,
+            blake3: digest.whole,
+            blocks,
+        }
+    }
+
+    pub fn same_stat(&self, size: u64, mtime_ns: i64) -> bool {
+        self.size == size && self.mtime_ns == mtime_ns
+    }
+
+    fn check(&self, path: &RelPath) -> Result<(), String> {
+        let expected = block_count(self.size);
+        let stored = if self.blocks.is_empty() {
+            expected.min(1)
+        } else {
+            self.blocks.len()
+        };
+        if stored != expected || (self.blocks.len() == 1) {
+            return Err(format!(
+                "entry {path}: {} block digests for {} bytes (expected {expected})",
+                self.blocks.len(),
+                self.size
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Manifest {
+    pub fn empty() -> Manifest {
+        Manifest {
+            generation: 0,
+            written_at: String::new(),
+            block_size: BLOCK_SIZE as u64,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// The bytes of a replica: header line with the body digest, then the body.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("a manifest always serializes");
+        let mut out = format!("{MAGIC} {FORMAT_VERSION} {}\n", Digest::of(&body)).into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, ReplicaDefect> {
+        let newline = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(ReplicaDefect::NotAManifest)?;
+        let header =
+            std::str::from_utf8(&bytes[..newline]).map_err(|_| ReplicaDefect::NotAManifest)?;
+        let body = &bytes[newline + 1..];
+        let mut fields = header.split(' ');
+        if fields.next() != Some(MAGIC) {
+            return Err(ReplicaDefect::NotAManifest);
+        }
+        let version: u32 = fields
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or(ReplicaDefect::NotAManifest)?;
+        if version > FORMAT_VERSION {
+            return Err(ReplicaDefect::FutureVersion(version));
+        }
+        let recorded: Digest = fields
+            .next()
+            .and_then(|d| d.parse().ok())
+            .ok_or(ReplicaDefect::NotAManifest)?;
+        if fields.next().is_some() {
+            return Err(ReplicaDefect::NotAManifest);
+        }
+        if Digest::of(body) != recorded {
+            return Err(ReplicaDefect::DigestMismatch);
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(body).map_err(|e| ReplicaDefect::Invalid(e.to_string()))?;
+        manifest.check().map_err(ReplicaDefect::Invalid)?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.block_size != BLOCK_SIZE as u64 {
+            return Err(format!(
+                "block_size {} is not {BLOCK_SIZE}",
+                self.block_size
+            ));
+        }
+        for (path, entry) in &self.files {
+            entry.current.check(path)?;
+            if let Some(pending) = &entry.pending {
+                pending.check(path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaDefect {
+    #[error("not a redundo manifest")]
+    NotAManifest,
+    #[error(
+        "written by a newer redundo (format version {0}, this one reads up to {FORMAT_VERSION})"
+    )]
+    FutureVersion(u32),
+    #[error("content does not match its recorded digest (torn or rotten)")]
+    DigestMismatch,
+    #[error("invalid content: {0}")]
+    Invalid(String),
+}
+
+/// What was found at one replica's place.
+#[derive(Clone, Debug)]
+pub enum ReplicaFound {
+    Valid(Manifest),
+    Missing,
+    Defective(ReplicaDefect),
+    Unreadable(String),
+}
+
+/// How one replica compares with the chosen manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ReplicaStatus {
+    Current,
+    /// A valid, older generation (a target that missed runs, or a run killed mid-commit).
+    Stale {
+        generation: u64,
+    },
+    /// Same generation as the chosen one, different content: outvoted.
+    Divergent,
+    Missing,
+    Defective {
+        reason: String,
+    },
+    Unreadable {
+        reason: String,
+    },
+}
+
+impl ReplicaStatus {
+    pub fn is_current(&self) -> bool {
+        matches!(self, ReplicaStatus::Current)
+    }
+}
+
+/// The manifest chosen from the replicas.
+#[derive(Debug)]
+pub struct Chosen {
+    pub manifest: Manifest,
+    /// Files whose recorded digest differs between replicas of the newest generation: for
+    /// these the manifest is in doubt and the copies vote.
+    pub disputed: BTreeMap<RelPath, Vec<Digest>>,
+    pub statuses: Vec<ReplicaStatus>,
+    /// True when no replica was valid (a first backup, or every replica lost).
+    pub none_valid: bool,
+}
+
+/// Chooses the manifest: the newest generation wins (a later generation is only ever written
+/// after an earlier one, by the run holding the lock); among replicas of that generation the
+/// content held by most wins, ties broken by digest so the choice never depends on order.
+pub fn choose(found: &[ReplicaFound]) -> Chosen {
+    let newest = found
+        .iter()
+        .filter_map(|f| match f {
+            ReplicaFound::Valid(m) => Some(m.generation),
+            _ => None,
+        })
+        .max();
+    let Some(newest) = newest else {
+        let statuses = found.iter().map(status_without_winner).collect();
+        return Chosen {
+            manifest: Manifest::empty(),
+            disputed: BTreeMap::new(),
+            statuses,
+            none_valid: true,
+        };
+    };
+    // Group the newest replicas by content.
+    let mut groups: BTreeMap<Digest, (usize, &Manifest)> = BTreeMap::new();
+    for f in found {
+        if let ReplicaFound::Valid(m) = f
+            && m.generation == newest
+        {
+            groups.entry(Digest::of(&m.encode())).or_insert((0, m)).0 += 1;
+        }
+    }
+    let (&winner_digest, &(_, winner)) = groups
+        .iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.0.cmp(a.0)))
+        .expect("at least one replica has the newest generation");
+
+    let mut disputed: BTreeMap<RelPath, Vec<Digest>> = BTreeMap::new();
+    if groups.len() > 1 {
+        let mut paths: Vec<&RelPath> = groups.values().flat_map(|(_, m)| m.files.keys()).collect();
+        paths.sort();
+        paths.dedup();
+        for path in paths {
+            let mut claims: Vec<Option<Digest>> = groups
+                .values()
+                .map(|(_, m)| m.files.get(path).map(|e| e.current.blake3))
+                .collect();
+            claims.sort();
+            claims.dedup();
+            if claims.len() > 1 {
+                disputed.insert(path.clone(), claims.into_iter().flatten().collect());
+            }
+        }
+    }
+
+    let statuses = found
+        .iter()
+        .map(|f| match f {
+            ReplicaFound::Valid(m) if m.generation < newest => ReplicaStatus::Stale {
+                generation: m.generation,
+            },
+            ReplicaFound::Valid(m) if Digest::of(&m.encode()) == winner_digest => {
+                ReplicaStatus::Current
+            }
+            ReplicaFound::Valid(_) => ReplicaStatus::Divergent,
+            other => status_without_winner(other),
+        })
+        .collect();
+    Chosen {
+        manifest: winner.clone(),
+        disputed,
+        statuses,
+        none_valid: false,
+    }
+}
+
+fn status_without_winner(found: &ReplicaFound) -> ReplicaStatus {
+    match found {
+        ReplicaFound::Valid(m) => ReplicaStatus::Stale {
+            generation: m.generation,
+        },
+        ReplicaFound::Missing => ReplicaStatus::Missing,
+        ReplicaFound::Defective(d) => ReplicaStatus::Defective {
+            reason: d.to_string(),
+        },
+        ReplicaFound::Unreadable(r) => ReplicaStatus::Unreadable { reason: r.clone() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(content: &[u8], mtime_ns: i64) -> FileVersion {
+        let digest = crate::digest::hash_stream(&mut &content[..], &mut |_| {}).unwrap();
+        FileVersion::new(content.len() as u64, mtime_ns, digest)
+    }
+
+    fn manifest(generation: u64, files: &[(&str, &[u8])]) -> Manifest {
+        let mut m = Manifest::empty();
+        m.generation = generation;
+        m.written_at = "2026-01-01T00:00:00Z".into();
+        for (path, content) in files {
+            m.files.insert(
+                RelPath::new(path).unwrap(),
+                Entry {
+                    current: version(content, 7),
+                    pending: None,
+                },
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn encode_decode_round_trips() {
+        let big = vec![3u8; BLOCK_SIZE + 5];
+        let m = manifest(4, &[("a", b"alpha"), ("dir/big", &big), ("empty", b"")]);
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        assert_eq!(
+            m.files[&RelPath::new("dir/big").unwrap()]
+                .current
+                .blocks
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn decode_rejects_torn_garbage_future_and_crafted_replicas() {
+        let bytes = manifest(1, &[("a", b"alpha")]).encode();
+        assert_eq!(
+            Manifest::decode(&bytes[..bytes.len() - 3]),
+            Err(ReplicaDefect::DigestMismatch)
+        );
+        assert_eq!(
+            Manifest::decode(b"\x00\x01garbage"),
+            Err(ReplicaDefect::NotAManifest)
+        );
+        let future = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replacen(" 1 ", " 99 ", 1);
+        assert_eq!(
+            Manifest::decode(future.as_bytes()),
+            Err(ReplicaDefect::FutureVersion(99))
+        );
+
+        let crafted = |body: &str| {
+            let mut out = format!("{MAGIC} 1 {}\n", Digest::of(body.as_bytes())).into_bytes();
+            out.extend_from_slice(body.as_bytes());
+            Manifest::decode(&out)
+        };
+        let digest = Digest::of(b"x");
+        let escaping = format!(
+            r#"{{"generation":1,"written_at":"","block_size":1048576,"files":{{"../etc/passwd":{{"size":1,"mtime_ns":0,"blake3":"{digest}"}}}}}}"#
+        );
+        assert!(matches!(crafted(&escaping), Err(ReplicaDefect::Invalid(e)) if e.contains("..")));
+        let lying = format!(
+            r#"{{"generation":1,"written_at":"","block_size":1048576,"files":{{"a":{{"size":5000000,"mtime_ns":0,"blake3":"{digest}","blocks":["{digest}"]}}}}}}"#
+        );
+        assert!(
+            matches!(crafted(&lying), Err(ReplicaDefect::Invalid(e)) if e.contains("block digests"))
+        );
+    }
+
+    #[test]
+    fn newest_generation_wins_and_older_replicas_are_stale() {
+        let old = manifest(1, &[("a", b"1")]);
+        let new = manifest(2, &[("a", b"2")]);
+        let chosen = choose(&[
+            ReplicaFound::Valid(old.clone()),
+            ReplicaFound::Valid(new.clone()),
+            ReplicaFound::Missing,
+            ReplicaFound::Defective(ReplicaDefect::DigestMismatch),
+        ]);
+        assert_eq!(chosen.manifest, new);
+        assert!(chosen.disputed.is_empty());
+        assert_eq!(chosen.statuses[0], ReplicaStatus::Stale { generation: 1 });
+        assert_eq!(chosen.statuses[1], ReplicaStatus::Current);
+        assert_eq!(chosen.statuses[2], ReplicaStatus::Missing);
+    }
+
+    #[test]
+    fn same_generation_majority_wins_and_differences_are_disputed() {
+        let good = manifest(3, &[("a", b"A"), ("b", b"B")]);
+        let odd = manifest(3, &[("a", b"X"), ("b", b"B")]);
+        let chosen = choose(&[
+            ReplicaFound::Valid(odd.clone()),
+            ReplicaFound::Valid(good.clone()),
+            ReplicaFound::Valid(good.clone()),
+        ]);
+        assert_eq!(chosen.manifest, good);
+        assert_eq!(chosen.statuses[0], ReplicaStatus::Divergent);
+        let a = RelPath::new("a").unwrap();
+        assert_eq!(chosen.disputed.keys().collect::<Vec<_>>(), vec![&a]);
+    }
+
+    #[test]
+    fn no_valid_replica_gives_an_empty_manifest() {
+        let chosen = choose(&[ReplicaFound::Missing, ReplicaFound::Missing]);
+        assert!(chosen.none_valid);
+        assert!(chosen.manifest.files.is_empty());
+    }
+}

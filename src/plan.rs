@@ -1,0 +1,208 @@
+//! What a backup must do, decided from plain data: the source walk, the manifest and each
+//! target's listing in, a list of jobs out. No I/O here.
+//!
+//! A file is new when the manifest does not know it, changed when its size or mtime differs
+//! from the manifest, and otherwise unchanged and not read at all, unless a target lacks a
+//! matching copy (then the source is read to fill the gap, its digest checked against the
+//! manifest first) or `--checksum` asks for every file to be re-hashed.
+
+use std::collections::BTreeMap;
+
+use crate::manifest::Manifest;
+use crate::relpath::RelPath;
+use crate::target::FileStat;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Not in the manifest.
+    New,
+    /// Size or mtime differ from the manifest.
+    Changed,
+    /// Unchanged in the source; read to fill gaps on targets or to re-check its digest.
+    Refresh,
+}
+
+/// One target to write a file to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sink {
+    pub target: usize,
+    /// What the target already holds at that path, if anything.
+    pub existing: Option<FileStat>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub path: RelPath,
+    pub stat: FileStat,
+    pub kind: JobKind,
+    pub sinks: Vec<Sink>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BackupPlan {
+    pub jobs: Vec<Job>,
+    pub unchanged: usize,
+    /// In the manifest but gone from the source.
+    pub deleted: Vec<RelPath>,
+}
+
+/// `targets[i]` is target i's listing, or `None` when it is unreachable this run.
+pub fn plan_backup(
+    source: &BTreeMap<RelPath, FileStat>,
+    manifest: &Manifest,
+    targets: &[Option<&BTreeMap<RelPath, FileStat>>],
+    checksum: bool,
+) -> BackupPlan {
+    let mut plan = BackupPlan::default();
+    let reachable = || {
+        targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.map(|l| (i, l)))
+    };
+    for (path, &stat) in source {
+        let sink = |(i, listing): (usize, &BTreeMap<RelPath, FileStat>)| Sink {
+            target: i,
+            existing: listing.get(path).copied(),
+        };
+        let job = |kind, sinks| Job {
+            path: path.clone(),
+            stat,
+            kind,
+            sinks,
+        };
+        match manifest.files.get(path) {
+            None => plan
+                .jobs
+                .push(job(JobKind::New, reachable().map(sink).collect())),
+            Some(entry) if !entry.current.same_stat(stat.size, stat.mtime_ns) => {
+                plan.jobs
+                    .push(job(JobKind::Changed, reachable().map(sink).collect()));
+            }
+            Some(entry) => {
+                let gaps: Vec<Sink> = reachable()
+                    .map(sink)
+                    .filter(|s| {
+                        s.existing
+                            .is_none_or(|e| !entry.current.same_stat(e.size, e.mtime_ns))
+                    })
+                    .collect();
+                if gaps.is_empty() && !checksum {
+                    plan.unchanged += 1;
+                } else {
+                    plan.jobs.push(job(JobKind::Refresh, gaps));
+                }
+            }
+        }
+    }
+    plan.deleted = manifest
+        .files
+        .keys()
+        .filter(|p| !source.contains_key(*p))
+        .cloned()
+        .collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::manifest::{Entry, FileVersion};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn st(size: u64, mtime_ns: i64) -> FileStat {
+        FileStat { size, mtime_ns }
+    }
+
+    fn manifest(files: &[(&str, FileStat)]) -> Manifest {
+        let mut m = Manifest::empty();
+        for (path, stat) in files {
+            let current = FileVersion {
+                size: stat.size,
+                mtime_ns: stat.mtime_ns,
+                blake3: Digest::of(b""),
+                blocks: vec![],
+            };
+            m.files.insert(
+                p(path),
+                Entry {
+                    current,
+                    pending: None,
+                },
+            );
+        }
+        m
+    }
+
+    fn listing(files: &[(&str, FileStat)]) -> BTreeMap<RelPath, FileStat> {
+        files.iter().map(|(path, stat)| (p(path), *stat)).collect()
+    }
+
+    #[test]
+    fn unchanged_files_with_matching_copies_are_not_read() {
+        let files = [("a", st(1, 10)), ("b", st(2, 20))];
+        let t = listing(&files);
+        let plan = plan_backup(
+            &listing(&files),
+            &manifest(&files),
+            &[Some(&t), Some(&t)],
+            false,
+        );
+        assert_eq!(plan.unchanged, 2);
+        assert!(plan.jobs.is_empty());
+    }
+
+    #[test]
+    fn new_changed_and_gap_files_become_jobs() {
+        let source = listing(&[("new", st(1, 1)), ("changed", st(5, 99)), ("gap", st(3, 3))]);
+        let m = manifest(&[
+            ("changed", st(4, 50)),
+            ("gap", st(3, 3)),
+            ("gone", st(1, 1)),
+        ]);
+        let full = listing(&[
+            ("changed", st(4, 50)),
+            ("gap", st(3, 3)),
+            ("gone", st(1, 1)),
+        ]);
+        let holed = listing(&[("changed", st(4, 50)), ("gap", st(3, 7))]);
+        let plan = plan_backup(&source, &m, &[Some(&full), None, Some(&holed)], false);
+
+        let kinds: Vec<(&str, JobKind, Vec<usize>)> = plan
+            .jobs
+            .iter()
+            .map(|j| {
+                (
+                    j.path.as_str(),
+                    j.kind,
+                    j.sinks.iter().map(|s| s.target).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("changed", JobKind::Changed, vec![0, 2]),
+                ("gap", JobKind::Refresh, vec![2]),
+                ("new", JobKind::New, vec![0, 2]),
+            ]
+        );
+        assert_eq!(plan.jobs[1].sinks[0].existing, Some(st(3, 7)));
+        assert_eq!(plan.deleted, vec![p("gone")]);
+    }
+
+    #[test]
+    fn checksum_rereads_unchanged_files_even_without_gaps() {
+        let files = [("a", st(1, 10))];
+        let t = listing(&files);
+        let plan = plan_backup(&listing(&files), &manifest(&files), &[Some(&t)], true);
+        assert_eq!(plan.jobs.len(), 1);
+        assert_eq!(plan.jobs[0].kind, JobKind::Refresh);
+        assert!(plan.jobs[0].sinks.is_empty());
+    }
+}

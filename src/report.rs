@@ -1,0 +1,352 @@
+//! The only writer to stdout: turns a command's report into human lines or one JSON
+//! document, and decides the exit code from its findings.
+//!
+//! Human output: one line per problem, `<copy>: <path>: <WHAT>: <detail>`, then notices
+//! (pending, unknown, done), then one summary line. `--quiet` prints problems and the summary
+//! only when there is a problem; `-v` adds a line per good copy.
+
+use std::io::{self, Write};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::commands::backup::BackupReport;
+use crate::commands::init::InitReport;
+use crate::commands::repair::RepairReport;
+use crate::commands::status::StatusReport;
+use crate::commands::verify::VerifyReport;
+use crate::exit::Exit;
+use crate::findings::{Finding, Findings};
+use crate::history::CopyCounts;
+
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+pub enum Report {
+    Init(InitReport),
+    Backup(BackupReport),
+    Verify(VerifyReport),
+    Repair(RepairReport),
+    Status(StatusReport),
+}
+
+impl Report {
+    fn name(&self) -> &'static str {
+        match self {
+            Report::Init(_) => "init",
+            Report::Backup(_) => "backup",
+            Report::Verify(_) => "verify",
+            Report::Repair(_) => "repair",
+            Report::Status(_) => "status",
+        }
+    }
+
+    fn findings(&self) -> Option<&Findings> {
+        match self {
+            Report::Init(_) => None,
+            Report::Backup(r) => Some(&r.findings),
+            Report::Verify(r) => Some(&r.findings),
+            Report::Repair(r) => Some(&r.findings),
+            Report::Status(r) => Some(&r.findings),
+        }
+    }
+
+    pub fn exit(&self) -> Exit {
+        self.findings().map_or(Exit::Healthy, Findings::exit)
+    }
+
+    pub fn print(&self, output: &Output) -> Result<()> {
+        let stdout = io::stdout();
+        let mut out = io::BufWriter::new(stdout.lock());
+        if output.json {
+            let body = match self {
+                Report::Init(r) => json_document(self.name(), self.exit(), r),
+                Report::Backup(r) => json_document(self.name(), self.exit(), r),
+                Report::Verify(r) => json_document(self.name(), self.exit(), r),
+                Report::Repair(r) => json_document(self.name(), self.exit(), r),
+                Report::Status(r) => json_document(self.name(), self.exit(), r),
+            };
+            serde_json::to_writer_pretty(&mut out, &body)?;
+            writeln!(out)?;
+        } else {
+            self.print_human(&mut out, output)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    fn print_human(&self, out: &mut dyn Write, output: &Output) -> io::Result<()> {
+        let exit = self.exit();
+        if output.quiet && exit == Exit::Healthy {
+            return Ok(());
+        }
+        if let Some(findings) = self.findings() {
+            for problem in &findings.problems {
+                writeln!(out, "{}", finding_line(problem, problem.kind.label()))?;
+            }
+            if !output.quiet {
+                for notice in &findings.notices {
+                    writeln!(out, "{}", finding_line(notice, notice.kind.label()))?;
+                }
+            }
+        }
+        match self {
+            Report::Init(r) => {
+                let targets: Vec<String> = r
+                    .targets
+                    .iter()
+                    .map(|t| format!("{} ({})", t.name, t.location))
+                    .collect();
+                writeln!(
+                    out,
+                    "wrote {}: source {}; targets {}",
+                    r.config,
+                    r.source,
+                    targets.join(", ")
+                )?;
+                if !output.quiet {
+                    writeln!(out, "next: redundo backup --config {}", r.config)?;
+                }
+            }
+            Report::Backup(r) => writeln!(out, "{}", backup_summary(r))?,
+            Report::Verify(r) => {
+                if output.verbose {
+                    for ok in &r.ok {
+                        writeln!(out, "{}: {}: OK", ok.copy, ok.path)?;
+                    }
+                }
+                writeln!(out, "{}", verify_summary(r))?;
+            }
+            Report::Repair(r) => {
+                if r.dry_run {
+                    for a in &r.actions {
+                        writeln!(
+                            out,
+                            "{}: {}: would rewrite from {} (was {})",
+                            a.copy,
+                            a.path,
+                            a.from,
+                            verdict_word(&a.was)
+                        )?;
+                    }
+                } else if output.verbose {
+                    for a in &r.actions {
+                        writeln!(out, "{}: {}: rewritten from {}", a.copy, a.path, a.from)?;
+                    }
+                }
+                writeln!(out, "{}", repair_summary(r))?;
+            }
+            Report::Status(r) => print_status(out, r)?,
+        }
+        Ok(())
+    }
+}
+
+fn json_document<T: Serialize>(command: &str, exit: Exit, report: &T) -> serde_json::Value {
+    let mut doc = serde_json::json!({ "command": command, "exit_code": exit.code() });
+    if let (Some(doc), Ok(serde_json::Value::Object(fields))) =
+        (doc.as_object_mut(), serde_json::to_value(report))
+    {
+        doc.extend(fields);
+    }
+    doc
+}
+
+/// The one JSON document for a run that ended in an error.
+pub fn print_error_json(command: &str, exit: Exit, err: &anyhow::Error) {
+    let doc =
+        serde_json::json!({ "command": command, "exit_code": exit.code(), "error": one_line(err) });
+    let _ = writeln!(
+        io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    );
+}
+
+/// The error chain on one line: `outer: inner: root cause`.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn finding_line<K>(finding: &Finding<K>, label: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if let Some(copy) = &finding.copy {
+        parts.push(copy);
+    }
+    if let Some(path) = &finding.path {
+        parts.push(path);
+    }
+    parts.push(label);
+    parts.push(&finding.detail);
+    parts.join(": ")
+}
+
+fn verdict_word(verdict: &crate::assess::CopyVerdict) -> &'static str {
+    use crate::assess::CopyVerdict::*;
+    match verdict {
+        Ok => "ok",
+        Pending { .. } => "pending",
+        Missing => "missing",
+        WrongSize { .. } => "wrong size",
+        Corrupt { .. } => "corrupt",
+        Unreadable { .. } => "unreadable",
+        Disputed { .. } => "disputed",
+        Unknown => "unknown",
+    }
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn backup_summary(r: &BackupReport) -> String {
+    let mut line = format!(
+        "backup: generation {}, {} files: {} new, {} changed, {} unchanged",
+        r.generation, r.files, r.new, r.changed, r.unchanged
+    );
+    if r.gaps_filled > 0 {
+        line.push_str(&format!(", {} gaps filled", r.gaps_filled));
+    }
+    if r.pruned > 0 {
+        line.push_str(&format!(", {} pruned", r.pruned));
+    }
+    line.push_str(&format!(
+        "; {} read, {} written",
+        human_bytes(r.bytes_read),
+        human_bytes(r.bytes_written)
+    ));
+    if !r.findings.problems.is_empty() {
+        line.push_str(&format!("; {} problems", r.findings.problems.len()));
+    }
+    line
+}
+
+fn counts_text(c: &CopyCounts) -> String {
+    let parts = [
+        (c.ok, "ok"),
+        (c.corrupt, "corrupt"),
+        (c.missing, "missing"),
+        (c.wrong_size, "wrong size"),
+        (c.unreadable, "unreadable"),
+        (c.pending, "pending"),
+        (c.unknown, "not checked"),
+    ];
+    let shown: Vec<String> = parts
+        .iter()
+        .filter(|(n, what)| *n > 0 || *what == "ok")
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    shown.join(", ")
+}
+
+fn verify_summary(r: &VerifyReport) -> String {
+    let copies: Vec<String> = r
+        .copies
+        .iter()
+        .map(|(name, c)| format!("{name} {}", counts_text(c)))
+        .collect();
+    let verdict = if r.findings.problems.is_empty() {
+        "OK"
+    } else {
+        "PROBLEMS FOUND"
+    };
+    format!(
+        "verify ({}): {verdict}: {} files at generation {}; {}; manifest replicas {}/{} current",
+        r.mode,
+        r.files,
+        r.generation,
+        if copies.is_empty() {
+            "no copies checked".to_string()
+        } else {
+            copies.join("; ")
+        },
+        r.replicas_current,
+        r.replicas_total
+    )
+}
+
+fn repair_summary(r: &RepairReport) -> String {
+    let left = r.findings.problems.len();
+    if r.dry_run {
+        format!(
+            "repair --dry-run: would rewrite {} copies; nothing written",
+            r.copies_healed
+        )
+    } else {
+        format!(
+            "repair: {} copies rewritten, {} manifest replicas rewritten; {}",
+            r.copies_healed,
+            r.replicas_rewritten,
+            if left == 0 {
+                "all healthy".to_string()
+            } else {
+                format!("{left} problems left")
+            }
+        )
+    }
+}
+
+fn print_status(out: &mut dyn Write, r: &StatusReport) -> io::Result<()> {
+    writeln!(out, "config:      {}", r.config)?;
+    writeln!(out, "source:      {}", r.source)?;
+    match &r.manifest_written_at {
+        Some(at) => writeln!(
+            out,
+            "manifest:    generation {}, written {at}",
+            r.generation
+        )?,
+        None => writeln!(out, "manifest:    none yet")?,
+    }
+    writeln!(out, "files:       {} ({})", r.files, human_bytes(r.bytes))?;
+    writeln!(out, "min_copies:  {}", r.min_copies)?;
+    match &r.last_backup {
+        Some(b) => writeln!(out, "last backup: {} (exit {})", b.at, b.exit_code)?,
+        None => writeln!(out, "last backup: never")?,
+    }
+    match (&r.last_verify_at, &r.last_verify_mode) {
+        (Some(at), Some(mode)) => writeln!(out, "last verify: {at} ({mode})")?,
+        _ => writeln!(out, "last verify: never")?,
+    }
+    for copy in &r.copies {
+        let replica = match &copy.manifest_replica {
+            crate::manifest::ReplicaStatus::Current => "current".to_string(),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string))
+                .unwrap_or_default(),
+        };
+        let verified = copy
+            .last_verify
+            .as_ref()
+            .map_or("never verified".to_string(), counts_text);
+        let reach = if copy.reachable { "" } else { " UNREACHABLE" };
+        writeln!(
+            out,
+            "  {:<12} {}{reach}; manifest {replica}; last verify: {verified}",
+            copy.name, copy.location
+        )?;
+    }
+    Ok(())
+}

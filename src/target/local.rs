@@ -1,0 +1,438 @@
+//! A copy in a local folder (a mounted disk, a NAS mount, or the source itself).
+//!
+//! Writes go to a temporary sibling (`.redundo-tmp-<pid>-<n>`), are fsynced with their final
+//! mtime set, then renamed over the final name; the folder is fsynced by [`Target::sync`]
+//! before any manifest records the new content. A reader of the final name therefore sees the
+//! old file or the new one, never a torn one. Folders on the way to a copy are checked with
+//! `lstat`: a symlink planted in place of a folder is refused, never followed.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use walkdir::WalkDir;
+
+use super::{FileStat, Listing, Skipped, Staged, Staging, Target};
+use crate::relpath::{RelPath, STATE_DIR};
+
+const TEMP_PREFIX: &str = ".redundo-tmp-";
+const QUARANTINE_DIR: &str = "quarantine";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct LocalDir {
+    name: String,
+    root: PathBuf,
+    state: PathBuf,
+    /// Folders renamed into since the last sync.
+    dirty_dirs: Mutex<BTreeSet<PathBuf>>,
+}
+
+impl LocalDir {
+    pub fn target(name: &str, root: &Path) -> LocalDir {
+        LocalDir::new(name, root, &root.join(STATE_DIR))
+    }
+
+    pub fn source(root: &Path, state: &Path) -> LocalDir {
+        LocalDir::new("source", root, state)
+    }
+
+    fn new(name: &str, root: &Path, state: &Path) -> LocalDir {
+        LocalDir {
+            name: name.to_string(),
+            root: root.to_path_buf(),
+            state: state.to_path_buf(),
+            dirty_dirs: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Creates the folders leading to `path`, refusing to pass through a symlink.
+    fn make_parents(&self, path: &RelPath) -> io::Result<PathBuf> {
+        let mut dir = self.root.clone();
+        let parts: Vec<&str> = path.as_str().split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(io::Error::other(format!(
+                        "{} is not a folder (a symlink or file stands in its place)",
+                        dir.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match fs::create_dir(&dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.mark_dirty(dir.parent().unwrap_or(&self.root));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(dir)
+    }
+
+    fn mark_dirty(&self, dir: &Path) {
+        self.dirty_dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_path_buf());
+    }
+
+    /// `lstat` of `path`'s folders, so a planted symlink is never followed.
+    fn check_parents(&self, path: &RelPath) -> io::Result<()> {
+        let mut dir = self.root.clone();
+        let parts: Vec<&str> = path.as_str().split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push(part);
+            let meta = fs::symlink_metadata(&dir)?;
+            if !meta.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} is not a folder", dir.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_own_state(&self, path: &Path) -> bool {
+        path == self.state || path == self.root.join(STATE_DIR)
+    }
+}
+
+pub(crate) fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+fn filetime_of(mtime_ns: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` through a synced temporary sibling and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("state files live in a folder");
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+struct LocalStaging {
+    file: Option<File>,
+    temp: PathBuf,
+}
+
+impl Write for LocalStaging {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("open until finished").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open until finished").flush()
+    }
+}
+
+impl Staging for LocalStaging {
+    fn finish(mut self: Box<Self>, mtime_ns: i64) -> io::Result<Staged> {
+        let file = self.file.take().expect("finished once");
+        let result = (|| {
+            let mtime = filetime_of(mtime_ns);
+            filetime::set_file_handle_times(&file, Some(mtime), Some(mtime))?;
+            file.sync_all()
+        })();
+        match result {
+            Ok(()) => Ok(Staged {
+                temp: std::mem::take(&mut self.temp),
+            }),
+            Err(e) => {
+                drop(file);
+                let _ = fs::remove_file(&self.temp);
+                Err(e)
+            }
+        }
+    }
+
+    fn abandon(mut self: Box<Self>) {
+        self.file.take();
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+impl Target for LocalDir {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn check_root(&self) -> io::Result<()> {
+        let meta = fs::metadata(&self.root).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("root folder {} is not there ({e})", self.root.display()),
+            )
+        })?;
+        if !meta.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a folder",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn create_root(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.root)
+    }
+
+    fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {
+        self.check_root()?;
+        let mut listing = Listing::default();
+        let mut walk = WalkDir::new(&self.root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        walk.next(); // the root itself
+        while let Some(entry) = walk.next() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let path = e
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    return Err(io::Error::other(format!("walking {path}: {e}")));
+                }
+            };
+            let name = entry.file_name().to_string_lossy();
+            if entry.depth() == 1 && name == STATE_DIR || self.is_own_state(entry.path()) {
+                walk.skip_current_dir();
+                continue;
+            }
+            if name.starts_with(TEMP_PREFIX) && entry.file_type().is_file() {
+                listing.leftovers.push(entry.path().display().to_string());
+                continue;
+            }
+            let rel = match RelPath::from_walk(&self.root, entry.path()) {
+                Ok(rel) => rel,
+                Err(e) => {
+                    listing.skipped.push(Skipped {
+                        path: entry.path().display().to_string(),
+                        reason: format!("not a usable name: {e}"),
+                    });
+                    if entry.file_type().is_dir() {
+                        walk.skip_current_dir();
+                    }
+                    continue;
+                }
+            };
+            if skip(&rel) {
+                if entry.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
+                continue;
+            }
+            let kind = entry.file_type();
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                let what = if kind.is_symlink() {
+                    "symlink (not followed)"
+                } else {
+                    "not a regular file"
+                };
+                listing.skipped.push(Skipped {
+                    path: rel.to_string(),
+                    reason: what.into(),
+                });
+                continue;
+            }
+            let meta = entry.metadata().map_err(|e| {
+                io::Error::other(format!(
+                    "reading metadata of {}: {e}",
+                    entry.path().display()
+                ))
+            })?;
+            listing.files.insert(
+                rel,
+                FileStat {
+                    size: meta.len(),
+                    mtime_ns: mtime_ns(&meta),
+                },
+            );
+        }
+        Ok(listing)
+    }
+
+    fn stat(&self, path: &RelPath) -> io::Result<Option<FileStat>> {
+        match self.check_parents(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        match fs::symlink_metadata(path.under(&self.root)) {
+            Ok(meta) if meta.is_file() => Ok(Some(FileStat {
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+            })),
+            Ok(_) => Err(io::Error::other(
+                "not a regular file (a symlink or folder stands in its place)",
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open(&self, path: &RelPath) -> io::Result<Box<dyn Read + Send>> {
+        self.check_parents(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path.under(&self.root))?;
+        Ok(Box::new(file))
+    }
+
+    fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>> {
+        let dir = self.make_parents(path)?;
+        let temp = dir.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temp)?;
+        Ok(Box::new(LocalStaging {
+            file: Some(file),
+            temp,
+        }))
+    }
+
+    fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()> {
+        let target = path.under(&self.root);
+        if let Ok(meta) = fs::symlink_metadata(&target)
+            && !meta.is_file()
+        {
+            let _ = fs::remove_file(&staged.temp);
+            return Err(io::Error::other(
+                "a symlink or folder stands where the copy goes",
+            ));
+        }
+        if let Err(e) = fs::rename(&staged.temp, &target) {
+            let _ = fs::remove_file(&staged.temp);
+            return Err(e);
+        }
+        self.mark_dirty(target.parent().unwrap_or(&self.root));
+        Ok(())
+    }
+
+    fn discard(&self, staged: Staged) {
+        let _ = fs::remove_file(&staged.temp);
+    }
+
+    fn quarantine(&self, path: &RelPath, stamp: &str) -> io::Result<String> {
+        self.check_parents(path)?;
+        let from = path.under(&self.root);
+        let to = path.under(&self.state.join(QUARANTINE_DIR).join(stamp));
+        fs::create_dir_all(to.parent().expect("quarantine paths have a folder"))?;
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                // The source's state folder can sit on another file system: copy, sync, then
+                // remove, so the bytes exist somewhere at every moment.
+                let mut reader = File::open(&from)?;
+                let mut writer = OpenOptions::new().write(true).create_new(true).open(&to)?;
+                io::copy(&mut reader, &mut writer)?;
+                writer.sync_all()?;
+                fs::remove_file(&from)?;
+            }
+            Err(e) => return Err(e),
+        }
+        sync_dir(to.parent().expect("quarantine paths have a folder"))?;
+        self.mark_dirty(from.parent().unwrap_or(&self.root));
+        Ok(to.display().to_string())
+    }
+
+    fn remove(&self, path: &RelPath) -> io::Result<()> {
+        self.check_parents(path)?;
+        let target = path.under(&self.root);
+        fs::remove_file(&target)?;
+        self.mark_dirty(target.parent().unwrap_or(&self.root));
+        Ok(())
+    }
+
+    fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
+        let path = Path::new(leftover);
+        let is_ours = path.starts_with(&self.root)
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(TEMP_PREFIX));
+        if !is_ours {
+            return Err(io::Error::other(format!(
+                "{leftover} is not a redundo temporary file"
+            )));
+        }
+        fs::remove_file(path)
+    }
+
+    fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.state.join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.check_root()?;
+        fs::create_dir_all(&self.state)?;
+        write_atomically(&self.state.join(name), bytes)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let dirs = std::mem::take(&mut *self.dirty_dirs.lock().unwrap_or_else(|e| e.into_inner()));
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn local_path(&self, path: &RelPath) -> Option<PathBuf> {
+        Some(path.under(&self.root))
+    }
+}

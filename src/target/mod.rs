@@ -1,0 +1,104 @@
+//! Where copies live. One small trait, one file per kind, one factory.
+//!
+//! The source folder is a copy too: it is opened through the same trait (with its state in
+//! the config's state folder), so verify and repair treat it like any other copy.
+
+mod local;
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, Location, TargetSpec};
+use crate::relpath::RelPath;
+
+pub use local::LocalDir;
+
+/// Size and modification time of a regular file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// Everything a walk of a copy found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub files: BTreeMap<RelPath, FileStat>,
+    /// Temporary files left by a run that was killed; safe to delete under the lock.
+    pub leftovers: Vec<String>,
+    /// Entries that are not copied: symlinks, sockets, names that are not valid paths.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// An open temporary file that will become a copy once installed.
+pub trait Staging: Write + Send {
+    /// Sets the modification time, flushes the content to stable storage and closes.
+    fn finish(self: Box<Self>, mtime_ns: i64) -> io::Result<Staged>;
+    /// Removes the temporary file.
+    fn abandon(self: Box<Self>);
+}
+
+/// A finished temporary file, waiting for [`Target::install`].
+#[derive(Debug)]
+pub struct Staged {
+    pub(crate) temp: PathBuf,
+}
+
+/// One place that holds a copy of the source tree.
+pub trait Target: Send + Sync {
+    /// The name used in reports: a target's name, or "source".
+    fn name(&self) -> &str;
+    /// Where it is, for messages.
+    fn location(&self) -> String;
+    /// Fails when the root folder is missing or unusable: an unmounted disk must never be
+    /// silently replaced by a folder on the system disk.
+    fn check_root(&self) -> io::Result<()>;
+    /// Creates the root folder (only `init` does this).
+    fn create_root(&self) -> io::Result<()>;
+    /// Walks the copy. `skip` prunes paths (excludes) before they are descended into.
+    fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing>;
+    /// The size and mtime of a regular file; `None` when nothing is there.
+    fn stat(&self, path: &RelPath) -> io::Result<Option<FileStat>>;
+    fn open(&self, path: &RelPath) -> io::Result<Box<dyn Read + Send>>;
+    /// Starts a temporary file next to where `path` will be installed.
+    fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>>;
+    /// Atomically replaces `path` with a staged file.
+    fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()>;
+    /// Removes a staged file that will not be installed.
+    fn discard(&self, staged: Staged);
+    /// Moves `path` into this copy's quarantine folder under `stamp`, keeping its bytes.
+    fn quarantine(&self, path: &RelPath, stamp: &str) -> io::Result<String>;
+    fn remove(&self, path: &RelPath) -> io::Result<()>;
+    /// Deletes a temporary file left by a killed run (a name from [`Listing::leftovers`]).
+    fn remove_leftover(&self, leftover: &str) -> io::Result<()>;
+    /// Reads a file of redundo's own state (the manifest replica).
+    fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Atomically and durably replaces a file of redundo's own state.
+    fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Makes every install so far durable (fsyncs the folders renamed into).
+    fn sync(&self) -> io::Result<()>;
+    /// A local path for a copy's file, when it has one (for the fast hashing path).
+    fn local_path(&self, _path: &RelPath) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// The one place a configured target becomes a [`Target`].
+pub fn open_target(spec: &TargetSpec) -> Box<dyn Target> {
+    match &spec.location {
+        Location::Local(root) => Box::new(LocalDir::target(&spec.name, root)),
+    }
+}
+
+/// The source folder, as a target whose state lives in the config's state folder.
+pub fn open_source(config: &Config) -> Box<dyn Target> {
+    Box::new(LocalDir::source(&config.source, &config.state_dir))
+}

@@ -1,0 +1,124 @@
+//! A locked run over one config: the source and targets opened, the manifest replicas read
+//! and chosen, and written back. Commands start here.
+
+use std::io;
+use std::path::Path;
+
+use anyhow::Result;
+use rayon::prelude::*;
+
+use crate::assess::CopyId;
+use crate::config::Config;
+use crate::lock::RunLock;
+use crate::manifest::{self, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
+use crate::target::{self, Target};
+
+pub struct Workspace {
+    pub config: Config,
+    pub source: Box<dyn Target>,
+    pub targets: Vec<Box<dyn Target>>,
+    _lock: Option<RunLock>,
+}
+
+/// The manifest replicas as found, one per holder (the local state folder, then each target).
+pub struct Replicas {
+    pub holders: Vec<CopyId>,
+    pub chosen: Chosen,
+}
+
+impl Workspace {
+    /// Loads the config and takes the run lock.
+    pub fn open(config_file: &Path) -> Result<Workspace> {
+        Workspace::open_with(config_file, true)
+    }
+
+    /// Loads the config without the lock, for read-only looks that may run beside a backup.
+    pub fn open_unlocked(config_file: &Path) -> Result<Workspace> {
+        Workspace::open_with(config_file, false)
+    }
+
+    fn open_with(config_file: &Path, lock: bool) -> Result<Workspace> {
+        let config = Config::load(config_file)?;
+        let lock = if lock {
+            Some(RunLock::acquire(&config.state_dir)?)
+        } else {
+            None
+        };
+        let source = target::open_source(&config);
+        let targets = config.targets.iter().map(target::open_target).collect();
+        Ok(Workspace {
+            config,
+            source,
+            targets,
+            _lock: lock,
+        })
+    }
+
+    pub fn copy(&self, id: CopyId) -> &dyn Target {
+        match id {
+            CopyId::Source => self.source.as_ref(),
+            CopyId::Target(i) => self.targets[i].as_ref(),
+        }
+    }
+
+    pub fn copy_ids(&self) -> impl Iterator<Item = CopyId> + '_ {
+        std::iter::once(CopyId::Source).chain((0..self.targets.len()).map(CopyId::Target))
+    }
+
+    /// Each target's root checked, in parallel: an error means unreachable for this run.
+    pub fn reach_targets(&self) -> Vec<io::Result<()>> {
+        self.targets.par_iter().map(|t| t.check_root()).collect()
+    }
+
+    /// Reads every replica: the local one and one per reachable target.
+    pub fn read_replicas(&self, reachable: &[bool]) -> Replicas {
+        let holders: Vec<CopyId> = self.copy_ids().collect();
+        let found: Vec<ReplicaFound> = holders
+            .par_iter()
+            .map(|&id| match id {
+                CopyId::Target(i) if !reachable[i] => {
+                    ReplicaFound::Unreadable("target unreachable".into())
+                }
+                _ => match self.copy(id).read_state(REPLICA_NAME) {
+                    Ok(None) => ReplicaFound::Missing,
+                    Ok(Some(bytes)) => match Manifest::decode(&bytes) {
+                        Ok(m) => ReplicaFound::Valid(m),
+                        Err(defect) => ReplicaFound::Defective(defect),
+                    },
+                    Err(e) => ReplicaFound::Unreadable(e.to_string()),
+                },
+            })
+            .collect();
+        Replicas {
+            holders,
+            chosen: manifest::choose(&found),
+        }
+    }
+
+    /// Writes `manifest` to the given holders, in parallel; one result per holder.
+    pub fn write_replicas(
+        &self,
+        manifest: &Manifest,
+        to: &[CopyId],
+    ) -> Vec<(CopyId, io::Result<()>)> {
+        let bytes = manifest.encode();
+        to.par_iter()
+            .map(|&id| (id, self.copy(id).write_state(REPLICA_NAME, &bytes)))
+            .collect()
+    }
+
+    pub fn copy_name(&self, id: CopyId) -> String {
+        self.copy(id).name().to_string()
+    }
+}
+
+/// The time now as RFC 3339 UTC, for the manifest and reports.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A folder name for this run's quarantine: `20261126T050102Z` (no `:`, which some file
+/// systems and HDFS refuse).
+pub fn quarantine_stamp() -> String {
+    now_rfc3339().replace([':', '-'], "")
+}
