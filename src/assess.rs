@@ -92,10 +92,21 @@ pub struct Assessment {
 }
 
 impl Assessment {
+    /// Target copies verified to hold recorded content: the current version, or a version an
+    /// interrupted backup recorded as pending (which is newer, and just as whole).
     pub fn good_targets(&self) -> usize {
+        let whole = |v: &CopyVerdict| {
+            matches!(
+                v,
+                CopyVerdict::Ok
+                    | CopyVerdict::Pending {
+                        why: PendingWhy::InterruptedBackup
+                    }
+            )
+        };
         self.copies
             .iter()
-            .filter(|(id, v)| matches!(id, CopyId::Target(_)) && *v == CopyVerdict::Ok)
+            .filter(|(id, v)| matches!(id, CopyId::Target(_)) && whole(v))
             .count()
     }
 
@@ -117,7 +128,7 @@ pub fn assess(
     deep: bool,
 ) -> Assessment {
     let current = &entry.current;
-    let pending = entry.pending.as_ref();
+    let pending = &entry.pending;
     let mut copies: Vec<(CopyId, CopyVerdict)> = Vec::new();
     let mut ballots: Vec<Ballot<CopyId>> = Vec::new();
 
@@ -148,7 +159,7 @@ pub fn assess(
                 digest: Some(digest),
                 ..
             } => {
-                if pending.is_some_and(|p| p.blake3 == *digest) && *digest != current.blake3 {
+                if pending.iter().any(|p| p.blake3 == *digest) && *digest != current.blake3 {
                     copies.push((
                         *id,
                         CopyVerdict::Pending {
@@ -163,7 +174,7 @@ pub fn assess(
                 }
             }
             Observed::Present { size, digest: None } => {
-                let verdict = if *size == current.size || pending.is_some_and(|p| p.size == *size) {
+                let verdict = if *size == current.size || pending.iter().any(|p| p.size == *size) {
                     CopyVerdict::Ok
                 } else {
                     CopyVerdict::WrongSize {
@@ -207,6 +218,16 @@ pub fn assess(
         };
     }
 
+    if ballots.is_empty() {
+        // Every copy is pending or out of reach: nothing to judge, nothing damaged.
+        copies.sort_by_key(|(id, _)| *id);
+        return Assessment {
+            copies,
+            winner: None,
+            manifest_overruled: false,
+            no_winner: None,
+        };
+    }
     let verdict = vote::decide(claim, &ballots);
     let (winner, manifest_overruled, no_winner) = match &verdict {
         Verdict::Settled {
@@ -267,7 +288,7 @@ mod tests {
                 blake3: Digest::of(content),
                 blocks: vec![],
             },
-            pending: None,
+            pending: Vec::new(),
         }
     }
 
@@ -366,12 +387,12 @@ mod tests {
     #[test]
     fn copy_holding_the_pending_version_is_pending_and_anything_else_is_corrupt() {
         let mut e = entry(b"old");
-        e.pending = Some(FileVersion {
+        e.pending = vec![FileVersion {
             size: 3,
             mtime_ns: 2,
             blake3: Digest::of(b"new"),
             blocks: vec![],
-        });
+        }];
         let got = assess(
             &e,
             &Claim::Agreed(e.current.blake3),

@@ -19,7 +19,6 @@ pub enum ProblemKind {
     BelowMinCopies,
     ReplicaMissing,
     ReplicaDefective,
-    ReplicaStale,
     ReplicaDivergent,
     // Operational: exit 3.
     TargetUnreachable,
@@ -34,7 +33,7 @@ impl ProblemKind {
         match self {
             Corrupt | Missing | WrongSize | SourceRot | NoMajority | NoGoodCopy
             | ManifestOverruled | BelowMinCopies | ReplicaMissing | ReplicaDefective
-            | ReplicaStale | ReplicaDivergent => Exit::Damage,
+            | ReplicaDivergent => Exit::Damage,
             TargetUnreachable | WriteFailed | ReadFailed | SourceChanging => Exit::Operational,
         }
     }
@@ -52,7 +51,6 @@ impl ProblemKind {
             BelowMinCopies => "TOO FEW COPIES",
             ReplicaMissing => "MANIFEST MISSING",
             ReplicaDefective => "MANIFEST DEFECTIVE",
-            ReplicaStale => "MANIFEST STALE",
             ReplicaDivergent => "MANIFEST DIVERGENT",
             TargetUnreachable => "UNREACHABLE",
             WriteFailed => "WRITE FAILED",

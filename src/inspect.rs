@@ -110,7 +110,7 @@ fn observe(
             let recorded = |v: &crate::manifest::FileVersion| v.same_stat(stat.size, stat.mtime_ns);
             if id == CopyId::Source
                 && !recorded(&entry.current)
-                && !entry.pending.as_ref().is_some_and(recorded)
+                && !entry.pending.iter().any(recorded)
             {
                 return (id, Some(Observed::SourceChanged));
             }

@@ -5,7 +5,7 @@
 //! a byte of it is trusted; every path in the body is a validated [`RelPath`] and every block
 //! list must add up to the file size, so a crafted replica is rejected rather than obeyed.
 //!
-//! An entry may carry a `pending` version: a backup records the new content it is about to
+//! An entry may carry `pending` versions: a backup records the new content it is about to
 //! rename into place *before* it does so, which is what lets `verify` call a copy that a killed
 //! run left half-updated "pending" instead of "corrupt" (see `commands::backup`).
 
@@ -49,8 +49,10 @@ pub struct FileVersion {
 #[serde(from = "FlatEntry", into = "FlatEntry")]
 pub struct Entry {
     pub current: FileVersion,
-    /// Content a backup has staged on the targets and is renaming into place.
-    pub pending: Option<FileVersion>,
+    /// Contents a backup has staged on the targets and is renaming into place. More than one
+    /// when runs were killed in that window and the file changed again in between; cleared
+    /// only by a manifest written after every rename is durable.
+    pub pending: Vec<FileVersion>,
 }
 
 /// An entry as stored: the current version's fields inline, so the common case is compact.
@@ -62,8 +64,8 @@ struct FlatEntry {
     blake3: Digest,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     blocks: Vec<Digest>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pending: Option<FileVersion>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<FileVersion>,
 }
 
 impl From<FlatEntry> for Entry {
@@ -204,7 +206,7 @@ impl Manifest {
         }
         for (path, entry) in &self.files {
             entry.current.check(path)?;
-            if let Some(pending) = &entry.pending {
+            for pending in &entry.pending {
                 pending.check(path)?;
             }
         }
@@ -377,7 +379,7 @@ mod tests {
                 RelPath::new(path).unwrap(),
                 Entry {
                     current: version(content, 7),
-                    pending: None,
+                    pending: Vec::new(),
                 },
             );
         }

@@ -132,7 +132,7 @@ mod tests {
                 p(path),
                 Entry {
                     current,
-                    pending: None,
+                    pending: Vec::new(),
                 },
             );
         }

@@ -117,8 +117,12 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-/// A folder name for this run's quarantine: `20261126T050102Z` (no `:`, which some file
-/// systems and HDFS refuse).
+/// A folder name for this run's quarantine: `20261126T050102Z-<pid>` (unique per run; no
+/// `:`, which some file systems and HDFS refuse).
 pub fn quarantine_stamp() -> String {
-    now_rfc3339().replace([':', '-'], "")
+    format!(
+        "{}-{}",
+        now_rfc3339().replace([':', '-'], ""),
+        std::process::id()
+    )
 }

@@ -161,7 +161,7 @@ pub fn run(
                         job.path.clone(),
                         crate::manifest::Entry {
                             current: version,
-                            pending: None,
+                            pending: Vec::new(),
                         },
                     );
                     report.new += 1;
@@ -188,7 +188,9 @@ pub fn run(
                 (with_pending.files.get_mut(&job.path), &result.version)
                 && !result.staged.is_empty()
             {
-                entry.pending = Some(version.clone());
+                if !entry.pending.contains(version) {
+                    entry.pending.push(version.clone());
+                }
             }
         }
         let failed = write_manifest(ws, &with_pending, &holders, &mut findings)?;
@@ -224,22 +226,18 @@ pub fn run(
         }
     }
 
-    // Deleted files: kept unless --prune.
-    for path in &plan.deleted {
-        if !options.prune {
-            report.deleted_kept += 1;
-            continue;
-        }
-        if prune(ws, path, &listings, &mut findings) {
-            manifest.files.remove(path);
-            report.pruned += 1;
-        }
+    // Deleted files: kept unless --prune. Pruned entries leave the manifest first and the
+    // files only after the commit, so a kill in between leaves unknown files, never missing ones.
+    let pruned: &[RelPath] = if options.prune { &plan.deleted } else { &[] };
+    for path in pruned {
+        manifest.files.remove(path);
     }
+    report.deleted_kept = plan.deleted.len() - pruned.len();
     if report.deleted_kept > 0 {
         findings.notice(NoticeKind::Pending, Some("source"), None, format!("{} files deleted from the source are kept on the targets (run `redundo backup --prune` to remove them)", report.deleted_kept));
     }
     for entry in manifest.files.values_mut() {
-        entry.pending = None;
+        entry.pending.clear();
     }
 
     // Phase 4: make every install durable, then commit the manifest everywhere.
@@ -286,6 +284,10 @@ pub fn run(
         }
         manifest.written_at = now_rfc3339();
         write_manifest(ws, &manifest, &holders, &mut findings)?;
+    }
+    for path in pruned {
+        prune(ws, path, &listings, &mut findings);
+        report.pruned += 1;
     }
 
     report.generation = manifest.generation;
@@ -503,19 +505,11 @@ fn write_manifest(
     Ok(failed)
 }
 
-/// Removes a deleted file from every reachable target; true when no target kept it.
-fn prune(
-    ws: &Workspace,
-    path: &RelPath,
-    listings: &[Option<Listing>],
-    findings: &mut Findings,
-) -> bool {
-    let mut all_gone = true;
+/// Removes a file deleted from the source from every reachable target. An unreachable
+/// target keeps it, and verify will show it there as an unknown file.
+fn prune(ws: &Workspace, path: &RelPath, listings: &[Option<Listing>], findings: &mut Findings) {
     for (i, listing) in listings.iter().enumerate() {
-        let Some(listing) = listing else {
-            all_gone = false;
-            continue;
-        };
+        let Some(listing) = listing else { continue };
         if !listing.files.contains_key(path) {
             continue;
         }
@@ -527,10 +521,8 @@ fn prune(
                 Some(path.as_str()),
                 format!("cannot prune: {e}"),
             );
-            all_gone = false;
         }
     }
-    all_gone
 }
 
 /// Deletes temporary files left by killed runs; a live process's files are left alone (two

@@ -54,13 +54,16 @@ pub(crate) fn replica_findings(
         let name = ws.copy_name(*id);
         let (kind, detail) = match status {
             ReplicaStatus::Current => continue,
-            ReplicaStatus::Stale { generation } => (
-                ProblemKind::ReplicaStale,
-                format!(
-                    "manifest replica is at generation {generation}, the newest is {}",
+            ReplicaStatus::Stale { generation } => {
+                // Not damage: an interrupted commit or a target that missed a run; every copy
+                // it describes still exists, and the next backup or repair rewrites it.
+                let detail = format!(
+                    "manifest replica is at generation {generation}, the newest is {} (the next backup or repair rewrites it)",
                     replicas.chosen.manifest.generation
-                ),
-            ),
+                );
+                findings.notice(NoticeKind::Pending, Some(&name), None, detail);
+                continue;
+            }
             ReplicaStatus::Divergent => (
                 ProblemKind::ReplicaDivergent,
                 "manifest replica differs from the majority of its generation".into(),

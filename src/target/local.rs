@@ -370,21 +370,18 @@ impl Target for LocalDir {
         let from = path.under(&self.root);
         let to = path.under(&self.state.join(QUARANTINE_DIR).join(stamp));
         fs::create_dir_all(to.parent().expect("quarantine paths have a folder"))?;
-        match fs::rename(&from, &to) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                // The source's state folder can sit on another file system: copy, sync, then
-                // remove, so the bytes exist somewhere at every moment.
-                let mut reader = File::open(&from)?;
-                let mut writer = OpenOptions::new().write(true).create_new(true).open(&to)?;
-                io::copy(&mut reader, &mut writer)?;
-                writer.sync_all()?;
-                fs::remove_file(&from)?;
-            }
-            Err(e) => return Err(e),
+        // A hard link keeps the bytes without copying them; where the quarantine is on another
+        // file system (the source's state folder can be), copy and sync instead.
+        if fs::hard_link(&from, &to).is_err() {
+            let mut reader = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&from)?;
+            let mut writer = OpenOptions::new().write(true).create_new(true).open(&to)?;
+            io::copy(&mut reader, &mut writer)?;
+            writer.sync_all()?;
         }
         sync_dir(to.parent().expect("quarantine paths have a folder"))?;
-        self.mark_dirty(from.parent().unwrap_or(&self.root));
         Ok(to.display().to_string())
     }
 

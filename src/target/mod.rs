@@ -74,7 +74,9 @@ pub trait Target: Send + Sync {
     fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()>;
     /// Removes a staged file that will not be installed.
     fn discard(&self, staged: Staged);
-    /// Moves `path` into this copy's quarantine folder under `stamp`, keeping its bytes.
+    /// Keeps the bytes now at `path` in this copy's quarantine folder under `stamp`, and
+    /// returns where. `path` itself stays in place until an install replaces it, so there is
+    /// no moment at which the file is gone.
     fn quarantine(&self, path: &RelPath, stamp: &str) -> io::Result<String>;
     fn remove(&self, path: &RelPath) -> io::Result<()>;
     /// Deletes a temporary file left by a killed run (a name from [`Listing::leftovers`]).

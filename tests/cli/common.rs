@@ -1,0 +1,152 @@
+//! A temporary workspace for one test: a source folder, targets made by `redundo init`, and
+//! helpers to run the binary and to damage copies the way bit rot does.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Parses stdout as the one JSON document `--json` promises.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout))
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub struct Env {
+    pub dir: TempDir,
+    pub targets: Vec<String>,
+}
+
+impl Env {
+    /// An empty workspace with a `data/` source folder and no config.
+    pub fn bare() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        Env {
+            dir,
+            targets: Vec::new(),
+        }
+    }
+
+    /// A workspace with `redundo init --source data --target t1 ... tN` done.
+    pub fn with_targets(n: usize) -> Env {
+        let mut env = Env::bare();
+        let names: Vec<String> = (1..=n).map(|i| format!("t{i}")).collect();
+        let mut args = vec!["init", "--source", "data"];
+        for name in &names {
+            args.push("--target");
+            args.push(name);
+        }
+        let run = env.run(&args);
+        assert_eq!(run.code, 0, "init failed: {run:?}");
+        env.targets = names;
+        env
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a source file (under `data/`), creating folders.
+    pub fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = self.path(&format!("data/{rel}"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+    }
+
+    /// Runs `redundo ARGS` in the workspace folder, with no `$REDUNDO_CONFIG`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_redundo"));
+        command
+            .args(args)
+            .current_dir(self.root())
+            .env_remove("REDUNDO_CONFIG");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let out = command.output().expect("running redundo");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command and asserts its exit code.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        self.expect(args, 0)
+    }
+
+    pub fn expect(&self, args: &[&str], code: i32) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, code, "redundo {}: {run:?}", args.join(" "));
+        run
+    }
+}
+
+/// Flips one bit of the byte at `offset`, keeping size and mtime: silent bit rot.
+pub fn flip_byte(path: &Path, offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let meta = std::fs::metadata(path).unwrap();
+    let mtime = filetime::FileTime::from_last_modification_time(&meta);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    byte[0] ^= 0x01;
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(&byte).unwrap();
+    drop(file);
+    filetime::set_file_mtime(path, mtime).unwrap();
+}
+
+/// Deterministic pseudo-random bytes (no `rand` needed).
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
