@@ -187,10 +187,9 @@ pub fn run(
             if let (Some(entry), Some(version)) =
                 (with_pending.files.get_mut(&job.path), &result.version)
                 && !result.staged.is_empty()
+                && !entry.pending.contains(version)
             {
-                if !entry.pending.contains(version) {
-                    entry.pending.push(version.clone());
-                }
+                entry.pending.push(version.clone());
             }
         }
         let failed = write_manifest(ws, &with_pending, &holders, &mut findings)?;
