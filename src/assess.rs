@@ -50,6 +50,9 @@ pub enum CopyVerdict {
     Corrupt {
         found: Digest,
         expected: Digest,
+        /// Byte ranges `[start, end)` whose blocks differ from the record, when known.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        damaged: Vec<(u64, u64)>,
     },
     Unreadable {
         reason: String,
@@ -244,13 +247,18 @@ pub fn assess(
                 _ => None,
             })
         };
-        let judged = match (ballot.seen, winner) {
+        // With no winner but a trusted manifest, copies are still judged against the record.
+        let reference = winner.or(match (claim, no_winner) {
+            (Claim::Agreed(recorded), Some(NoWinner::NoGoodCopy)) => Some(*recorded),
+            _ => None,
+        });
+        let judged = match (ballot.seen, reference) {
             (Seen::Missing, _) => CopyVerdict::Missing,
             (Seen::Unreadable, _) => CopyVerdict::Unreadable {
                 reason: reason_of(ballot.copy),
             },
-            (Seen::Holds(found), Some(winner)) if found == winner => CopyVerdict::Ok,
-            (Seen::Holds(found), Some(winner)) => match size_of(ballot.copy) {
+            (Seen::Holds(found), Some(reference)) if found == reference => CopyVerdict::Ok,
+            (Seen::Holds(found), Some(reference)) => match size_of(ballot.copy) {
                 Some(size) if !manifest_overruled && size != current.size => {
                     CopyVerdict::WrongSize {
                         size,
@@ -259,7 +267,8 @@ pub fn assess(
                 }
                 _ => CopyVerdict::Corrupt {
                     found,
-                    expected: winner,
+                    expected: reference,
+                    damaged: Vec::new(),
                 },
             },
             (Seen::Holds(found), None) => CopyVerdict::Disputed { found },
@@ -322,7 +331,8 @@ mod tests {
                 T0,
                 CopyVerdict::Corrupt {
                     found: Digest::of(b"hellp"),
-                    expected: Digest::of(b"hello")
+                    expected: Digest::of(b"hello"),
+                    damaged: vec![],
                 }
             )
         );
@@ -407,7 +417,8 @@ mod tests {
             got.copies[0].1,
             CopyVerdict::Corrupt {
                 found: Digest::of(b"xxx"),
-                expected: Digest::of(b"old")
+                expected: Digest::of(b"old"),
+                damaged: vec![],
             }
         );
         assert_eq!(
@@ -417,6 +428,26 @@ mod tests {
             }
         );
         assert_eq!(got.copies[2].1, CopyVerdict::Ok);
+    }
+
+    #[test]
+    fn with_no_whole_good_copy_copies_are_judged_against_the_trusted_record() {
+        let e = entry(b"hello");
+        let got = assess(
+            &e,
+            &Claim::Agreed(e.current.blake3),
+            &[
+                (S, present(b"hellx")),
+                (T0, present(b"hxllo")),
+                (T1, Observed::Absent),
+            ],
+            true,
+        );
+        assert_eq!(got.no_winner, Some(NoWinner::NoGoodCopy));
+        assert!(
+            matches!(got.copies[0].1, CopyVerdict::Corrupt { expected, .. } if expected == e.current.blake3)
+        );
+        assert_eq!(got.copies[2].1, CopyVerdict::Missing);
     }
 
     #[test]

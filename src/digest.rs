@@ -88,6 +88,8 @@ impl<'de> Deserialize<'de> for Digest {
 pub struct FileDigest {
     pub whole: Digest,
     pub blocks: Vec<Digest>,
+    /// Bytes hashed.
+    pub size: u64,
 }
 
 /// Number of blocks a file of `size` bytes has.
@@ -133,6 +135,7 @@ impl StreamHasher {
         FileDigest {
             whole: self.whole.finalize().into(),
             blocks: self.blocks,
+            size: self.bytes,
         }
     }
 }

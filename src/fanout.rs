@@ -1,11 +1,11 @@
-//! One read of a source file, streamed to every target at once and hashed in the same pass.
+//! One read of a file, streamed to every target at once and hashed in the same pass.
 //!
 //! Memory stays at one block however large the file. A target that fails mid-stream is
-//! dropped from the fan-out and the others carry on. The source is stat-ed before and after
-//! the read: if it changed meanwhile, every staged copy is thrown away, so a digest is never
-//! recorded for bytes that are not what the targets hold.
+//! dropped from the fan-out and the others carry on. [`stream_to_targets`] stats its source
+//! before and after the read: if it changed meanwhile, every staged copy is thrown away, so
+//! a digest is never recorded for bytes that are not what the targets hold.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use crate::digest::{BLOCK_SIZE, FileDigest, StreamHasher, read_block};
 use crate::progress::Progress;
@@ -22,20 +22,77 @@ pub enum ReadFailure {
     Changed,
 }
 
-pub struct Streamed {
+pub struct Fanned {
     pub digest: FileDigest,
-    pub stat: FileStat,
     /// One result per requested target, in the order given.
     pub staged: Vec<(usize, io::Result<Staged>)>,
 }
 
-struct Out<'a> {
-    index: usize,
-    target: &'a dyn Target,
-    staging: Option<Box<dyn Staging>>,
-    error: Option<io::Error>,
+pub struct Streamed {
+    pub digest: FileDigest,
+    pub stat: FileStat,
+    pub staged: Vec<(usize, io::Result<Staged>)>,
 }
 
+/// Streams `reader` to a temporary file on each target, hashing as it goes, and finishes
+/// every temporary with `mtime_ns`. A read error abandons every temporary.
+pub fn fan_out(
+    reader: &mut dyn Read,
+    path: &RelPath,
+    targets: &[(usize, &dyn Target)],
+    mtime_ns: i64,
+    progress: &dyn Progress,
+) -> io::Result<Fanned> {
+    let mut outs: Vec<(usize, io::Result<Box<dyn Staging>>)> = targets
+        .iter()
+        .map(|&(index, target)| (index, target.stage(path)))
+        .collect();
+    let mut hasher = StreamHasher::default();
+    let mut buf = vec![0u8; BLOCK_SIZE];
+    loop {
+        let n = match read_block(reader, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                for (_, out) in outs {
+                    if let Ok(staging) = out {
+                        staging.abandon();
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let block = &buf[..n];
+        hasher.update_block(block);
+        for (_, out) in outs.iter_mut() {
+            if let Ok(staging) = out
+                && let Err(e) = staging.write_all(block)
+            {
+                let failed = std::mem::replace(out, Err(e));
+                if let Ok(staging) = failed {
+                    staging.abandon();
+                }
+            }
+        }
+        progress.advance(n as u64);
+        if n < BLOCK_SIZE {
+            break;
+        }
+    }
+    let staged = outs
+        .into_iter()
+        .map(|(index, out)| (index, out.and_then(|staging| staging.finish(mtime_ns))))
+        .collect();
+    Ok(Fanned {
+        digest: hasher.finish(),
+        staged,
+    })
+}
+
+/// Reads `path` from `source` once and fans it out to `targets`, with the copies' mtime set
+/// to the source's.
 pub fn stream_to_targets(
     source: &dyn Target,
     path: &RelPath,
@@ -44,82 +101,25 @@ pub fn stream_to_targets(
 ) -> Result<Streamed, ReadFailure> {
     let before = source.stat(path)?.ok_or(ReadFailure::Vanished)?;
     let mut reader = source.open(path)?;
-    let mut outs: Vec<Out> = targets
-        .iter()
-        .map(|&(index, target)| match target.stage(path) {
-            Ok(staging) => Out {
-                index,
-                target,
-                staging: Some(staging),
-                error: None,
-            },
-            Err(e) => Out {
-                index,
-                target,
-                staging: None,
-                error: Some(e),
-            },
-        })
-        .collect();
-
-    let abandon_all = |outs: &mut Vec<Out>| {
-        for out in outs.iter_mut() {
-            if let Some(staging) = out.staging.take() {
-                staging.abandon();
-            }
-        }
-    };
-
-    let mut hasher = StreamHasher::default();
-    let mut buf = vec![0u8; BLOCK_SIZE];
-    loop {
-        let n = match read_block(&mut *reader, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                abandon_all(&mut outs);
-                return Err(ReadFailure::Io(e));
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        let block = &buf[..n];
-        hasher.update_block(block);
-        for out in outs.iter_mut() {
-            if let Some(staging) = out.staging.as_mut()
-                && let Err(e) = staging.write_all(block)
-            {
-                out.error = Some(e);
-                out.staging.take().expect("checked above").abandon();
-            }
-        }
-        progress.advance(n as u64);
-        if n < BLOCK_SIZE {
-            break;
-        }
-    }
-
+    let fanned = fan_out(&mut *reader, path, targets, before.mtime_ns, progress)?;
     let after = source.stat(path)?;
-    if after != Some(before) || hasher.bytes() != before.size {
-        abandon_all(&mut outs);
+    if after != Some(before) || fanned.digest.size != before.size {
+        discard_all(targets, fanned.staged);
         return Err(ReadFailure::Changed);
     }
-
-    let staged = outs
-        .into_iter()
-        .map(|out| {
-            let result = match (out.staging, out.error) {
-                (_, Some(e)) => Err(e),
-                (Some(staging), None) => staging.finish(before.mtime_ns),
-                (None, None) => Err(io::Error::other("staging lost")),
-            };
-            let _ = out.target;
-            (out.index, result)
-        })
-        .collect();
     Ok(Streamed {
-        digest: hasher.finish(),
+        digest: fanned.digest,
         stat: before,
-        staged,
+        staged: fanned.staged,
     })
+}
+
+/// Throws away every staged copy that was finished.
+pub fn discard_all(targets: &[(usize, &dyn Target)], staged: Vec<(usize, io::Result<Staged>)>) {
+    for (index, result) in staged {
+        if let (Ok(staged), Some((_, target))) = (result, targets.iter().find(|(i, _)| *i == index))
+        {
+            target.discard(staged);
+        }
+    }
 }

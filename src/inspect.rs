@@ -7,9 +7,10 @@ use std::io;
 
 use rayon::prelude::*;
 
-use crate::assess::{Assessment, CopyId, Observed, assess};
-use crate::digest::{BLOCK_SIZE, Digest, read_block};
+use crate::assess::{Assessment, CopyId, CopyVerdict, Observed, assess};
+use crate::digest::{BLOCK_SIZE, Digest, hash_stream, read_block};
 use crate::manifest::{Chosen, Entry};
+use crate::mosaic::damaged_ranges;
 use crate::progress::Progress;
 use crate::relpath::RelPath;
 use crate::target::{Listing, Target};
@@ -73,7 +74,9 @@ pub fn inspect(
                 Some(claims) => Claim::Disputed(claims.clone()),
                 None => Claim::Agreed(entry.current.blake3),
             };
-            (path.clone(), assess(entry, &claim, &observed, deep))
+            let mut assessment = assess(entry, &claim, &observed, deep);
+            locate_damage(ws, path, entry, &mut assessment);
+            (path.clone(), assessment)
         })
         .collect();
     progress.finish();
@@ -140,6 +143,22 @@ fn observe(
             (id, observed)
         })
         .collect()
+}
+
+/// Fills in which byte ranges of each corrupt copy differ from the record, by re-reading
+/// only the copies found corrupt (rare, so the common path reads each copy once).
+fn locate_damage(ws: &Workspace, path: &RelPath, entry: &Entry, assessment: &mut Assessment) {
+    for (id, verdict) in assessment.copies.iter_mut() {
+        if let CopyVerdict::Corrupt {
+            expected, damaged, ..
+        } = verdict
+            && *expected == entry.current.blake3
+            && let Ok(mut reader) = ws.copy(*id).open(path)
+            && let Ok(found) = hash_stream(&mut *reader, &mut |_| {})
+        {
+            *damaged = damaged_ranges(&entry.current, &found.blocks, found.size);
+        }
+    }
 }
 
 /// Reads one copy whole and returns its size and BLAKE3. Buffers are one block, so memory

@@ -18,6 +18,7 @@ pub mod history;
 pub mod inspect;
 pub mod lock;
 pub mod manifest;
+pub mod mosaic;
 pub mod plan;
 pub mod progress;
 pub mod relpath;

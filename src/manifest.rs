@@ -22,6 +22,9 @@ const MAGIC: &str = "redundo-manifest";
 /// The file name of a replica inside a `.redundo/` folder.
 pub const REPLICA_NAME: &str = "manifest";
 
+/// The digests in `b3sum --check` format, beside each target's replica.
+pub const B3SUMS_NAME: &str = "B3SUMS";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -122,6 +125,15 @@ impl FileVersion {
         }
     }
 
+    /// The recorded digest of block `index`.
+    pub fn block_digest(&self, index: usize) -> Option<Digest> {
+        if self.blocks.is_empty() {
+            (index < block_count(self.size)).then_some(self.blake3)
+        } else {
+            self.blocks.get(index).copied()
+        }
+    }
+
     pub fn same_stat(&self, size: u64, mtime_ns: i64) -> bool {
         self.size == size && self.mtime_ns == mtime_ns
     }
@@ -159,6 +171,23 @@ impl Manifest {
         let body = serde_json::to_vec(self).expect("a manifest always serializes");
         let mut out = format!("{MAGIC} {FORMAT_VERSION} {}\n", Digest::of(&body)).into_bytes();
         out.extend_from_slice(&body);
+        out
+    }
+
+    /// Every file's digest in b3sum's check format, paths relative to a copy's root. A path
+    /// with a backslash is escaped the way b3sum escapes it (line starts with `\\`).
+    pub fn b3sums(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(self.files.len() * 100);
+        for (path, entry) in &self.files {
+            let path = path.as_str();
+            let digest = entry.current.blake3;
+            let _ = if path.contains('\\') {
+                writeln!(out, "\\{digest}  {}", path.replace('\\', "\\\\"))
+            } else {
+                writeln!(out, "{digest}  {path}")
+            };
+        }
         out
     }
 
@@ -435,6 +464,15 @@ mod tests {
         assert!(
             matches!(crafted(&lying), Err(ReplicaDefect::Invalid(e)) if e.contains("block digests"))
         );
+    }
+
+    #[test]
+    fn b3sums_lines_are_in_b3sum_check_format() {
+        let m = manifest(1, &[("a b/c", b"x"), ("back\\slash", b"y")]);
+        let text = m.b3sums();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("{}  a b/c", Digest::of(b"x")));
+        assert_eq!(lines[1], format!("\\{}  back\\\\slash", Digest::of(b"y")));
     }
 
     #[test]

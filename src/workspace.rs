@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::assess::CopyId;
 use crate::config::Config;
 use crate::lock::RunLock;
-use crate::manifest::{self, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
+use crate::manifest::{self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
 use crate::target::{self, Target};
 
 pub struct Workspace {
@@ -102,8 +102,20 @@ impl Workspace {
         to: &[CopyId],
     ) -> Vec<(CopyId, io::Result<()>)> {
         let bytes = manifest.encode();
+        let sums = manifest.b3sums();
         to.par_iter()
-            .map(|&id| (id, self.copy(id).write_state(REPLICA_NAME, &bytes)))
+            .map(|&id| {
+                // Targets also get the digests in b3sum's format, so a copy can be checked
+                // with no redundo installed: `cd TARGET && b3sum --check .redundo/B3SUMS`.
+                let sums = match id {
+                    CopyId::Source => Ok(()),
+                    CopyId::Target(_) => self.copy(id).write_state(B3SUMS_NAME, sums.as_bytes()),
+                };
+                (
+                    id,
+                    sums.and_then(|()| self.copy(id).write_state(REPLICA_NAME, &bytes)),
+                )
+            })
             .collect()
     }
 

@@ -450,7 +450,11 @@ fn install_over(
         copy.discard(staged);
         return Ok(None);
     }
-    let kept = match copy.quarantine(path, stamp) {
+    let kept = match copy.quarantine(
+        path,
+        stamp,
+        "replaced by backup: did not match the manifest",
+    ) {
         Ok(kept) => kept,
         Err(e) => {
             copy.discard(staged);

@@ -126,7 +126,11 @@ pub(crate) fn file_findings(
                     format!("size {size}, expected {expected}"),
                 );
             }
-            CopyVerdict::Corrupt { found, expected } => {
+            CopyVerdict::Corrupt {
+                found,
+                expected,
+                damaged,
+            } => {
                 count.corrupt += 1;
                 let kind = if *id == CopyId::Source {
                     ProblemKind::SourceRot
@@ -143,9 +147,10 @@ pub(crate) fn file_findings(
                     copy,
                     p,
                     format!(
-                        "{what}blake3 {} differs from the good content {}",
+                        "{what}blake3 {} differs from the good content {}{}",
                         found.short(),
-                        expected.short()
+                        expected.short(),
+                        ranges_text(damaged)
                     ),
                 );
             }
@@ -174,39 +179,48 @@ pub(crate) fn file_findings(
             ),
         );
     }
-    if let Some(why) = assessment.no_winner {
-        let evidence: Vec<String> = assessment
-            .copies
-            .iter()
-            .map(|(id, v)| {
-                let held = match v {
-                    CopyVerdict::Corrupt { found, .. } | CopyVerdict::Disputed { found } => {
-                        found.short()
-                    }
-                    CopyVerdict::Ok => "manifest digest".into(),
-                    CopyVerdict::Missing => "missing".into(),
-                    CopyVerdict::Unreadable { .. } => "unreadable".into(),
-                    CopyVerdict::Pending { .. } => "pending".into(),
-                    CopyVerdict::WrongSize { .. } | CopyVerdict::Unknown => "?".into(),
-                };
-                format!("{}={held}", ws.copy_name(*id))
-            })
-            .collect();
-        let (kind, what) = match why {
-            NoWinner::NoGoodCopy => (
-                ProblemKind::NoGoodCopy,
-                "no copy holds the recorded content and no other content has a strict majority",
-            ),
-            NoWinner::NoMajority => (
-                ProblemKind::NoMajority,
-                "the manifest is in doubt and no content has a strict majority",
-            ),
-        };
-        findings.problem(
-            kind,
+    match assessment.no_winner {
+        Some(NoWinner::NoGoodCopy) => findings.problem(
+            ProblemKind::NoGoodCopy,
             None,
             p,
-            format!("{what}; nothing written ({})", evidence.join(", ")),
-        );
+            "no copy holds the recorded content whole (repair rebuilds it from intact blocks if every block survives on some copy)",
+        ),
+        Some(NoWinner::NoMajority) => {
+            let evidence: Vec<String> = assessment
+                .copies
+                .iter()
+                .map(|(id, v)| {
+                    let held = match v {
+                        CopyVerdict::Corrupt { found, .. } | CopyVerdict::Disputed { found } => found.short(),
+                        CopyVerdict::Ok => "agreed".into(),
+                        CopyVerdict::Missing => "missing".into(),
+                        CopyVerdict::Unreadable { .. } => "unreadable".into(),
+                        CopyVerdict::Pending { .. } => "pending".into(),
+                        CopyVerdict::WrongSize { .. } | CopyVerdict::Unknown => "?".into(),
+                    };
+                    format!("{}={held}", ws.copy_name(*id))
+                })
+                .collect();
+            findings.problem(
+                ProblemKind::NoMajority,
+                None,
+                p,
+                format!("the manifest is in doubt and no content has a strict majority; nothing will be written ({})", evidence.join(", ")),
+            );
+        }
+        None => {}
     }
+}
+
+/// `; damaged bytes 0..1048576, 3145728..4194304` for a report line.
+pub(crate) fn ranges_text(ranges: &[(u64, u64)]) -> String {
+    if ranges.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|(start, end)| format!("{start}..{end}"))
+        .collect();
+    format!("; damaged bytes {}", parts.join(", "))
 }

@@ -1,21 +1,30 @@
 //! `redundo repair`: decide per file which content is right (see `vote`), then rewrite every
-//! damaged or missing copy from a good one. The good copy is read once and fanned out to all
-//! damaged copies; what was written is checked against the winning digest before it is
-//! installed and re-read after. A damaged copy is moved to its quarantine, never deleted.
+//! damaged or missing copy from good bytes, read once and fanned out to all damaged copies.
+//!
+//! Good bytes come from a whole good copy when one exists. When none does but the manifest
+//! is trusted, the file is rebuilt block by block ("mosaic", see `mosaic`): each 1 MiB block
+//! from any copy whose block digest matches the manifest. Either way what was written is
+//! checked against the winning digest before it is installed and re-read after, and the
+//! damaged copy's bytes are kept in its quarantine, never just deleted.
 
-use anyhow::{Context, Result};
+use std::io::Read;
+
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{file_findings, reach_targets, replica_findings};
 use crate::assess::{Assessment, CopyId, CopyVerdict};
+use crate::digest::Digest;
 use crate::exit::usage;
-use crate::fanout::stream_to_targets;
+use crate::fanout::{discard_all, fan_out};
 use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::inspect::{hash_copy, inspect};
 use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
+use crate::mosaic::MosaicReader;
 use crate::progress::{Progress, Silent};
 use crate::relpath::RelPath;
 use crate::target::Target;
+use crate::vote::NoWinner;
 use crate::workspace::{Workspace, now_rfc3339, quarantine_stamp};
 
 pub struct RepairOptions {
@@ -40,11 +49,28 @@ pub struct RepairReport {
 pub struct Action {
     pub path: String,
     pub copy: String,
+    /// Where the good bytes came from: a copy's name, or `blocks of a, b` for a mosaic.
     pub from: String,
     /// What was wrong with the copy.
     pub was: CopyVerdict,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined_to: Option<String>,
+}
+
+/// Where the good bytes of a file come from.
+enum GoodBytes {
+    Copy(CopyId),
+    /// Block by block from these copies, in this order of preference.
+    Mosaic(Vec<CopyId>),
+}
+
+/// What repair will do for one file.
+struct FilePlan {
+    good: GoodBytes,
+    winner: Digest,
+    /// The content as recorded (or as the majority holds it): size, mtime and blocks.
+    version: FileVersion,
+    damaged: Vec<(CopyId, CopyVerdict)>,
 }
 
 pub fn run(
@@ -82,87 +108,84 @@ pub fn run(
     let mut actions = Vec::new();
     let mut counts = Default::default();
     for (path, assessment) in &inspection.files {
-        let damaged: Vec<(CopyId, &CopyVerdict)> = assessment
-            .copies
-            .iter()
-            .filter(|(_, v)| v.is_damage())
-            .map(|(id, v)| (*id, v))
-            .collect();
-        let needs_work = !damaged.is_empty() || assessment.manifest_overruled;
-        let Some(winner) = assessment.winner.filter(|_| needs_work) else {
+        let disputed = chosen.disputed.contains_key(path);
+        let Some(plan) = plan_file(
+            ws,
+            path,
+            assessment,
+            &manifest.files[path].current,
+            disputed,
+        ) else {
             // Healthy, or nothing can be chosen: report as verify would.
             file_findings(ws, path, assessment, &mut findings, &mut counts);
             continue;
         };
-        let Some(from) = pick_good_copy(assessment) else {
-            continue;
-        };
+        let from = describe(ws, &plan.good);
         if options.dry_run {
             // Nothing is written, so the damage is still there: report it as verify would.
             file_findings(ws, path, assessment, &mut findings, &mut counts);
-            for (id, was) in &damaged {
+            if let GoodBytes::Mosaic(_) = plan.good
+                && let Err(e) =
+                    std::io::copy(&mut mosaic_reader(ws, path, &plan), &mut std::io::sink())
+            {
+                findings.problem(
+                    ProblemKind::NoGoodCopy,
+                    None,
+                    Some(path.as_str()),
+                    format!("cannot rebuild from blocks: {e}"),
+                );
+                continue;
+            }
+            for (id, was) in &plan.damaged {
                 actions.push(Action {
                     path: path.to_string(),
                     copy: ws.copy_name(*id),
-                    from: ws.copy_name(from),
-                    was: (*was).clone(),
+                    from: from.clone(),
+                    was: was.clone(),
                     quarantined_to: None,
                 });
             }
             continue;
         }
-        match heal_file(ws, path, from, &damaged, winner, &stamp) {
-            Ok(healed) => {
-                for (id, was, quarantined_to) in healed.done {
-                    findings.notice(
-                        NoticeKind::Done,
-                        Some(&ws.copy_name(id)),
-                        Some(path.as_str()),
-                        "rewritten from a good copy",
-                    );
-                    actions.push(Action {
-                        path: path.to_string(),
-                        copy: ws.copy_name(id),
-                        from: ws.copy_name(from),
-                        was,
-                        quarantined_to,
-                    });
-                }
-                findings.extend(healed.findings);
-                if assessment.manifest_overruled {
-                    if let Some(version) = healed.version {
-                        let entry = manifest
-                            .files
-                            .get_mut(path)
-                            .expect("assessed files are in the manifest");
-                        entry.current = version;
-                        findings.notice(
-                            NoticeKind::Done,
-                            None,
-                            Some(path.as_str()),
-                            "manifest corrected to the content the majority of copies hold",
-                        );
-                    } else {
-                        findings.problem(
-                            ProblemKind::ManifestOverruled,
-                            None,
-                            Some(path.as_str()),
-                            "the manifest could not be corrected",
-                        );
-                    }
-                }
-            }
-            Err(e) => findings.problem(
-                ProblemKind::ReadFailed,
-                Some(&ws.copy_name(from)),
+        let healed = heal_file(ws, path, &plan, &stamp);
+        for (id, was, quarantined_to) in healed.done {
+            findings.notice(
+                NoticeKind::Done,
+                Some(&ws.copy_name(id)),
                 Some(path.as_str()),
-                format!("cannot read the good copy: {e:#}"),
-            ),
+                format!("rewritten from {from}"),
+            );
+            actions.push(Action {
+                path: path.to_string(),
+                copy: ws.copy_name(id),
+                from: from.clone(),
+                was,
+                quarantined_to,
+            });
+        }
+        let all_healed = healed.findings.problems.is_empty();
+        findings.extend(healed.findings);
+        if assessment.manifest_overruled && all_healed {
+            let entry = manifest
+                .files
+                .get_mut(path)
+                .expect("assessed files are in the manifest");
+            entry.current = plan.version.clone();
+            findings.notice(
+                NoticeKind::Done,
+                None,
+                Some(path.as_str()),
+                "manifest corrected to the content a strict majority of the copies hold",
+            );
+        } else if assessment.manifest_overruled {
+            findings.problem(ProblemKind::ManifestOverruled, None, Some(path.as_str()), "a strict majority of the copies disagree with the manifest, and not every copy could be rewritten");
         }
     }
 
     let mut replicas_rewritten = 0;
-    if !options.dry_run {
+    if options.dry_run {
+        replica_findings(ws, &replicas, &reachable, &mut findings);
+    } else {
         for (i, target) in ws.targets.iter().enumerate() {
             if reachable[i]
                 && let Err(e) = target.sync()
@@ -177,8 +200,6 @@ pub fn run(
         }
         replicas_rewritten =
             rewrite_replicas(ws, &replicas, &reachable, &mut manifest, &mut findings);
-    } else {
-        replica_findings(ws, &replicas, &reachable, &mut findings);
     }
     findings.sort();
     Ok(RepairReport {
@@ -192,6 +213,81 @@ pub fn run(
     })
 }
 
+/// Decides where a file's good bytes come from and which copies to rewrite; `None` when
+/// there is nothing to do or nothing that may be done.
+fn plan_file(
+    ws: &Workspace,
+    path: &RelPath,
+    assessment: &Assessment,
+    recorded: &FileVersion,
+    disputed: bool,
+) -> Option<FilePlan> {
+    let damaged = |pred: fn(&CopyVerdict) -> bool| -> Vec<(CopyId, CopyVerdict)> {
+        assessment
+            .copies
+            .iter()
+            .filter(|(_, v)| pred(v))
+            .map(|(id, v)| (*id, v.clone()))
+            .collect()
+    };
+    match (assessment.winner, assessment.no_winner) {
+        (Some(winner), _) => {
+            let damaged = damaged(CopyVerdict::is_damage);
+            if damaged.is_empty() && !assessment.manifest_overruled {
+                return None;
+            }
+            let from = pick_good_copy(assessment)?;
+            let version = if assessment.manifest_overruled {
+                // The majority's content: read its size and blocks from a good copy.
+                let copy = ws.copy(from);
+                let stat = copy.stat(path).ok()??;
+                let mut reader = copy.open(path).ok()?;
+                let digest = crate::digest::hash_stream(&mut *reader, &mut |_| {}).ok()?;
+                FileVersion::new(stat.size, stat.mtime_ns, digest)
+            } else {
+                recorded.clone()
+            };
+            Some(FilePlan {
+                good: GoodBytes::Copy(from),
+                winner,
+                version,
+                damaged,
+            })
+        }
+        // The manifest is trusted but no copy is whole: rebuild from intact blocks.
+        (None, Some(NoWinner::NoGoodCopy)) if !disputed => {
+            let holders: Vec<CopyId> = assessment
+                .copies
+                .iter()
+                .filter(|(_, v)| {
+                    matches!(
+                        v,
+                        CopyVerdict::Corrupt { .. } | CopyVerdict::WrongSize { .. }
+                    )
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if holders.is_empty() {
+                return None;
+            }
+            let mut order: Vec<CopyId> = holders
+                .iter()
+                .copied()
+                .filter(|id| *id != CopyId::Source)
+                .collect();
+            order.extend(holders.iter().copied().filter(|id| *id == CopyId::Source));
+            let damaged = damaged(CopyVerdict::is_damage);
+            Some(FilePlan {
+                good: GoodBytes::Mosaic(order),
+                winner: recorded.blake3,
+                version: recorded.clone(),
+                damaged,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// A good copy to read from: a target if one is good (targets are redundo's own), else the
 /// source.
 fn pick_good_copy(assessment: &Assessment) -> Option<CopyId> {
@@ -202,58 +298,117 @@ fn pick_good_copy(assessment: &Assessment) -> Option<CopyId> {
         .or(good.first().copied())
 }
 
+fn describe(ws: &Workspace, good: &GoodBytes) -> String {
+    match good {
+        GoodBytes::Copy(id) => ws.copy_name(*id),
+        GoodBytes::Mosaic(ids) => {
+            let names: Vec<String> = ids.iter().map(|id| ws.copy_name(*id)).collect();
+            format!("intact blocks of {}", names.join(", "))
+        }
+    }
+}
+
+fn mosaic_reader<'a>(ws: &'a Workspace, path: &RelPath, plan: &FilePlan) -> MosaicReader<'a> {
+    let GoodBytes::Mosaic(order) = &plan.good else {
+        unreachable!("only called for mosaics")
+    };
+    let copies = order
+        .iter()
+        .map(|id| (ws.copy_name(*id), ws.copy(*id)))
+        .collect();
+    MosaicReader::new(copies, path, &plan.version)
+}
+
+/// What was wrong with a quarantined copy, for its note.
+fn quarantine_note(was: &CopyVerdict) -> String {
+    match was {
+        CopyVerdict::Corrupt {
+            found,
+            expected,
+            damaged,
+        } => format!(
+            "corrupt: blake3 {found}, expected {expected}{}",
+            super::ranges_text(damaged)
+        ),
+        CopyVerdict::WrongSize { size, expected } => {
+            format!("wrong size: {size} bytes, expected {expected}")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 struct Healed {
     done: Vec<(CopyId, CopyVerdict, Option<String>)>,
-    /// The winning content as read, with its block digests, for a manifest correction.
-    version: Option<FileVersion>,
     findings: Findings,
 }
 
-fn heal_file(
-    ws: &Workspace,
-    path: &RelPath,
-    from: CopyId,
-    damaged: &[(CopyId, &CopyVerdict)],
-    winner: crate::digest::Digest,
-    stamp: &str,
-) -> Result<Healed> {
-    let indexed: Vec<(usize, &dyn Target)> = damaged
+fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> Healed {
+    let mut healed = Healed {
+        done: Vec::new(),
+        findings: Findings::default(),
+    };
+    let p = Some(path.as_str());
+    let outs: Vec<(usize, &dyn Target)> = plan
+        .damaged
         .iter()
         .enumerate()
         .map(|(n, (id, _))| (n, ws.copy(*id)))
         .collect();
-    let streamed = stream_to_targets(ws.copy(from), path, &indexed, &Silent)
-        .with_context(|| format!("{}: {path}", ws.copy_name(from)))?;
-    let mut healed = Healed {
-        done: Vec::new(),
-        version: None,
-        findings: Findings::default(),
+    let (reader, from): (Result<Box<dyn Read + '_>, std::io::Error>, String) = match &plan.good {
+        GoodBytes::Copy(id) => (
+            ws.copy(*id)
+                .open(path)
+                .map(|r| Box::new(r) as Box<dyn Read>),
+            ws.copy_name(*id),
+        ),
+        GoodBytes::Mosaic(_) => (
+            Ok(Box::new(mosaic_reader(ws, path, plan)) as Box<dyn Read>),
+            "the intact blocks".into(),
+        ),
     };
-    if streamed.digest.whole != winner {
-        for (n, staged) in streamed.staged {
-            if let Ok(staged) = staged {
-                ws.copy(damaged[n].0).discard(staged);
-            }
+    let fanned = reader
+        .and_then(|mut reader| fan_out(&mut *reader, path, &outs, plan.version.mtime_ns, &Silent));
+    let fanned = match fanned {
+        Ok(fanned) => fanned,
+        Err(e) => {
+            let kind = if matches!(plan.good, GoodBytes::Mosaic(_)) {
+                ProblemKind::NoGoodCopy
+            } else {
+                ProblemKind::ReadFailed
+            };
+            healed.findings.problem(
+                kind,
+                None,
+                p,
+                format!("cannot read {from}; nothing written: {e}"),
+            );
+            return healed;
         }
+    };
+    if fanned.digest.whole != plan.winner {
+        discard_all(&outs, fanned.staged);
         healed.findings.problem(
             ProblemKind::ReadFailed,
-            Some(&ws.copy_name(from)),
-            Some(path.as_str()),
-            "the good copy changed while it was read; nothing written",
+            None,
+            p,
+            format!(
+                "{from} changed while it was read (blake3 {}); nothing written",
+                fanned.digest.whole.short()
+            ),
         );
-        return Ok(healed);
+        return healed;
     }
-    for (n, staged) in streamed.staged {
-        let (id, was) = damaged[n];
-        let copy = ws.copy(id);
-        let name = ws.copy_name(id);
+    for (n, staged) in fanned.staged {
+        let (id, was) = &plan.damaged[n];
+        let copy = ws.copy(*id);
+        let name = ws.copy_name(*id);
         let staged = match staged {
             Ok(staged) => staged,
             Err(e) => {
                 healed.findings.problem(
                     ProblemKind::WriteFailed,
                     Some(&name),
-                    Some(path.as_str()),
+                    p,
                     format!("cannot write the repaired copy: {e}"),
                 );
                 continue;
@@ -262,12 +417,12 @@ fn heal_file(
         let quarantined_to = if *was == CopyVerdict::Missing {
             None
         } else {
-            match copy.quarantine(path, stamp) {
+            match copy.quarantine(path, stamp, &quarantine_note(was)) {
                 Ok(kept) => Some(kept),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     copy.discard(staged);
-                    healed.findings.problem(ProblemKind::WriteFailed, Some(&name), Some(path.as_str()), format!("cannot move the damaged copy to quarantine, so it was left as it is: {e}"));
+                    healed.findings.problem(ProblemKind::WriteFailed, Some(&name), p, format!("cannot keep the damaged copy in quarantine, so it was left as it is: {e}"));
                     continue;
                 }
             }
@@ -276,39 +431,34 @@ fn heal_file(
             healed.findings.problem(
                 ProblemKind::WriteFailed,
                 Some(&name),
-                Some(path.as_str()),
+                p,
                 format!("cannot install the repaired copy: {e}"),
             );
             continue;
         }
         match hash_copy(copy, path, &Silent) {
-            Ok((_, digest)) if digest == winner => {
-                healed.done.push((id, was.clone(), quarantined_to))
+            Ok((_, digest)) if digest == plan.winner => {
+                healed.done.push((*id, was.clone(), quarantined_to))
             }
             Ok((_, digest)) => healed.findings.problem(
                 ProblemKind::Corrupt,
                 Some(&name),
-                Some(path.as_str()),
+                p,
                 format!(
                     "re-read after repair gives blake3 {}, not {}",
                     digest.short(),
-                    winner.short()
+                    plan.winner.short()
                 ),
             ),
             Err(e) => healed.findings.problem(
                 ProblemKind::ReadFailed,
                 Some(&name),
-                Some(path.as_str()),
+                p,
                 format!("cannot re-read the repaired copy: {e}"),
             ),
         }
     }
-    healed.version = Some(FileVersion::new(
-        streamed.stat.size,
-        streamed.stat.mtime_ns,
-        streamed.digest,
-    ));
-    Ok(healed)
+    healed
 }
 
 /// Rewrites every replica that is not current (and all of them when the manifest was

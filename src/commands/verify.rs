@@ -98,17 +98,6 @@ pub fn run(
             }
         }
     }
-    if below_min_copies > 0 {
-        findings.problem(
-            ProblemKind::BelowMinCopies,
-            None,
-            None,
-            format!(
-                "{below_min_copies} files have fewer than min_copies = {} verified target copies",
-                ws.config.min_copies
-            ),
-        );
-    }
 
     let manifest = &replicas.chosen.manifest;
     for (i, listing) in inspection.targets.iter().enumerate() {
@@ -141,6 +130,18 @@ pub fn run(
         );
     }
     findings.sort();
+    // A summary of the per-copy problems above, so it comes last.
+    if below_min_copies > 0 {
+        findings.problem(
+            ProblemKind::BelowMinCopies,
+            None,
+            None,
+            format!(
+                "{below_min_copies} files have fewer than min_copies = {} verified target copies",
+                ws.config.min_copies
+            ),
+        );
+    }
 
     let report = VerifyReport {
         mode: if options.fast { "fast" } else { "deep" },

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -325,6 +325,16 @@ impl Target for LocalDir {
         Ok(Box::new(file))
     }
 
+    fn open_at(&self, path: &RelPath, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        self.check_parents(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path.under(&self.root))?;
+        file.seek(io::SeekFrom::Start(offset))?;
+        Ok(Box::new(file))
+    }
+
     fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>> {
         let dir = self.make_parents(path)?;
         let temp = dir.join(format!(
@@ -365,7 +375,7 @@ impl Target for LocalDir {
         let _ = fs::remove_file(&staged.temp);
     }
 
-    fn quarantine(&self, path: &RelPath, stamp: &str) -> io::Result<String> {
+    fn quarantine(&self, path: &RelPath, stamp: &str, note: &str) -> io::Result<String> {
         self.check_parents(path)?;
         let from = path.under(&self.root);
         let to = path.under(&self.state.join(QUARANTINE_DIR).join(stamp));
@@ -381,6 +391,13 @@ impl Target for LocalDir {
             io::copy(&mut reader, &mut writer)?;
             writer.sync_all()?;
         }
+        let folder = self.state.join(QUARANTINE_DIR).join(stamp);
+        let mut notes = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(folder.join("NOTES"))?;
+        writeln!(notes, "{path}\t{note}")?;
+        notes.sync_all()?;
         sync_dir(to.parent().expect("quarantine paths have a folder"))?;
         Ok(to.display().to_string())
     }

@@ -68,6 +68,12 @@ pub trait Target: Send + Sync {
     /// The size and mtime of a regular file; `None` when nothing is there.
     fn stat(&self, path: &RelPath) -> io::Result<Option<FileStat>>;
     fn open(&self, path: &RelPath) -> io::Result<Box<dyn Read + Send>>;
+    /// Opens `path` positioned at byte `offset`. Kinds that can seek override this.
+    fn open_at(&self, path: &RelPath, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        let mut reader = self.open(path)?;
+        io::copy(&mut (&mut reader).take(offset), &mut io::sink())?;
+        Ok(reader)
+    }
     /// Starts a temporary file next to where `path` will be installed.
     fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>>;
     /// Atomically replaces `path` with a staged file.
@@ -76,8 +82,9 @@ pub trait Target: Send + Sync {
     fn discard(&self, staged: Staged);
     /// Keeps the bytes now at `path` in this copy's quarantine folder under `stamp`, and
     /// returns where. `path` itself stays in place until an install replaces it, so there is
-    /// no moment at which the file is gone.
-    fn quarantine(&self, path: &RelPath, stamp: &str) -> io::Result<String>;
+    /// no moment at which the file is gone. `note` (what was wrong) is kept beside it, in the
+    /// `NOTES` file of that quarantine folder.
+    fn quarantine(&self, path: &RelPath, stamp: &str, note: &str) -> io::Result<String>;
     fn remove(&self, path: &RelPath) -> io::Result<()>;
     /// Deletes a temporary file left by a killed run (a name from [`Listing::leftovers`]).
     fn remove_leftover(&self, leftover: &str) -> io::Result<()>;
