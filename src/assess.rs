@@ -101,23 +101,14 @@ impl Assessment {
         let whole = |v: &CopyVerdict| {
             matches!(
                 v,
-                CopyVerdict::Ok
-                    | CopyVerdict::Pending {
-                        why: PendingWhy::InterruptedBackup
-                    }
+                CopyVerdict::Ok | CopyVerdict::Pending { why: PendingWhy::InterruptedBackup }
             )
         };
-        self.copies
-            .iter()
-            .filter(|(id, v)| matches!(id, CopyId::Target(_)) && whole(v))
-            .count()
+        self.copies.iter().filter(|(id, v)| matches!(id, CopyId::Target(_)) && whole(v)).count()
     }
 
     pub fn good_copies(&self) -> impl Iterator<Item = CopyId> + '_ {
-        self.copies
-            .iter()
-            .filter(|(_, v)| *v == CopyVerdict::Ok)
-            .map(|(id, _)| *id)
+        self.copies.iter().filter(|(_, v)| *v == CopyVerdict::Ok).map(|(id, _)| *id)
     }
 }
 
@@ -138,52 +129,26 @@ pub fn assess(
     for (id, seen) in observed {
         match seen {
             Observed::Unreachable => copies.push((*id, CopyVerdict::Unknown)),
-            Observed::SourceChanged => copies.push((
-                *id,
-                CopyVerdict::Pending {
-                    why: PendingWhy::SourceChanged,
-                },
-            )),
-            Observed::Absent if *id == CopyId::Source => copies.push((
-                *id,
-                CopyVerdict::Pending {
-                    why: PendingWhy::SourceDeleted,
-                },
-            )),
-            Observed::Absent => ballots.push(Ballot {
-                copy: *id,
-                seen: Seen::Missing,
-            }),
-            Observed::Unreadable(_) => ballots.push(Ballot {
-                copy: *id,
-                seen: Seen::Unreadable,
-            }),
-            Observed::Present {
-                digest: Some(digest),
-                ..
-            } => {
+            Observed::SourceChanged => {
+                copies.push((*id, CopyVerdict::Pending { why: PendingWhy::SourceChanged }))
+            }
+            Observed::Absent if *id == CopyId::Source => {
+                copies.push((*id, CopyVerdict::Pending { why: PendingWhy::SourceDeleted }))
+            }
+            Observed::Absent => ballots.push(Ballot { copy: *id, seen: Seen::Missing }),
+            Observed::Unreadable(_) => ballots.push(Ballot { copy: *id, seen: Seen::Unreadable }),
+            Observed::Present { digest: Some(digest), .. } => {
                 if pending.iter().any(|p| p.blake3 == *digest) && *digest != current.blake3 {
-                    copies.push((
-                        *id,
-                        CopyVerdict::Pending {
-                            why: PendingWhy::InterruptedBackup,
-                        },
-                    ));
+                    copies.push((*id, CopyVerdict::Pending { why: PendingWhy::InterruptedBackup }));
                 } else {
-                    ballots.push(Ballot {
-                        copy: *id,
-                        seen: Seen::Holds(*digest),
-                    });
+                    ballots.push(Ballot { copy: *id, seen: Seen::Holds(*digest) });
                 }
             }
             Observed::Present { size, digest: None } => {
                 let verdict = if *size == current.size || pending.iter().any(|p| p.size == *size) {
                     CopyVerdict::Ok
                 } else {
-                    CopyVerdict::WrongSize {
-                        size: *size,
-                        expected: current.size,
-                    }
+                    CopyVerdict::WrongSize { size: *size, expected: current.size }
                 };
                 copies.push((*id, verdict));
             }
@@ -205,39 +170,25 @@ pub fn assess(
         for ballot in &ballots {
             let verdict = match ballot.seen {
                 Seen::Missing => CopyVerdict::Missing,
-                Seen::Unreadable => CopyVerdict::Unreadable {
-                    reason: reason_of(ballot.copy),
-                },
+                Seen::Unreadable => CopyVerdict::Unreadable { reason: reason_of(ballot.copy) },
                 Seen::Holds(_) => CopyVerdict::Unknown,
             };
             copies.push((ballot.copy, verdict));
         }
         copies.sort_by_key(|(id, _)| *id);
-        return Assessment {
-            copies,
-            winner: None,
-            manifest_overruled: false,
-            no_winner: None,
-        };
+        return Assessment { copies, winner: None, manifest_overruled: false, no_winner: None };
     }
 
     if ballots.is_empty() {
         // Every copy is pending or out of reach: nothing to judge, nothing damaged.
         copies.sort_by_key(|(id, _)| *id);
-        return Assessment {
-            copies,
-            winner: None,
-            manifest_overruled: false,
-            no_winner: None,
-        };
+        return Assessment { copies, winner: None, manifest_overruled: false, no_winner: None };
     }
     let verdict = vote::decide(claim, &ballots);
     let (winner, manifest_overruled, no_winner) = match &verdict {
-        Verdict::Settled {
-            winner,
-            manifest_overruled,
-            ..
-        } => (Some(*winner), *manifest_overruled, None),
+        Verdict::Settled { winner, manifest_overruled, .. } => {
+            (Some(*winner), *manifest_overruled, None)
+        }
         Verdict::NoWinner(why) => (None, false, Some(*why)),
     };
     for ballot in &ballots {
@@ -254,34 +205,20 @@ pub fn assess(
         });
         let judged = match (ballot.seen, reference) {
             (Seen::Missing, _) => CopyVerdict::Missing,
-            (Seen::Unreadable, _) => CopyVerdict::Unreadable {
-                reason: reason_of(ballot.copy),
-            },
+            (Seen::Unreadable, _) => CopyVerdict::Unreadable { reason: reason_of(ballot.copy) },
             (Seen::Holds(found), Some(reference)) if found == reference => CopyVerdict::Ok,
             (Seen::Holds(found), Some(reference)) => match size_of(ballot.copy) {
                 Some(size) if !manifest_overruled && size != current.size => {
-                    CopyVerdict::WrongSize {
-                        size,
-                        expected: current.size,
-                    }
+                    CopyVerdict::WrongSize { size, expected: current.size }
                 }
-                _ => CopyVerdict::Corrupt {
-                    found,
-                    expected: reference,
-                    damaged: Vec::new(),
-                },
+                _ => CopyVerdict::Corrupt { found, expected: reference, damaged: Vec::new() },
             },
             (Seen::Holds(found), None) => CopyVerdict::Disputed { found },
         };
         copies.push((ballot.copy, judged));
     }
     copies.sort_by_key(|(id, _)| *id);
-    Assessment {
-        copies,
-        winner,
-        manifest_overruled,
-        no_winner,
-    }
+    Assessment { copies, winner, manifest_overruled, no_winner }
 }
 
 #[cfg(test)]
@@ -302,10 +239,7 @@ mod tests {
     }
 
     fn present(content: &[u8]) -> Observed {
-        Observed::Present {
-            size: content.len() as u64,
-            digest: Some(Digest::of(content)),
-        }
+        Observed::Present { size: content.len() as u64, digest: Some(Digest::of(content)) }
     }
 
     const S: CopyId = CopyId::Source;
@@ -318,11 +252,7 @@ mod tests {
         let got = assess(
             &e,
             &Claim::Agreed(e.current.blake3),
-            &[
-                (S, present(b"hello")),
-                (T0, present(b"hellp")),
-                (T1, present(b"hello")),
-            ],
+            &[(S, present(b"hello")), (T0, present(b"hellp")), (T1, present(b"hello"))],
             true,
         );
         assert_eq!(
@@ -346,20 +276,10 @@ mod tests {
         let got = assess(
             &e,
             &Claim::Agreed(e.current.blake3),
-            &[
-                (S, present(b"hello")),
-                (T0, present(b"hel")),
-                (T1, Observed::Absent),
-            ],
+            &[(S, present(b"hello")), (T0, present(b"hel")), (T1, Observed::Absent)],
             true,
         );
-        assert_eq!(
-            got.copies[1].1,
-            CopyVerdict::WrongSize {
-                size: 3,
-                expected: 5
-            }
-        );
+        assert_eq!(got.copies[1].1, CopyVerdict::WrongSize { size: 3, expected: 5 });
         assert_eq!(got.copies[2].1, CopyVerdict::Missing);
     }
 
@@ -367,50 +287,23 @@ mod tests {
     fn edited_or_deleted_source_is_pending_not_damage() {
         let e = entry(b"hello");
         let claim = Claim::Agreed(e.current.blake3);
-        let got = assess(
-            &e,
-            &claim,
-            &[(S, Observed::SourceChanged), (T0, present(b"hello"))],
-            true,
-        );
-        assert_eq!(
-            got.copies[0].1,
-            CopyVerdict::Pending {
-                why: PendingWhy::SourceChanged
-            }
-        );
-        let got = assess(
-            &e,
-            &claim,
-            &[(S, Observed::Absent), (T0, present(b"hello"))],
-            true,
-        );
-        assert_eq!(
-            got.copies[0].1,
-            CopyVerdict::Pending {
-                why: PendingWhy::SourceDeleted
-            }
-        );
+        let got =
+            assess(&e, &claim, &[(S, Observed::SourceChanged), (T0, present(b"hello"))], true);
+        assert_eq!(got.copies[0].1, CopyVerdict::Pending { why: PendingWhy::SourceChanged });
+        let got = assess(&e, &claim, &[(S, Observed::Absent), (T0, present(b"hello"))], true);
+        assert_eq!(got.copies[0].1, CopyVerdict::Pending { why: PendingWhy::SourceDeleted });
         assert!(got.copies.iter().all(|(_, v)| !v.is_damage()));
     }
 
     #[test]
     fn copy_holding_the_pending_version_is_pending_and_anything_else_is_corrupt() {
         let mut e = entry(b"old");
-        e.pending = vec![FileVersion {
-            size: 3,
-            mtime_ns: 2,
-            blake3: Digest::of(b"new"),
-            blocks: vec![],
-        }];
+        e.pending =
+            vec![FileVersion { size: 3, mtime_ns: 2, blake3: Digest::of(b"new"), blocks: vec![] }];
         let got = assess(
             &e,
             &Claim::Agreed(e.current.blake3),
-            &[
-                (T0, present(b"new")),
-                (T1, present(b"old")),
-                (S, present(b"xxx")),
-            ],
+            &[(T0, present(b"new")), (T1, present(b"old")), (S, present(b"xxx"))],
             true,
         );
         assert_eq!(
@@ -421,12 +314,7 @@ mod tests {
                 damaged: vec![],
             }
         );
-        assert_eq!(
-            got.copies[1].1,
-            CopyVerdict::Pending {
-                why: PendingWhy::InterruptedBackup
-            }
-        );
+        assert_eq!(got.copies[1].1, CopyVerdict::Pending { why: PendingWhy::InterruptedBackup });
         assert_eq!(got.copies[2].1, CopyVerdict::Ok);
     }
 
@@ -436,11 +324,7 @@ mod tests {
         let got = assess(
             &e,
             &Claim::Agreed(e.current.blake3),
-            &[
-                (S, present(b"hellx")),
-                (T0, present(b"hxllo")),
-                (T1, Observed::Absent),
-            ],
+            &[(S, present(b"hellx")), (T0, present(b"hxllo")), (T1, Observed::Absent)],
             true,
         );
         assert_eq!(got.no_winner, Some(NoWinner::NoGoodCopy));
@@ -457,32 +341,14 @@ mod tests {
             &e,
             &Claim::Agreed(e.current.blake3),
             &[
-                (
-                    T0,
-                    Observed::Present {
-                        size: 5,
-                        digest: None,
-                    },
-                ),
-                (
-                    T1,
-                    Observed::Present {
-                        size: 4,
-                        digest: None,
-                    },
-                ),
+                (T0, Observed::Present { size: 5, digest: None }),
+                (T1, Observed::Present { size: 4, digest: None }),
                 (CopyId::Target(2), Observed::Absent),
             ],
             false,
         );
         assert_eq!(got.copies[0].1, CopyVerdict::Ok);
-        assert_eq!(
-            got.copies[1].1,
-            CopyVerdict::WrongSize {
-                size: 4,
-                expected: 5
-            }
-        );
+        assert_eq!(got.copies[1].1, CopyVerdict::WrongSize { size: 4, expected: 5 });
         assert_eq!(got.copies[2].1, CopyVerdict::Missing);
     }
 

@@ -18,6 +18,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The output flags of commands that have none: no JSON, no progress.
+static QUIET_DEFAULTS: Common =
+    Common { config: PathBuf::new(), json: false, quiet: true, verbose: 0 };
+
 #[derive(Debug, Args)]
 pub struct Common {
     /// The config file [default: ./redundo.toml, or $REDUNDO_CONFIG]
@@ -95,6 +99,45 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Copy files back from the first copy that verifies, block by block, to a folder
+    #[command(after_help = EXIT_CODES_HELP)]
+    Restore {
+        /// The folder to restore into (must be empty or missing unless --force)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Files or folders to restore, relative to the source (default: everything)
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+        /// Write into a non-empty folder, replacing files at the restored paths
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stream one backed-up file to stdout, every block verified, switching copies on damage
+    #[command(after_help = EXIT_CODES_HELP)]
+    Cat {
+        /// The file, relative to the source
+        #[arg(value_name = "PATH")]
+        path: String,
+        /// The config file [default: ./redundo.toml, or $REDUNDO_CONFIG]
+        #[arg(
+            long,
+            short = 'c',
+            env = "REDUNDO_CONFIG",
+            default_value = "redundo.toml",
+            hide_default_value = true,
+            hide_env = true
+        )]
+        config: PathBuf,
+    },
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
 }
 
 impl Command {
@@ -104,7 +147,9 @@ impl Command {
             | Command::Backup { common, .. }
             | Command::Verify { common, .. }
             | Command::Repair { common, .. }
-            | Command::Status { common } => common,
+            | Command::Status { common }
+            | Command::Restore { common, .. } => common,
+            Command::Cat { .. } | Command::Completions { .. } | Command::Man => &QUIET_DEFAULTS,
         }
     }
 
@@ -115,6 +160,10 @@ impl Command {
             Command::Verify { .. } => "verify",
             Command::Repair { .. } => "repair",
             Command::Status { .. } => "status",
+            Command::Restore { .. } => "restore",
+            Command::Cat { .. } => "cat",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
         }
     }
 }

@@ -91,10 +91,7 @@ impl Excludes {
             }
         }
         let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("exclude: {e}"));
-        Ok(Excludes {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-        })
+        Ok(Excludes { by_name: build(by_name)?, by_path: build(by_path)? })
     }
 
     pub fn excludes(&self, path: &RelPath) -> bool {
@@ -162,10 +159,7 @@ impl Config {
             if let Some(message) = overlap(&source, root) {
                 return fail(format!("target {:?}: {message}", target.name));
             }
-            targets.push(TargetSpec {
-                name: target.name,
-                location,
-            });
+            targets.push(TargetSpec { name: target.name, location });
         }
         for (i, a) in targets.iter().enumerate() {
             for b in &targets[i + 1..] {
@@ -200,14 +194,7 @@ impl Config {
                 ));
             }
         }
-        Ok(Config {
-            file: file.to_path_buf(),
-            source,
-            state_dir,
-            excludes,
-            min_copies,
-            targets,
-        })
+        Ok(Config { file: file.to_path_buf(), source, state_dir, excludes, min_copies, targets })
     }
 }
 
@@ -221,9 +208,7 @@ pub fn render(raw: &RawConfig) -> Result<String> {
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Parses a target location: a local path, relative to the config's folder.
@@ -243,17 +228,9 @@ pub fn parse_location(base: &Path, raw: &str) -> Result<Location, String> {
 fn overlap(source: &Path, target: &Path) -> Option<String> {
     let (source, target) = (real(source), real(target));
     if target.starts_with(&source) {
-        Some(format!(
-            "location {} is inside the source {}",
-            target.display(),
-            source.display()
-        ))
+        Some(format!("location {} is inside the source {}", target.display(), source.display()))
     } else if source.starts_with(&target) {
-        Some(format!(
-            "the source {} is inside location {}",
-            source.display(),
-            target.display()
-        ))
+        Some(format!("the source {} is inside location {}", source.display(), target.display()))
     } else {
         None
     }
@@ -269,10 +246,7 @@ fn real(path: &Path) -> PathBuf {
             result.extend(tail.iter().rev());
             return result;
         }
-        match (
-            existing.file_name().map(|n| n.to_os_string()),
-            existing.parent(),
-        ) {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
             (Some(name), Some(parent)) => {
                 tail.push(name);
                 existing = parent.to_path_buf();
@@ -283,11 +257,7 @@ fn real(path: &Path) -> PathBuf {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
-    let path = if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    };
+    let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 

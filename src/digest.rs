@@ -43,18 +43,11 @@ impl From<blake3::Hash> for Digest {
 impl FromStr for Digest {
     type Err = String;
     fn from_str(hex: &str) -> Result<Digest, String> {
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            return Err(format!(
-                "{hex:?} is not a 64-digit lowercase hex BLAKE3 digest"
-            ));
+            return Err(format!("{hex:?} is not a 64-digit lowercase hex BLAKE3 digest"));
         }
-        blake3::Hash::from_hex(hex)
-            .map(Digest::from)
-            .map_err(|e| e.to_string())
+        blake3::Hash::from_hex(hex).map(Digest::from).map_err(|e| e.to_string())
     }
 }
 
@@ -106,11 +99,7 @@ pub struct StreamHasher {
 
 impl Default for StreamHasher {
     fn default() -> Self {
-        StreamHasher {
-            whole: blake3::Hasher::new(),
-            blocks: Vec::new(),
-            bytes: 0,
-        }
+        StreamHasher { whole: blake3::Hasher::new(), blocks: Vec::new(), bytes: 0 }
     }
 }
 
@@ -132,11 +121,7 @@ impl StreamHasher {
     }
 
     pub fn finish(self) -> FileDigest {
-        FileDigest {
-            whole: self.whole.finalize().into(),
-            blocks: self.blocks,
-            size: self.bytes,
-        }
+        FileDigest { whole: self.whole.finalize().into(), blocks: self.blocks, size: self.bytes }
     }
 }
 
@@ -178,9 +163,7 @@ mod tests {
 
     #[test]
     fn stream_digest_equals_plain_blake3_and_blocks_cover_the_file() {
-        let data: Vec<u8> = (0..(2 * BLOCK_SIZE + 17))
-            .map(|i| (i % 251) as u8)
-            .collect();
+        let data: Vec<u8> = (0..(2 * BLOCK_SIZE + 17)).map(|i| (i % 251) as u8).collect();
         let got = hash_stream(&mut &data[..], &mut |_| {}).unwrap();
         assert_eq!(got.whole, Digest::of(&data));
         assert_eq!(got.blocks.len(), block_count(data.len() as u64));

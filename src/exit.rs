@@ -23,16 +23,27 @@ impl Exit {
 
     /// The exit code for an error that ended a run early.
     pub fn for_error(err: &anyhow::Error) -> Exit {
-        if err
-            .chain()
-            .any(|cause| cause.downcast_ref::<UsageError>().is_some())
-        {
+        if err.chain().any(|cause| cause.downcast_ref::<UsageError>().is_some()) {
             Exit::Usage
+        } else if err.chain().any(|cause| cause.downcast_ref::<DamageError>().is_some()) {
+            Exit::Damage
         } else {
             Exit::Operational
         }
     }
 }
+
+/// Damage that ends a run which cannot report findings (`cat` mid-stream): exit 1.
+#[derive(Debug)]
+pub struct DamageError(pub String);
+
+impl fmt::Display for DamageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DamageError {}
 
 /// A mistake in the command line or the configuration: exit 2. The message names the flag,
 /// key, file or target at fault.

@@ -43,10 +43,8 @@ pub fn fan_out(
     mtime_ns: i64,
     progress: &dyn Progress,
 ) -> io::Result<Fanned> {
-    let mut outs: Vec<(usize, io::Result<Box<dyn Staging>>)> = targets
-        .iter()
-        .map(|&(index, target)| (index, target.stage(path)))
-        .collect();
+    let mut outs: Vec<(usize, io::Result<Box<dyn Staging>>)> =
+        targets.iter().map(|&(index, target)| (index, target.stage(path))).collect();
     let mut hasher = StreamHasher::default();
     let mut buf = vec![0u8; BLOCK_SIZE];
     loop {
@@ -85,10 +83,7 @@ pub fn fan_out(
         .into_iter()
         .map(|(index, out)| (index, out.and_then(|staging| staging.finish(mtime_ns))))
         .collect();
-    Ok(Fanned {
-        digest: hasher.finish(),
-        staged,
-    })
+    Ok(Fanned { digest: hasher.finish(), staged })
 }
 
 /// Reads `path` from `source` once and fans it out to `targets`, with the copies' mtime set
@@ -107,11 +102,7 @@ pub fn stream_to_targets(
         discard_all(targets, fanned.staged);
         return Err(ReadFailure::Changed);
     }
-    Ok(Streamed {
-        digest: fanned.digest,
-        stat: before,
-        staged: fanned.staged,
-    })
+    Ok(Streamed { digest: fanned.digest, stat: before, staged: fanned.staged })
 }
 
 /// Throws away every staged copy that was finished.

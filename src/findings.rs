@@ -143,19 +143,13 @@ impl Findings {
     }
 
     pub fn exit(&self) -> Exit {
-        self.problems
-            .iter()
-            .map(|p| p.kind.exit())
-            .max()
-            .unwrap_or(Exit::Healthy)
+        self.problems.iter().map(|p| p.kind.exit()).max().unwrap_or(Exit::Healthy)
     }
 
     /// Problems and notices in a stable order: by path, then copy.
     pub fn sort(&mut self) {
-        self.problems
-            .sort_by(|a, b| (&a.path, &a.copy).cmp(&(&b.path, &b.copy)));
-        self.notices
-            .sort_by(|a, b| (&a.path, &a.copy).cmp(&(&b.path, &b.copy)));
+        self.problems.sort_by(|a, b| (&a.path, &a.copy).cmp(&(&b.path, &b.copy)));
+        self.notices.sort_by(|a, b| (&a.path, &a.copy).cmp(&(&b.path, &b.copy)));
     }
 }
 

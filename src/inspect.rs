@@ -58,11 +58,7 @@ pub fn inspect(
     let manifest = &chosen.manifest;
     if deep {
         let copies = 1 + targets.iter().filter(|t| t.is_some()).count() as u64;
-        let total: u64 = manifest
-            .files
-            .values()
-            .map(|e| e.current.size * copies)
-            .sum();
+        let total: u64 = manifest.files.values().map(|e| e.current.size * copies).sum();
         progress.begin("verify", total);
     }
     let files: Vec<(RelPath, Assessment)> = manifest
@@ -80,12 +76,7 @@ pub fn inspect(
         })
         .collect();
     progress.finish();
-    Ok(Inspection {
-        files,
-        source,
-        targets,
-        walk_errors,
-    })
+    Ok(Inspection { files, source, targets, walk_errors })
 }
 
 fn observe(
@@ -118,13 +109,7 @@ fn observe(
                 return (id, Some(Observed::SourceChanged));
             }
             if !deep {
-                return (
-                    id,
-                    Some(Observed::Present {
-                        size: stat.size,
-                        digest: None,
-                    }),
-                );
+                return (id, Some(Observed::Present { size: stat.size, digest: None }));
             }
             (id, None)
         })
@@ -133,10 +118,7 @@ fn observe(
         .into_par_iter()
         .map(|(id, known)| {
             let observed = known.unwrap_or_else(|| match hash_copy(ws.copy(id), path, progress) {
-                Ok((size, digest)) => Observed::Present {
-                    size,
-                    digest: Some(digest),
-                },
+                Ok((size, digest)) => Observed::Present { size, digest: Some(digest) },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
                 Err(e) => Observed::Unreadable(e.to_string()),
             });
@@ -149,9 +131,7 @@ fn observe(
 /// only the copies found corrupt (rare, so the common path reads each copy once).
 fn locate_damage(ws: &Workspace, path: &RelPath, entry: &Entry, assessment: &mut Assessment) {
     for (id, verdict) in assessment.copies.iter_mut() {
-        if let CopyVerdict::Corrupt {
-            expected, damaged, ..
-        } = verdict
+        if let CopyVerdict::Corrupt { expected, damaged, .. } = verdict
             && *expected == entry.current.blake3
             && let Ok(mut reader) = ws.copy(*id).open(path)
             && let Ok(found) = hash_stream(&mut *reader, &mut |_| {})
@@ -192,8 +172,5 @@ pub fn unknown_files<'a>(
     manifest_files: &'a BTreeMap<RelPath, Entry>,
     listing: &'a Listing,
 ) -> impl Iterator<Item = &'a RelPath> + 'a {
-    listing
-        .files
-        .keys()
-        .filter(move |p| !manifest_files.contains_key(*p))
+    listing.files.keys().filter(move |p| !manifest_files.contains_key(*p))
 }

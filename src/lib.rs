@@ -29,8 +29,10 @@ pub mod workspace;
 
 use anyhow::Result;
 
+use clap::CommandFactory;
 use cli::{Cli, Command};
-use commands::{backup, init, repair, status, verify};
+
+use commands::{backup, cat, init, repair, restore, status, verify};
 use exit::Exit;
 use report::{Output, Report};
 use workspace::Workspace;
@@ -38,42 +40,25 @@ use workspace::Workspace;
 /// Runs one command and prints its report; returns the exit code to use.
 pub fn run(cli: &Cli) -> Result<Exit> {
     let common = cli.command.common();
-    let output = Output {
-        json: common.json,
-        quiet: common.quiet,
-        verbose: common.verbose > 0,
-    };
+    let output = Output { json: common.json, quiet: common.quiet, verbose: common.verbose > 0 };
     let progress = progress::for_run(common.json, common.quiet);
     let report = match &cli.command {
-        Command::Init {
-            source,
-            targets,
-            force,
-            common,
-        } => Report::Init(init::run(&init::InitOptions {
-            config: common.config.clone(),
-            source: source.clone(),
-            targets: targets.clone(),
-            force: *force,
-        })?),
-        Command::Backup {
-            checksum,
-            prune,
-            common,
-        } => {
+        Command::Init { source, targets, force, common } => {
+            Report::Init(init::run(&init::InitOptions {
+                config: common.config.clone(),
+                source: source.clone(),
+                targets: targets.clone(),
+                force: *force,
+            })?)
+        }
+        Command::Backup { checksum, prune, common } => {
             let ws = Workspace::open(&common.config)?;
-            let options = backup::BackupOptions {
-                checksum: *checksum,
-                prune: *prune,
-            };
+            let options = backup::BackupOptions { checksum: *checksum, prune: *prune };
             Report::Backup(backup::run(&ws, &options, progress.as_ref())?)
         }
         Command::Verify { fast, common } => {
             let ws = Workspace::open(&common.config)?;
-            let options = verify::VerifyOptions {
-                fast: *fast,
-                list_ok: common.verbose > 0,
-            };
+            let options = verify::VerifyOptions { fast: *fast, list_ok: common.verbose > 0 };
             Report::Verify(verify::run(&ws, &options, progress.as_ref())?)
         }
         Command::Repair { dry_run, common } => {
@@ -84,6 +69,25 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         Command::Status { common } => {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Status(status::run(&ws)?)
+        }
+        Command::Restore { to, paths, force, common } => {
+            let ws = Workspace::open(&common.config)?;
+            let options =
+                restore::RestoreOptions { to: to.clone(), paths: paths.clone(), force: *force };
+            Report::Restore(restore::run(&ws, &options, progress.as_ref())?)
+        }
+        Command::Cat { path, config } => {
+            let ws = Workspace::open_unlocked(config)?;
+            cat::run(&ws, path, &mut std::io::stdout().lock())?;
+            return Ok(Exit::Healthy);
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "redundo", &mut std::io::stdout());
+            return Ok(Exit::Healthy);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(Exit::Healthy);
         }
     };
     report.print(&output)?;

@@ -41,16 +41,8 @@ impl RunLock {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             let pid = pid.trim();
-            let pid = if pid.is_empty() {
-                "unknown".to_string()
-            } else {
-                pid.to_string()
-            };
-            return Err(LockHeld {
-                pid,
-                path: path.display().to_string(),
-            }
-            .into());
+            let pid = if pid.is_empty() { "unknown".to_string() } else { pid.to_string() };
+            return Err(LockHeld { pid, path: path.display().to_string() }.into());
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;

@@ -27,11 +27,7 @@ fn main() -> ExitCode {
             if common.json {
                 report::print_error_json(cli.command.name(), exit, &err);
             }
-            let _ = writeln!(
-                std::io::stderr(),
-                "redundo: error: {}",
-                report::one_line(&err)
-            );
+            let _ = writeln!(std::io::stderr(), "redundo: error: {}", report::one_line(&err));
             ExitCode::from(exit.code())
         }
     }

@@ -73,56 +73,22 @@ struct FlatEntry {
 
 impl From<FlatEntry> for Entry {
     fn from(flat: FlatEntry) -> Entry {
-        let FlatEntry {
-            size,
-            mtime_ns,
-            blake3,
-            blocks,
-            pending,
-        } = flat;
-        Entry {
-            current: FileVersion {
-                size,
-                mtime_ns,
-                blake3,
-                blocks,
-            },
-            pending,
-        }
+        let FlatEntry { size, mtime_ns, blake3, blocks, pending } = flat;
+        Entry { current: FileVersion { size, mtime_ns, blake3, blocks }, pending }
     }
 }
 
 impl From<Entry> for FlatEntry {
     fn from(entry: Entry) -> FlatEntry {
-        let FileVersion {
-            size,
-            mtime_ns,
-            blake3,
-            blocks,
-        } = entry.current;
-        FlatEntry {
-            size,
-            mtime_ns,
-            blake3,
-            blocks,
-            pending: entry.pending,
-        }
+        let FileVersion { size, mtime_ns, blake3, blocks } = entry.current;
+        FlatEntry { size, mtime_ns, blake3, blocks, pending: entry.pending }
     }
 }
 
 impl FileVersion {
     pub fn new(size: u64, mtime_ns: i64, digest: FileDigest) -> FileVersion {
-        let blocks = if digest.blocks.len() > 1 {
-            digest.blocks
-        } else {
-            Vec::new()
-        };
-        FileVersion {
-            size,
-            mtime_ns,
-            blake3: digest.whole,
-            blocks,
-        }
+        let blocks = if digest.blocks.len() > 1 { digest.blocks } else { Vec::new() };
+        FileVersion { size, mtime_ns, blake3: digest.whole, blocks }
     }
 
     /// The recorded digest of block `index`.
@@ -140,11 +106,7 @@ impl FileVersion {
 
     fn check(&self, path: &RelPath) -> Result<(), String> {
         let expected = block_count(self.size);
-        let stored = if self.blocks.is_empty() {
-            expected.min(1)
-        } else {
-            self.blocks.len()
-        };
+        let stored = if self.blocks.is_empty() { expected.min(1) } else { self.blocks.len() };
         if stored != expected || (self.blocks.len() == 1) {
             return Err(format!(
                 "entry {path}: {} block digests for {} bytes (expected {expected})",
@@ -192,10 +154,7 @@ impl Manifest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Manifest, ReplicaDefect> {
-        let newline = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or(ReplicaDefect::NotAManifest)?;
+        let newline = bytes.iter().position(|&b| b == b'\n').ok_or(ReplicaDefect::NotAManifest)?;
         let header =
             std::str::from_utf8(&bytes[..newline]).map_err(|_| ReplicaDefect::NotAManifest)?;
         let body = &bytes[newline + 1..];
@@ -203,17 +162,13 @@ impl Manifest {
         if fields.next() != Some(MAGIC) {
             return Err(ReplicaDefect::NotAManifest);
         }
-        let version: u32 = fields
-            .next()
-            .and_then(|v| v.parse().ok())
-            .ok_or(ReplicaDefect::NotAManifest)?;
+        let version: u32 =
+            fields.next().and_then(|v| v.parse().ok()).ok_or(ReplicaDefect::NotAManifest)?;
         if version > FORMAT_VERSION {
             return Err(ReplicaDefect::FutureVersion(version));
         }
-        let recorded: Digest = fields
-            .next()
-            .and_then(|d| d.parse().ok())
-            .ok_or(ReplicaDefect::NotAManifest)?;
+        let recorded: Digest =
+            fields.next().and_then(|d| d.parse().ok()).ok_or(ReplicaDefect::NotAManifest)?;
         if fields.next().is_some() {
             return Err(ReplicaDefect::NotAManifest);
         }
@@ -228,10 +183,7 @@ impl Manifest {
 
     fn check(&self) -> Result<(), String> {
         if self.block_size != BLOCK_SIZE as u64 {
-            return Err(format!(
-                "block_size {} is not {BLOCK_SIZE}",
-                self.block_size
-            ));
+            return Err(format!("block_size {} is not {BLOCK_SIZE}", self.block_size));
         }
         for (path, entry) in &self.files {
             entry.current.check(path)?;
@@ -344,10 +296,8 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
         paths.sort();
         paths.dedup();
         for path in paths {
-            let mut claims: Vec<Option<Digest>> = groups
-                .values()
-                .map(|(_, m)| m.files.get(path).map(|e| e.current.blake3))
-                .collect();
+            let mut claims: Vec<Option<Digest>> =
+                groups.values().map(|(_, m)| m.files.get(path).map(|e| e.current.blake3)).collect();
             claims.sort();
             claims.dedup();
             if claims.len() > 1 {
@@ -359,9 +309,9 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
     let statuses = found
         .iter()
         .map(|f| match f {
-            ReplicaFound::Valid(m) if m.generation < newest => ReplicaStatus::Stale {
-                generation: m.generation,
-            },
+            ReplicaFound::Valid(m) if m.generation < newest => {
+                ReplicaStatus::Stale { generation: m.generation }
+            }
             ReplicaFound::Valid(m) if Digest::of(&m.encode()) == winner_digest => {
                 ReplicaStatus::Current
             }
@@ -369,23 +319,14 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
             other => status_without_winner(other),
         })
         .collect();
-    Chosen {
-        manifest: winner.clone(),
-        disputed,
-        statuses,
-        none_valid: false,
-    }
+    Chosen { manifest: winner.clone(), disputed, statuses, none_valid: false }
 }
 
 fn status_without_winner(found: &ReplicaFound) -> ReplicaStatus {
     match found {
-        ReplicaFound::Valid(m) => ReplicaStatus::Stale {
-            generation: m.generation,
-        },
+        ReplicaFound::Valid(m) => ReplicaStatus::Stale { generation: m.generation },
         ReplicaFound::Missing => ReplicaStatus::Missing,
-        ReplicaFound::Defective(d) => ReplicaStatus::Defective {
-            reason: d.to_string(),
-        },
+        ReplicaFound::Defective(d) => ReplicaStatus::Defective { reason: d.to_string() },
         ReplicaFound::Unreadable(r) => ReplicaStatus::Unreadable { reason: r.clone() },
     }
 }
@@ -406,10 +347,7 @@ mod tests {
         for (path, content) in files {
             m.files.insert(
                 RelPath::new(path).unwrap(),
-                Entry {
-                    current: version(content, 7),
-                    pending: Vec::new(),
-                },
+                Entry { current: version(content, 7), pending: Vec::new() },
             );
         }
         m
@@ -420,33 +358,16 @@ mod tests {
         let big = vec![3u8; BLOCK_SIZE + 5];
         let m = manifest(4, &[("a", b"alpha"), ("dir/big", &big), ("empty", b"")]);
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
-        assert_eq!(
-            m.files[&RelPath::new("dir/big").unwrap()]
-                .current
-                .blocks
-                .len(),
-            2
-        );
+        assert_eq!(m.files[&RelPath::new("dir/big").unwrap()].current.blocks.len(), 2);
     }
 
     #[test]
     fn decode_rejects_torn_garbage_future_and_crafted_replicas() {
         let bytes = manifest(1, &[("a", b"alpha")]).encode();
-        assert_eq!(
-            Manifest::decode(&bytes[..bytes.len() - 3]),
-            Err(ReplicaDefect::DigestMismatch)
-        );
-        assert_eq!(
-            Manifest::decode(b"\x00\x01garbage"),
-            Err(ReplicaDefect::NotAManifest)
-        );
-        let future = String::from_utf8(bytes.clone())
-            .unwrap()
-            .replacen(" 1 ", " 99 ", 1);
-        assert_eq!(
-            Manifest::decode(future.as_bytes()),
-            Err(ReplicaDefect::FutureVersion(99))
-        );
+        assert_eq!(Manifest::decode(&bytes[..bytes.len() - 3]), Err(ReplicaDefect::DigestMismatch));
+        assert_eq!(Manifest::decode(b"\x00\x01garbage"), Err(ReplicaDefect::NotAManifest));
+        let future = String::from_utf8(bytes.clone()).unwrap().replacen(" 1 ", " 99 ", 1);
+        assert_eq!(Manifest::decode(future.as_bytes()), Err(ReplicaDefect::FutureVersion(99)));
 
         let crafted = |body: &str| {
             let mut out = format!("{MAGIC} 1 {}\n", Digest::of(body.as_bytes())).into_bytes();

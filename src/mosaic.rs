@@ -140,9 +140,7 @@ mod tests {
 
     #[test]
     fn assembles_a_whole_file_from_copies_each_damaged_in_a_different_block() {
-        let data: Vec<u8> = (0..(3 * BLOCK_SIZE + 100))
-            .map(|i| (i * 7 % 253) as u8)
-            .collect();
+        let data: Vec<u8> = (0..(3 * BLOCK_SIZE + 100)).map(|i| (i * 7 % 253) as u8).collect();
         let version = version_of(&data);
         let path = RelPath::new("m.bin").unwrap();
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -151,15 +149,9 @@ mod tests {
             damaged[i * BLOCK_SIZE + 5] ^= 0xff;
             std::fs::write(dir.path().join("m.bin"), damaged).unwrap();
         }
-        let copies: Vec<LocalDir> = dirs
-            .iter()
-            .map(|d| LocalDir::target("t", d.path()))
-            .collect();
-        let named = copies
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("t{i}"), c as &dyn Target))
-            .collect();
+        let copies: Vec<LocalDir> = dirs.iter().map(|d| LocalDir::target("t", d.path())).collect();
+        let named =
+            copies.iter().enumerate().map(|(i, c)| (format!("t{i}"), c as &dyn Target)).collect();
         let mut reader = MosaicReader::new(named, &path, &version);
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
@@ -180,10 +172,7 @@ mod tests {
         let mut reader =
             MosaicReader::new(vec![("t".into(), &copy as &dyn Target)], &path, &version);
         let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
-        assert!(
-            err.to_string().contains("block 1 (bytes 1048576..1048586)"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("block 1 (bytes 1048576..1048586)"), "{err}");
     }
 
     #[test]
@@ -193,10 +182,7 @@ mod tests {
         let mut found = version.blocks.clone();
         found[1] = Digest::of(b"x");
         found[2] = Digest::of(b"y");
-        assert_eq!(
-            damaged_ranges(&version, &found, data.len() as u64),
-            vec![(1 << 20, 3 << 20)]
-        );
+        assert_eq!(damaged_ranges(&version, &found, data.len() as u64), vec![(1 << 20, 3 << 20)]);
         found.truncate(3);
         let ranges = damaged_ranges(&version, &found, 3 << 20);
         assert_eq!(ranges, vec![(1 << 20, 4 << 20)]);

@@ -55,37 +55,23 @@ pub fn plan_backup(
     checksum: bool,
 ) -> BackupPlan {
     let mut plan = BackupPlan::default();
-    let reachable = || {
-        targets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| l.map(|l| (i, l)))
-    };
+    let reachable = || targets.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l)));
     for (path, &stat) in source {
         let sink = |(i, listing): (usize, &BTreeMap<RelPath, FileStat>)| Sink {
             target: i,
             existing: listing.get(path).copied(),
         };
-        let job = |kind, sinks| Job {
-            path: path.clone(),
-            stat,
-            kind,
-            sinks,
-        };
+        let job = |kind, sinks| Job { path: path.clone(), stat, kind, sinks };
         match manifest.files.get(path) {
-            None => plan
-                .jobs
-                .push(job(JobKind::New, reachable().map(sink).collect())),
+            None => plan.jobs.push(job(JobKind::New, reachable().map(sink).collect())),
             Some(entry) if !entry.current.same_stat(stat.size, stat.mtime_ns) => {
-                plan.jobs
-                    .push(job(JobKind::Changed, reachable().map(sink).collect()));
+                plan.jobs.push(job(JobKind::Changed, reachable().map(sink).collect()));
             }
             Some(entry) => {
                 let gaps: Vec<Sink> = reachable()
                     .map(sink)
                     .filter(|s| {
-                        s.existing
-                            .is_none_or(|e| !entry.current.same_stat(e.size, e.mtime_ns))
+                        s.existing.is_none_or(|e| !entry.current.same_stat(e.size, e.mtime_ns))
                     })
                     .collect();
                 if gaps.is_empty() && !checksum {
@@ -96,12 +82,7 @@ pub fn plan_backup(
             }
         }
     }
-    plan.deleted = manifest
-        .files
-        .keys()
-        .filter(|p| !source.contains_key(*p))
-        .cloned()
-        .collect();
+    plan.deleted = manifest.files.keys().filter(|p| !source.contains_key(*p)).cloned().collect();
     plan
 }
 
@@ -128,13 +109,7 @@ mod tests {
                 blake3: Digest::of(b""),
                 blocks: vec![],
             };
-            m.files.insert(
-                p(path),
-                Entry {
-                    current,
-                    pending: Vec::new(),
-                },
-            );
+            m.files.insert(p(path), Entry { current, pending: Vec::new() });
         }
         m
     }
@@ -147,12 +122,7 @@ mod tests {
     fn unchanged_files_with_matching_copies_are_not_read() {
         let files = [("a", st(1, 10)), ("b", st(2, 20))];
         let t = listing(&files);
-        let plan = plan_backup(
-            &listing(&files),
-            &manifest(&files),
-            &[Some(&t), Some(&t)],
-            false,
-        );
+        let plan = plan_backup(&listing(&files), &manifest(&files), &[Some(&t), Some(&t)], false);
         assert_eq!(plan.unchanged, 2);
         assert!(plan.jobs.is_empty());
     }
@@ -160,29 +130,15 @@ mod tests {
     #[test]
     fn new_changed_and_gap_files_become_jobs() {
         let source = listing(&[("new", st(1, 1)), ("changed", st(5, 99)), ("gap", st(3, 3))]);
-        let m = manifest(&[
-            ("changed", st(4, 50)),
-            ("gap", st(3, 3)),
-            ("gone", st(1, 1)),
-        ]);
-        let full = listing(&[
-            ("changed", st(4, 50)),
-            ("gap", st(3, 3)),
-            ("gone", st(1, 1)),
-        ]);
+        let m = manifest(&[("changed", st(4, 50)), ("gap", st(3, 3)), ("gone", st(1, 1))]);
+        let full = listing(&[("changed", st(4, 50)), ("gap", st(3, 3)), ("gone", st(1, 1))]);
         let holed = listing(&[("changed", st(4, 50)), ("gap", st(3, 7))]);
         let plan = plan_backup(&source, &m, &[Some(&full), None, Some(&holed)], false);
 
         let kinds: Vec<(&str, JobKind, Vec<usize>)> = plan
             .jobs
             .iter()
-            .map(|j| {
-                (
-                    j.path.as_str(),
-                    j.kind,
-                    j.sinks.iter().map(|s| s.target).collect(),
-                )
-            })
+            .map(|j| (j.path.as_str(), j.kind, j.sinks.iter().map(|s| s.target).collect()))
             .collect();
         assert_eq!(
             kinds,

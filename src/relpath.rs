@@ -145,10 +145,7 @@ mod tests {
             ("a/", RelPathError::BadComponent("a/".into())),
             ("a\nb", RelPathError::BadCharacter("a\nb".into())),
             ("a\0b", RelPathError::BadCharacter("a\0b".into())),
-            (
-                ".redundo/manifest",
-                RelPathError::Reserved(".redundo/manifest".into()),
-            ),
+            (".redundo/manifest", RelPathError::Reserved(".redundo/manifest".into())),
         ];
         for (raw, expected) in cases {
             assert_eq!(RelPath::new(raw), Err(expected), "{raw:?}");
@@ -168,9 +165,6 @@ mod tests {
     fn from_walk_joins_components_with_slashes() {
         let root = Path::new("/data");
         let found = Path::new("/data/a/b c/d.bin");
-        assert_eq!(
-            RelPath::from_walk(root, found).unwrap().as_str(),
-            "a/b c/d.bin"
-        );
+        assert_eq!(RelPath::from_walk(root, found).unwrap().as_str(), "a/b c/d.bin");
     }
 }

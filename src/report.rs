@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::commands::backup::BackupReport;
 use crate::commands::init::InitReport;
 use crate::commands::repair::RepairReport;
+use crate::commands::restore::RestoreReport;
 use crate::commands::status::StatusReport;
 use crate::commands::verify::VerifyReport;
 use crate::exit::Exit;
@@ -31,6 +32,7 @@ pub enum Report {
     Verify(VerifyReport),
     Repair(RepairReport),
     Status(StatusReport),
+    Restore(RestoreReport),
 }
 
 impl Report {
@@ -41,6 +43,7 @@ impl Report {
             Report::Verify(_) => "verify",
             Report::Repair(_) => "repair",
             Report::Status(_) => "status",
+            Report::Restore(_) => "restore",
         }
     }
 
@@ -51,6 +54,7 @@ impl Report {
             Report::Verify(r) => Some(&r.findings),
             Report::Repair(r) => Some(&r.findings),
             Report::Status(r) => Some(&r.findings),
+            Report::Restore(r) => Some(&r.findings),
         }
     }
 
@@ -68,6 +72,7 @@ impl Report {
                 Report::Verify(r) => json_document(self.name(), self.exit(), r),
                 Report::Repair(r) => json_document(self.name(), self.exit(), r),
                 Report::Status(r) => json_document(self.name(), self.exit(), r),
+                Report::Restore(r) => json_document(self.name(), self.exit(), r),
             };
             serde_json::to_writer_pretty(&mut out, &body)?;
             writeln!(out)?;
@@ -95,11 +100,8 @@ impl Report {
         }
         match self {
             Report::Init(r) => {
-                let targets: Vec<String> = r
-                    .targets
-                    .iter()
-                    .map(|t| format!("{} ({})", t.name, t.location))
-                    .collect();
+                let targets: Vec<String> =
+                    r.targets.iter().map(|t| format!("{} ({})", t.name, t.location)).collect();
                 writeln!(
                     out,
                     "wrote {}: source {}; targets {}",
@@ -140,6 +142,19 @@ impl Report {
                 writeln!(out, "{}", repair_summary(r))?;
             }
             Report::Status(r) => print_status(out, r)?,
+            Report::Restore(r) => {
+                let from: Vec<String> =
+                    r.blocks_from.iter().map(|(name, n)| format!("{name} {n}")).collect();
+                writeln!(
+                    out,
+                    "restore: {} files ({}) into {} from generation {}; blocks read: {}",
+                    r.files,
+                    human_bytes(r.bytes),
+                    r.to,
+                    r.generation,
+                    if from.is_empty() { "none".into() } else { from.join(", ") }
+                )?;
+            }
         }
         Ok(())
     }
@@ -159,11 +174,7 @@ fn json_document<T: Serialize>(command: &str, exit: Exit, report: &T) -> serde_j
 pub fn print_error_json(command: &str, exit: Exit, err: &anyhow::Error) {
     let doc =
         serde_json::json!({ "command": command, "exit_code": exit.code(), "error": one_line(err) });
-    let _ = writeln!(
-        io::stdout(),
-        "{}",
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
-    );
+    let _ = writeln!(io::stdout(), "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
 /// The error chain on one line: `outer: inner: root cause`.
@@ -174,8 +185,7 @@ pub fn one_line(err: &anyhow::Error) -> String {
 
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -214,11 +224,7 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 fn backup_summary(r: &BackupReport) -> String {
@@ -262,26 +268,15 @@ fn counts_text(c: &CopyCounts) -> String {
 }
 
 fn verify_summary(r: &VerifyReport) -> String {
-    let copies: Vec<String> = r
-        .copies
-        .iter()
-        .map(|(name, c)| format!("{name} {}", counts_text(c)))
-        .collect();
-    let verdict = if r.findings.problems.is_empty() {
-        "OK"
-    } else {
-        "PROBLEMS FOUND"
-    };
+    let copies: Vec<String> =
+        r.copies.iter().map(|(name, c)| format!("{name} {}", counts_text(c))).collect();
+    let verdict = if r.findings.problems.is_empty() { "OK" } else { "PROBLEMS FOUND" };
     format!(
         "verify ({}): {verdict}: {} files at generation {}; {}; manifest replicas {}/{} current",
         r.mode,
         r.files,
         r.generation,
-        if copies.is_empty() {
-            "no copies checked".to_string()
-        } else {
-            copies.join("; ")
-        },
+        if copies.is_empty() { "no copies checked".to_string() } else { copies.join("; ") },
         r.replicas_current,
         r.replicas_total
     )
@@ -290,20 +285,13 @@ fn verify_summary(r: &VerifyReport) -> String {
 fn repair_summary(r: &RepairReport) -> String {
     let left = r.findings.problems.len();
     if r.dry_run {
-        format!(
-            "repair --dry-run: would rewrite {} copies; nothing written",
-            r.copies_healed
-        )
+        format!("repair --dry-run: would rewrite {} copies; nothing written", r.copies_healed)
     } else {
         format!(
             "repair: {} copies rewritten, {} manifest replicas rewritten; {}",
             r.copies_healed,
             r.replicas_rewritten,
-            if left == 0 {
-                "all healthy".to_string()
-            } else {
-                format!("{left} problems left")
-            }
+            if left == 0 { "all healthy".to_string() } else { format!("{left} problems left") }
         )
     }
 }
@@ -312,11 +300,7 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> io::Result<()> {
     writeln!(out, "config:      {}", r.config)?;
     writeln!(out, "source:      {}", r.source)?;
     match &r.manifest_written_at {
-        Some(at) => writeln!(
-            out,
-            "manifest:    generation {}, written {at}",
-            r.generation
-        )?,
+        Some(at) => writeln!(out, "manifest:    generation {}, written {at}", r.generation)?,
         None => writeln!(out, "manifest:    none yet")?,
     }
     writeln!(out, "files:       {} ({})", r.files, human_bytes(r.bytes))?;
@@ -337,10 +321,7 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> io::Result<()> {
                 .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string))
                 .unwrap_or_default(),
         };
-        let verified = copy
-            .last_verify
-            .as_ref()
-            .map_or("never verified".to_string(), counts_text);
+        let verified = copy.last_verify.as_ref().map_or("never verified".to_string(), counts_text);
         let reach = if copy.reachable { "" } else { " UNREACHABLE" };
         writeln!(
             out,

@@ -66,10 +66,8 @@ pub fn decide<C: Clone>(claim: &Claim, ballots: &[Ballot<C>]) -> Verdict<C> {
             *tally.entry(digest).or_default() += 1;
         }
     }
-    let majority = tally
-        .iter()
-        .find(|&(_, &count)| count * 2 > ballots.len())
-        .map(|(&digest, _)| digest);
+    let majority =
+        tally.iter().find(|&(_, &count)| count * 2 > ballots.len()).map(|(&digest, _)| digest);
 
     let (winner, manifest_overruled) = match (claim, majority) {
         (Claim::Agreed(recorded), Some(major)) if major != *recorded => (major, true),
@@ -97,10 +95,7 @@ mod tests {
     }
 
     fn ballots(seen: &[Seen]) -> Vec<Ballot<usize>> {
-        seen.iter()
-            .enumerate()
-            .map(|(copy, &seen)| Ballot { copy, seen })
-            .collect()
+        seen.iter().enumerate().map(|(copy, &seen)| Ballot { copy, seen }).collect()
     }
 
     fn settled(

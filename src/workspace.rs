@@ -39,19 +39,10 @@ impl Workspace {
 
     fn open_with(config_file: &Path, lock: bool) -> Result<Workspace> {
         let config = Config::load(config_file)?;
-        let lock = if lock {
-            Some(RunLock::acquire(&config.state_dir)?)
-        } else {
-            None
-        };
+        let lock = if lock { Some(RunLock::acquire(&config.state_dir)?) } else { None };
         let source = target::open_source(&config);
         let targets = config.targets.iter().map(target::open_target).collect();
-        Ok(Workspace {
-            config,
-            source,
-            targets,
-            _lock: lock,
-        })
+        Ok(Workspace { config, source, targets, _lock: lock })
     }
 
     pub fn copy(&self, id: CopyId) -> &dyn Target {
@@ -89,10 +80,7 @@ impl Workspace {
                 },
             })
             .collect();
-        Replicas {
-            holders,
-            chosen: manifest::choose(&found),
-        }
+        Replicas { holders, chosen: manifest::choose(&found) }
     }
 
     /// Writes `manifest` to the given holders, in parallel; one result per holder.
@@ -111,10 +99,7 @@ impl Workspace {
                     CopyId::Source => Ok(()),
                     CopyId::Target(_) => self.copy(id).write_state(B3SUMS_NAME, sums.as_bytes()),
                 };
-                (
-                    id,
-                    sums.and_then(|()| self.copy(id).write_state(REPLICA_NAME, &bytes)),
-                )
+                (id, sums.and_then(|()| self.copy(id).write_state(REPLICA_NAME, &bytes)))
             })
             .collect()
     }
@@ -132,9 +117,5 @@ pub fn now_rfc3339() -> String {
 /// A folder name for this run's quarantine: `20261126T050102Z-<pid>` (unique per run; no
 /// `:`, which some file systems and HDFS refuse).
 pub fn quarantine_stamp() -> String {
-    format!(
-        "{}-{}",
-        now_rfc3339().replace([':', '-'], ""),
-        std::process::id()
-    )
+    format!("{}-{}", now_rfc3339().replace([':', '-'], ""), std::process::id())
 }

@@ -129,10 +129,7 @@ pub fn run(
         })
         .collect();
 
-    let target_files: Vec<_> = listings
-        .iter()
-        .map(|l| l.as_ref().map(|l| &l.files))
-        .collect();
+    let target_files: Vec<_> = listings.iter().map(|l| l.as_ref().map(|l| &l.files)).collect();
     let plan = plan_backup(&source.files, &manifest, &target_files, options.checksum);
     report.unchanged = plan.unchanged;
 
@@ -159,10 +156,7 @@ pub fn run(
                 {
                     manifest.files.insert(
                         job.path.clone(),
-                        crate::manifest::Entry {
-                            current: version,
-                            pending: Vec::new(),
-                        },
+                        crate::manifest::Entry { current: version, pending: Vec::new() },
                     );
                     report.new += 1;
                 }
@@ -216,10 +210,8 @@ pub fn run(
     }
     for (job, result) in changed {
         if let (Some(version), false) = (result.version, result.installed.is_empty()) {
-            let entry = manifest
-                .files
-                .get_mut(&job.path)
-                .expect("changed files are in the manifest");
+            let entry =
+                manifest.files.get_mut(&job.path).expect("changed files are in the manifest");
             entry.current = version;
             report.changed += 1;
         }
@@ -316,11 +308,8 @@ fn run_job(
 ) -> JobResult {
     let mut result = JobResult::default();
     let path = job.path.as_str();
-    let sinks: Vec<(usize, &dyn Target)> = job
-        .sinks
-        .iter()
-        .map(|s| (s.target, ws.targets[s.target].as_ref()))
-        .collect();
+    let sinks: Vec<(usize, &dyn Target)> =
+        job.sinks.iter().map(|s| (s.target, ws.targets[s.target].as_ref())).collect();
 
     let mut attempt = 0;
     let streamed = loop {
@@ -403,16 +392,10 @@ fn run_job(
             result.staged.push((target, staged));
             continue;
         }
-        let existing = job
-            .sinks
-            .iter()
-            .find(|s| s.target == target)
-            .and_then(|s| s.existing);
+        let existing = job.sinks.iter().find(|s| s.target == target).and_then(|s| s.existing);
         match install_over(copy, staged, &job.path, existing, &version, stamp) {
             Ok(Some(note)) => {
-                result
-                    .findings
-                    .notice(NoticeKind::Done, Some(copy.name()), Some(path), note);
+                result.findings.notice(NoticeKind::Done, Some(copy.name()), Some(path), note);
                 result.installed.push(target);
             }
             Ok(None) => result.installed.push(target),
@@ -450,11 +433,8 @@ fn install_over(
         copy.discard(staged);
         return Ok(None);
     }
-    let kept = match copy.quarantine(
-        path,
-        stamp,
-        "replaced by backup: did not match the manifest",
-    ) {
+    let kept = match copy.quarantine(path, stamp, "replaced by backup: did not match the manifest")
+    {
         Ok(kept) => kept,
         Err(e) => {
             copy.discard(staged);
@@ -462,9 +442,7 @@ fn install_over(
         }
     };
     copy.install(staged, path)?;
-    Ok(Some(format!(
-        "replaced a copy that did not match; the old bytes are kept at {kept}"
-    )))
+    Ok(Some(format!("replaced a copy that did not match; the old bytes are kept at {kept}")))
 }
 
 /// The local state folder and every reachable target.

@@ -42,11 +42,8 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
     if options.targets.is_empty() {
         return usage("init needs at least one --target");
     }
-    let base = options
-        .config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let base =
+        options.config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut names = BTreeSet::new();
     let mut raw_targets = Vec::new();
     for location in &options.targets {
@@ -55,10 +52,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             Err(message) => return usage(format!("--target {location:?}: {message}")),
         };
         let name = unique_name(&default_name(&parsed), &mut names);
-        raw_targets.push(RawTarget {
-            name,
-            location: location.clone(),
-        });
+        raw_targets.push(RawTarget { name, location: location.clone() });
     }
     let raw = RawConfig {
         source: options.source.clone(),
@@ -96,10 +90,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         targets: config
             .targets
             .iter()
-            .map(|t| InitTarget {
-                name: t.name.clone(),
-                location: t.location.to_string(),
-            })
+            .map(|t| InitTarget { name: t.name.clone(), location: t.location.to_string() })
             .collect(),
     })
 }
@@ -107,25 +98,12 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
 /// A target's default name: its folder's base name, reduced to the characters names allow.
 fn default_name(location: &Location) -> String {
     let Location::Local(path) = location;
-    let base = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let cleaned: String = base
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
         .collect();
-    if cleaned.trim_matches('-').is_empty() {
-        "target".into()
-    } else {
-        cleaned
-    }
+    if cleaned.trim_matches('-').is_empty() { "target".into() } else { cleaned }
 }
 
 fn unique_name(base: &str, taken: &mut BTreeSet<String>) -> String {
@@ -146,18 +124,9 @@ mod tests {
     fn names_come_from_base_names_and_are_made_unique() {
         let mut taken = BTreeSet::new();
         let loc = |p: &str| Location::Local(PathBuf::from(p));
-        assert_eq!(
-            unique_name(&default_name(&loc("/mnt/a/backup")), &mut taken),
-            "backup"
-        );
-        assert_eq!(
-            unique_name(&default_name(&loc("/mnt/b/backup")), &mut taken),
-            "backup-2"
-        );
-        assert_eq!(
-            unique_name(&default_name(&loc("/mnt/my disk")), &mut taken),
-            "my-disk"
-        );
+        assert_eq!(unique_name(&default_name(&loc("/mnt/a/backup")), &mut taken), "backup");
+        assert_eq!(unique_name(&default_name(&loc("/mnt/b/backup")), &mut taken), "backup-2");
+        assert_eq!(unique_name(&default_name(&loc("/mnt/my disk")), &mut taken), "my-disk");
         assert_eq!(unique_name(&default_name(&loc("/")), &mut taken), "target");
     }
 }

@@ -3,8 +3,10 @@
 //! what each file's verdict means as a finding) are gathered here once.
 
 pub mod backup;
+pub mod cat;
 pub mod init;
 pub mod repair;
+pub mod restore;
 pub mod status;
 pub mod verify;
 
@@ -68,18 +70,15 @@ pub(crate) fn replica_findings(
                 ProblemKind::ReplicaDivergent,
                 "manifest replica differs from the majority of its generation".into(),
             ),
-            ReplicaStatus::Missing => (
-                ProblemKind::ReplicaMissing,
-                "manifest replica is missing".into(),
-            ),
-            ReplicaStatus::Defective { reason } => (
-                ProblemKind::ReplicaDefective,
-                format!("manifest replica is unusable: {reason}"),
-            ),
-            ReplicaStatus::Unreadable { reason } => (
-                ProblemKind::ReadFailed,
-                format!("manifest replica cannot be read: {reason}"),
-            ),
+            ReplicaStatus::Missing => {
+                (ProblemKind::ReplicaMissing, "manifest replica is missing".into())
+            }
+            ReplicaStatus::Defective { reason } => {
+                (ProblemKind::ReplicaDefective, format!("manifest replica is unusable: {reason}"))
+            }
+            ReplicaStatus::Unreadable { reason } => {
+                (ProblemKind::ReadFailed, format!("manifest replica cannot be read: {reason}"))
+            }
         };
         findings.problem(kind, Some(&name), None, detail);
     }
@@ -126,22 +125,14 @@ pub(crate) fn file_findings(
                     format!("size {size}, expected {expected}"),
                 );
             }
-            CopyVerdict::Corrupt {
-                found,
-                expected,
-                damaged,
-            } => {
+            CopyVerdict::Corrupt { found, expected, damaged } => {
                 count.corrupt += 1;
                 let kind = if *id == CopyId::Source {
                     ProblemKind::SourceRot
                 } else {
                     ProblemKind::Corrupt
                 };
-                let what = if *id == CopyId::Source {
-                    "suspected source corruption: "
-                } else {
-                    ""
-                };
+                let what = if *id == CopyId::Source { "suspected source corruption: " } else { "" };
                 findings.problem(
                     kind,
                     copy,
@@ -218,9 +209,6 @@ pub(crate) fn ranges_text(ranges: &[(u64, u64)]) -> String {
     if ranges.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = ranges
-        .iter()
-        .map(|(start, end)| format!("{start}..{end}"))
-        .collect();
+    let parts: Vec<String> = ranges.iter().map(|(start, end)| format!("{start}..{end}")).collect();
     format!("; damaged bytes {}", parts.join(", "))
 }

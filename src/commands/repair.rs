@@ -109,13 +109,8 @@ pub fn run(
     let mut counts = Default::default();
     for (path, assessment) in &inspection.files {
         let disputed = chosen.disputed.contains_key(path);
-        let Some(plan) = plan_file(
-            ws,
-            path,
-            assessment,
-            &manifest.files[path].current,
-            disputed,
-        ) else {
+        let Some(plan) = plan_file(ws, path, assessment, &manifest.files[path].current, disputed)
+        else {
             // Healthy, or nothing can be chosen: report as verify would.
             file_findings(ws, path, assessment, &mut findings, &mut counts);
             continue;
@@ -166,10 +161,7 @@ pub fn run(
         let all_healed = healed.findings.problems.is_empty();
         findings.extend(healed.findings);
         if assessment.manifest_overruled && all_healed {
-            let entry = manifest
-                .files
-                .get_mut(path)
-                .expect("assessed files are in the manifest");
+            let entry = manifest.files.get_mut(path).expect("assessed files are in the manifest");
             entry.current = plan.version.clone();
             findings.notice(
                 NoticeKind::Done,
@@ -223,12 +215,7 @@ fn plan_file(
     disputed: bool,
 ) -> Option<FilePlan> {
     let damaged = |pred: fn(&CopyVerdict) -> bool| -> Vec<(CopyId, CopyVerdict)> {
-        assessment
-            .copies
-            .iter()
-            .filter(|(_, v)| pred(v))
-            .map(|(id, v)| (*id, v.clone()))
-            .collect()
+        assessment.copies.iter().filter(|(_, v)| pred(v)).map(|(id, v)| (*id, v.clone())).collect()
     };
     match (assessment.winner, assessment.no_winner) {
         (Some(winner), _) => {
@@ -247,12 +234,7 @@ fn plan_file(
             } else {
                 recorded.clone()
             };
-            Some(FilePlan {
-                good: GoodBytes::Copy(from),
-                winner,
-                version,
-                damaged,
-            })
+            Some(FilePlan { good: GoodBytes::Copy(from), winner, version, damaged })
         }
         // The manifest is trusted but no copy is whole: rebuild from intact blocks.
         (None, Some(NoWinner::NoGoodCopy)) if !disputed => {
@@ -260,21 +242,15 @@ fn plan_file(
                 .copies
                 .iter()
                 .filter(|(_, v)| {
-                    matches!(
-                        v,
-                        CopyVerdict::Corrupt { .. } | CopyVerdict::WrongSize { .. }
-                    )
+                    matches!(v, CopyVerdict::Corrupt { .. } | CopyVerdict::WrongSize { .. })
                 })
                 .map(|(id, _)| *id)
                 .collect();
             if holders.is_empty() {
                 return None;
             }
-            let mut order: Vec<CopyId> = holders
-                .iter()
-                .copied()
-                .filter(|id| *id != CopyId::Source)
-                .collect();
+            let mut order: Vec<CopyId> =
+                holders.iter().copied().filter(|id| *id != CopyId::Source).collect();
             order.extend(holders.iter().copied().filter(|id| *id == CopyId::Source));
             let damaged = damaged(CopyVerdict::is_damage);
             Some(FilePlan {
@@ -292,10 +268,7 @@ fn plan_file(
 /// source.
 fn pick_good_copy(assessment: &Assessment) -> Option<CopyId> {
     let good: Vec<CopyId> = assessment.good_copies().collect();
-    good.iter()
-        .copied()
-        .find(|id| matches!(id, CopyId::Target(_)))
-        .or(good.first().copied())
+    good.iter().copied().find(|id| matches!(id, CopyId::Target(_))).or(good.first().copied())
 }
 
 fn describe(ws: &Workspace, good: &GoodBytes) -> String {
@@ -309,27 +282,17 @@ fn describe(ws: &Workspace, good: &GoodBytes) -> String {
 }
 
 fn mosaic_reader<'a>(ws: &'a Workspace, path: &RelPath, plan: &FilePlan) -> MosaicReader<'a> {
-    let GoodBytes::Mosaic(order) = &plan.good else {
-        unreachable!("only called for mosaics")
-    };
-    let copies = order
-        .iter()
-        .map(|id| (ws.copy_name(*id), ws.copy(*id)))
-        .collect();
+    let GoodBytes::Mosaic(order) = &plan.good else { unreachable!("only called for mosaics") };
+    let copies = order.iter().map(|id| (ws.copy_name(*id), ws.copy(*id))).collect();
     MosaicReader::new(copies, path, &plan.version)
 }
 
 /// What was wrong with a quarantined copy, for its note.
 fn quarantine_note(was: &CopyVerdict) -> String {
     match was {
-        CopyVerdict::Corrupt {
-            found,
-            expected,
-            damaged,
-        } => format!(
-            "corrupt: blake3 {found}, expected {expected}{}",
-            super::ranges_text(damaged)
-        ),
+        CopyVerdict::Corrupt { found, expected, damaged } => {
+            format!("corrupt: blake3 {found}, expected {expected}{}", super::ranges_text(damaged))
+        }
         CopyVerdict::WrongSize { size, expected } => {
             format!("wrong size: {size} bytes, expected {expected}")
         }
@@ -343,24 +306,14 @@ struct Healed {
 }
 
 fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> Healed {
-    let mut healed = Healed {
-        done: Vec::new(),
-        findings: Findings::default(),
-    };
+    let mut healed = Healed { done: Vec::new(), findings: Findings::default() };
     let p = Some(path.as_str());
-    let outs: Vec<(usize, &dyn Target)> = plan
-        .damaged
-        .iter()
-        .enumerate()
-        .map(|(n, (id, _))| (n, ws.copy(*id)))
-        .collect();
+    let outs: Vec<(usize, &dyn Target)> =
+        plan.damaged.iter().enumerate().map(|(n, (id, _))| (n, ws.copy(*id))).collect();
     let (reader, from): (Result<Box<dyn Read + '_>, std::io::Error>, String) = match &plan.good {
-        GoodBytes::Copy(id) => (
-            ws.copy(*id)
-                .open(path)
-                .map(|r| Box::new(r) as Box<dyn Read>),
-            ws.copy_name(*id),
-        ),
+        GoodBytes::Copy(id) => {
+            (ws.copy(*id).open(path).map(|r| Box::new(r) as Box<dyn Read>), ws.copy_name(*id))
+        }
         GoodBytes::Mosaic(_) => (
             Ok(Box::new(mosaic_reader(ws, path, plan)) as Box<dyn Read>),
             "the intact blocks".into(),

@@ -49,11 +49,8 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
         replica_findings(ws, &replicas, &reachable, &mut findings);
     }
     let history = History::load(&ws.config.state_dir);
-    let verified: BTreeMap<String, CopyCounts> = history
-        .last_verify
-        .as_ref()
-        .map(|v| v.copies.clone())
-        .unwrap_or_default();
+    let verified: BTreeMap<String, CopyCounts> =
+        history.last_verify.as_ref().map(|v| v.copies.clone()).unwrap_or_default();
 
     let mut copies = Vec::new();
     for (id, status) in replicas.holders.iter().zip(&chosen.statuses) {
@@ -85,19 +82,9 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
         });
     }
     if chosen.none_valid {
-        findings.notice(
-            NoticeKind::Pending,
-            None,
-            None,
-            "no backup yet (run `redundo backup`)",
-        );
+        findings.notice(NoticeKind::Pending, None, None, "no backup yet (run `redundo backup`)");
     } else if history.last_verify.is_none() {
-        findings.notice(
-            NoticeKind::Pending,
-            None,
-            None,
-            "never verified (run `redundo verify`)",
-        );
+        findings.notice(NoticeKind::Pending, None, None, "never verified (run `redundo verify`)");
     }
     let manifest = &chosen.manifest;
     findings.sort();

@@ -90,10 +90,7 @@ pub fn run(
         if options.list_ok {
             for (id, verdict) in &assessment.copies {
                 if *verdict == CopyVerdict::Ok {
-                    ok.push(OkCopy {
-                        copy: ws.copy_name(*id),
-                        path: path.to_string(),
-                    });
+                    ok.push(OkCopy { copy: ws.copy_name(*id), path: path.to_string() });
                 }
             }
         }
@@ -115,12 +112,8 @@ pub fn run(
             findings.notice(NoticeKind::Unknown, Some(name), None, format!("temporary file left by an interrupted run: {leftover} (the next backup removes it)"));
         }
     }
-    let new_files = inspection
-        .source
-        .files
-        .keys()
-        .filter(|p| !manifest.files.contains_key(*p))
-        .count();
+    let new_files =
+        inspection.source.files.keys().filter(|p| !manifest.files.contains_key(*p)).count();
     if new_files > 0 {
         findings.notice(
             NoticeKind::Pending,
@@ -148,12 +141,7 @@ pub fn run(
         generation: manifest.generation,
         files: inspection.files.len(),
         copies,
-        replicas_current: replicas
-            .chosen
-            .statuses
-            .iter()
-            .filter(|s| s.is_current())
-            .count(),
+        replicas_current: replicas.chosen.statuses.iter().filter(|s| s.is_current()).count(),
         replicas_total: replicas.holders.len(),
         below_min_copies,
         min_copies: ws.config.min_copies,

@@ -79,10 +79,7 @@ impl LocalDir {
     }
 
     fn mark_dirty(&self, dir: &Path) {
-        self.dirty_dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.to_path_buf());
+        self.dirty_dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(dir.to_path_buf());
     }
 
     /// `lstat` of `path`'s folders, so a planted symlink is never followed.
@@ -108,9 +105,7 @@ impl LocalDir {
 }
 
 pub(crate) fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
 }
 
 fn filetime_of(mtime_ns: i64) -> filetime::FileTime {
@@ -133,10 +128,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
@@ -171,9 +163,7 @@ impl Staging for LocalStaging {
             file.sync_all()
         })();
         match result {
-            Ok(()) => Ok(Staged {
-                temp: std::mem::take(&mut self.temp),
-            }),
+            Ok(()) => Ok(Staged { temp: std::mem::take(&mut self.temp) }),
             Err(e) => {
                 drop(file);
                 let _ = fs::remove_file(&self.temp);
@@ -205,10 +195,7 @@ impl Target for LocalDir {
             )
         })?;
         if !meta.is_dir() {
-            return Err(io::Error::other(format!(
-                "{} is not a folder",
-                self.root.display()
-            )));
+            return Err(io::Error::other(format!("{} is not a folder", self.root.display())));
         }
         Ok(())
     }
@@ -220,19 +207,13 @@ impl Target for LocalDir {
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {
         self.check_root()?;
         let mut listing = Listing::default();
-        let mut walk = WalkDir::new(&self.root)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let mut walk = WalkDir::new(&self.root).follow_links(false).sort_by_file_name().into_iter();
         walk.next(); // the root itself
         while let Some(entry) = walk.next() {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
-                    let path = e
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
+                    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
                     return Err(io::Error::other(format!("walking {path}: {e}")));
                 }
             };
@@ -269,30 +250,15 @@ impl Target for LocalDir {
                 continue;
             }
             if !kind.is_file() {
-                let what = if kind.is_symlink() {
-                    "symlink (not followed)"
-                } else {
-                    "not a regular file"
-                };
-                listing.skipped.push(Skipped {
-                    path: rel.to_string(),
-                    reason: what.into(),
-                });
+                let what =
+                    if kind.is_symlink() { "symlink (not followed)" } else { "not a regular file" };
+                listing.skipped.push(Skipped { path: rel.to_string(), reason: what.into() });
                 continue;
             }
             let meta = entry.metadata().map_err(|e| {
-                io::Error::other(format!(
-                    "reading metadata of {}: {e}",
-                    entry.path().display()
-                ))
+                io::Error::other(format!("reading metadata of {}: {e}", entry.path().display()))
             })?;
-            listing.files.insert(
-                rel,
-                FileStat {
-                    size: meta.len(),
-                    mtime_ns: mtime_ns(&meta),
-                },
-            );
+            listing.files.insert(rel, FileStat { size: meta.len(), mtime_ns: mtime_ns(&meta) });
         }
         Ok(listing)
     }
@@ -304,10 +270,9 @@ impl Target for LocalDir {
             Err(e) => return Err(e),
         }
         match fs::symlink_metadata(path.under(&self.root)) {
-            Ok(meta) if meta.is_file() => Ok(Some(FileStat {
-                size: meta.len(),
-                mtime_ns: mtime_ns(&meta),
-            })),
+            Ok(meta) if meta.is_file() => {
+                Ok(Some(FileStat { size: meta.len(), mtime_ns: mtime_ns(&meta) }))
+            }
             Ok(_) => Err(io::Error::other(
                 "not a regular file (a symlink or folder stands in its place)",
             )),
@@ -342,15 +307,8 @@ impl Target for LocalDir {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&temp)?;
-        Ok(Box::new(LocalStaging {
-            file: Some(file),
-            temp,
-        }))
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
+        Ok(Box::new(LocalStaging { file: Some(file), temp }))
     }
 
     fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()> {
@@ -359,9 +317,7 @@ impl Target for LocalDir {
             && !meta.is_file()
         {
             let _ = fs::remove_file(&staged.temp);
-            return Err(io::Error::other(
-                "a symlink or folder stands where the copy goes",
-            ));
+            return Err(io::Error::other("a symlink or folder stands where the copy goes"));
         }
         if let Err(e) = fs::rename(&staged.temp, &target) {
             let _ = fs::remove_file(&staged.temp);
@@ -383,19 +339,14 @@ impl Target for LocalDir {
         // A hard link keeps the bytes without copying them; where the quarantine is on another
         // file system (the source's state folder can be), copy and sync instead.
         if fs::hard_link(&from, &to).is_err() {
-            let mut reader = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&from)?;
+            let mut reader =
+                OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&from)?;
             let mut writer = OpenOptions::new().write(true).create_new(true).open(&to)?;
             io::copy(&mut reader, &mut writer)?;
             writer.sync_all()?;
         }
         let folder = self.state.join(QUARANTINE_DIR).join(stamp);
-        let mut notes = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(folder.join("NOTES"))?;
+        let mut notes = OpenOptions::new().create(true).append(true).open(folder.join("NOTES"))?;
         writeln!(notes, "{path}\t{note}")?;
         notes.sync_all()?;
         sync_dir(to.parent().expect("quarantine paths have a folder"))?;
@@ -413,13 +364,9 @@ impl Target for LocalDir {
     fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
         let path = Path::new(leftover);
         let is_ours = path.starts_with(&self.root)
-            && path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(TEMP_PREFIX));
+            && path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TEMP_PREFIX));
         if !is_ours {
-            return Err(io::Error::other(format!(
-                "{leftover} is not a redundo temporary file"
-            )));
+            return Err(io::Error::other(format!("{leftover} is not a redundo temporary file")));
         }
         fs::remove_file(path)
     }

@@ -1,0 +1,197 @@
+//! `redundo restore --to DIR [PATH]...`: copy backed-up files into a folder from the first
+//! copy that verifies. Each block is checked against the manifest before it is written, and
+//! the next copy is tried from the first damaged or missing block on (see `mosaic`); the
+//! restored file is re-read and its whole digest checked before it counts as restored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::reach_targets;
+use crate::exit::usage;
+use crate::fanout::{discard_all, fan_out};
+use crate::findings::{Findings, ProblemKind};
+use crate::inspect::hash_copy;
+use crate::manifest::{FileVersion, ReplicaStatus};
+use crate::mosaic::MosaicReader;
+use crate::progress::{Progress, Silent};
+use crate::relpath::{RelPath, STATE_DIR};
+use crate::target::{LocalDir, Target};
+use crate::workspace::Workspace;
+
+pub struct RestoreOptions {
+    pub to: PathBuf,
+    pub paths: Vec<String>,
+    pub force: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub to: String,
+    pub generation: u64,
+    pub files: usize,
+    pub bytes: u64,
+    /// Blocks read per copy: more than one name means some copy was damaged or missing.
+    pub blocks_from: std::collections::BTreeMap<String, usize>,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+pub fn run(
+    ws: &Workspace,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let mut findings = Findings::default();
+    let reachable = reach_targets(ws, &mut findings);
+    let replicas = ws.read_replicas(&reachable);
+    let chosen = &replicas.chosen;
+    if chosen.none_valid
+        && chosen
+            .statuses
+            .iter()
+            .all(|s| matches!(s, ReplicaStatus::Missing | ReplicaStatus::Unreadable { .. }))
+    {
+        return usage("nothing to restore: no manifest found (run `redundo backup` first)");
+    }
+    let selected = select(&chosen.manifest.files, &options.paths)?;
+    prepare_destination(ws, &options.to, options.force)?;
+
+    // Targets first, in config order; the source last (it may be what is being replaced).
+    let mut copies: Vec<(String, &dyn Target)> = ws
+        .targets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| reachable[*i])
+        .map(|(_, t)| (t.name().to_string(), t.as_ref()))
+        .collect();
+    copies.push(("source".into(), ws.source.as_ref()));
+    let destination = LocalDir::target("restore", &options.to);
+
+    let total: u64 = selected.iter().map(|(_, v)| v.size).sum();
+    progress.begin("restore", total);
+    let results: Vec<(RelPath, Result<std::collections::BTreeMap<String, usize>, String>)> =
+        selected
+            .par_iter()
+            .map(|(path, version)| {
+                (path.clone(), restore_file(&copies, &destination, path, version, progress))
+            })
+            .collect();
+    progress.finish();
+
+    let mut report = RestoreReport {
+        to: options.to.display().to_string(),
+        generation: chosen.manifest.generation,
+        files: 0,
+        bytes: 0,
+        blocks_from: Default::default(),
+        findings: Findings::default(),
+    };
+    for (path, result) in results {
+        match result {
+            Ok(used) => {
+                report.files += 1;
+                report.bytes +=
+                    selected.iter().find(|(p, _)| *p == path).map_or(0, |(_, v)| v.size);
+                for (name, blocks) in used {
+                    *report.blocks_from.entry(name).or_default() += blocks;
+                }
+            }
+            Err(e) => findings.problem(ProblemKind::NoGoodCopy, None, Some(path.as_str()), e),
+        }
+    }
+    findings.sort();
+    report.findings = findings;
+    Ok(report)
+}
+
+/// The manifest entries named by `paths` (exact files or folder prefixes); all when empty.
+fn select(
+    files: &std::collections::BTreeMap<RelPath, crate::manifest::Entry>,
+    paths: &[String],
+) -> Result<Vec<(RelPath, FileVersion)>> {
+    let all = || files.iter().map(|(p, e)| (p.clone(), e.current.clone()));
+    if paths.is_empty() {
+        return Ok(all().collect());
+    }
+    let mut selected = Vec::new();
+    for raw in paths {
+        let wanted = raw.trim_end_matches('/');
+        if let Err(e) = RelPath::new(wanted) {
+            return usage(format!("{raw:?} is not a path relative to the source: {e}"));
+        }
+        let before = selected.len();
+        selected.extend(all().filter(|(p, _)| p.starts_with(wanted)));
+        if selected.len() == before {
+            return usage(format!("no backed-up file at {raw:?}"));
+        }
+    }
+    selected.sort_by(|a, b| a.0.cmp(&b.0));
+    selected.dedup_by(|a, b| a.0 == b.0);
+    Ok(selected)
+}
+
+fn prepare_destination(ws: &Workspace, to: &Path, force: bool) -> Result<()> {
+    let absolute =
+        std::path::absolute(to).with_context(|| format!("resolving {}", to.display()))?;
+    for target in &ws.targets {
+        if absolute.starts_with(target.location()) {
+            return usage(format!("--to {} is inside target {:?}", to.display(), target.name()));
+        }
+    }
+    match std::fs::read_dir(to) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !force {
+                return usage(format!(
+                    "--to {} is not empty (pass --force to write into it)",
+                    to.display()
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", to.display())),
+    }
+    if to.join(STATE_DIR).exists() && !force {
+        return usage(format!("--to {} holds a {STATE_DIR} folder", to.display()));
+    }
+    Ok(())
+}
+
+/// Restores one file; the blocks used per copy, or why it could not be restored.
+fn restore_file(
+    copies: &[(String, &dyn Target)],
+    destination: &LocalDir,
+    path: &RelPath,
+    version: &FileVersion,
+    progress: &dyn Progress,
+) -> Result<std::collections::BTreeMap<String, usize>, String> {
+    let mut reader = MosaicReader::new(copies.to_vec(), path, version);
+    let outs = [(0usize, destination as &dyn Target)];
+    let fanned =
+        fan_out(&mut reader, path, &outs, version.mtime_ns, progress).map_err(|e| e.to_string())?;
+    if fanned.digest.whole != version.blake3 {
+        discard_all(&outs, fanned.staged);
+        return Err(format!(
+            "assembled content has blake3 {}, not the recorded {}",
+            fanned.digest.whole.short(),
+            version.blake3.short()
+        ));
+    }
+    let (_, staged) = fanned.staged.into_iter().next().expect("one output");
+    let staged = staged.map_err(|e| format!("cannot write into the restore folder: {e}"))?;
+    destination
+        .install(staged, path)
+        .map_err(|e| format!("cannot write into the restore folder: {e}"))?;
+    destination.sync().map_err(|e| format!("cannot sync the restore folder: {e}"))?;
+    match hash_copy(destination, path, &Silent) {
+        Ok((_, digest)) if digest == version.blake3 => Ok(reader.used),
+        Ok((_, digest)) => {
+            Err(format!("re-read of the restored file gives blake3 {}", digest.short()))
+        }
+        Err(e) => Err(format!("cannot re-read the restored file: {e}")),
+    }
+}
