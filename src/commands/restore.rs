@@ -21,6 +21,9 @@ use crate::relpath::{RelPath, STATE_DIR};
 use crate::target::{LocalDir, Target};
 use crate::workspace::Workspace;
 
+/// Blocks read per copy name.
+type BlocksUsed = std::collections::BTreeMap<String, usize>;
+
 pub struct RestoreOptions {
     pub to: PathBuf,
     pub paths: Vec<String>,
@@ -34,7 +37,7 @@ pub struct RestoreReport {
     pub files: usize,
     pub bytes: u64,
     /// Blocks read per copy: more than one name means some copy was damaged or missing.
-    pub blocks_from: std::collections::BTreeMap<String, usize>,
+    pub blocks_from: BlocksUsed,
     #[serde(flatten)]
     pub findings: Findings,
 }
@@ -72,7 +75,7 @@ pub fn run(
 
     let total: u64 = selected.iter().map(|(_, v)| v.size).sum();
     progress.begin("restore", total);
-    let results: Vec<(RelPath, Result<std::collections::BTreeMap<String, usize>, String>)> =
+    let results: Vec<(RelPath, Result<BlocksUsed, String>)> =
         selected
             .par_iter()
             .map(|(path, version)| {
@@ -168,7 +171,7 @@ fn restore_file(
     path: &RelPath,
     version: &FileVersion,
     progress: &dyn Progress,
-) -> Result<std::collections::BTreeMap<String, usize>, String> {
+) -> Result<BlocksUsed, String> {
     let mut reader = MosaicReader::new(copies.to_vec(), path, version);
     let outs = [(0usize, destination as &dyn Target)];
     let fanned =
