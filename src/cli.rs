@@ -81,6 +81,14 @@ pub enum Command {
         /// Check existence and size only; read no file data
         #[arg(long)]
         fast: bool,
+        /// Deep-check only PCT% of the files, those verified longest ago first, so that
+        /// repeated runs cover everything (e.g. nightly `--sample 15` covers all in a week)
+        #[arg(long, value_name = "PCT", value_parser = parse_percent)]
+        sample: Option<f64>,
+        /// Stop cleanly after this long (e.g. `30m`, `2h`), saying how far it got; the next
+        /// run picks up the files left
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        max_duration: Option<std::time::Duration>,
         #[command(flatten)]
         common: Common,
     },
@@ -165,5 +173,12 @@ impl Command {
             Command::Completions { .. } => "completions",
             Command::Man => "man",
         }
+    }
+}
+
+fn parse_percent(raw: &str) -> Result<f64, String> {
+    match raw.trim_end_matches('%').parse::<f64>() {
+        Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(pct),
+        _ => Err(format!("{raw:?} is not a percentage between 0 (exclusive) and 100")),
     }
 }

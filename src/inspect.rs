@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::time::Instant;
 
 use rayon::prelude::*;
 
@@ -17,8 +18,28 @@ use crate::target::{Listing, Target};
 use crate::vote::Claim;
 use crate::workspace::Workspace;
 
+/// Which files to check, in order, and until when.
+pub struct Scope {
+    /// `None`: every manifest file, in path order.
+    pub only: Option<Vec<RelPath>>,
+    /// Files not started by then are left unchecked.
+    pub deadline: Option<Instant>,
+}
+
+impl Scope {
+    pub fn everything() -> Scope {
+        Scope { only: None, deadline: None }
+    }
+}
+
+/// Files are checked in chunks of this many, in order, so a deadline cuts the list at one
+/// place and the oldest-first order of a sample is kept.
+const CHUNK: usize = 64;
+
 pub struct Inspection {
     pub files: Vec<(RelPath, Assessment)>,
+    /// Files in scope that the deadline left unchecked.
+    pub unchecked: usize,
     /// The source walk, excludes applied.
     pub source: Listing,
     /// Each target's walk; `None` when it is unreachable.
@@ -32,6 +53,7 @@ pub fn inspect(
     chosen: &Chosen,
     reachable: &[bool],
     deep: bool,
+    scope: &Scope,
     progress: &dyn Progress,
 ) -> io::Result<Inspection> {
     let excludes = &ws.config.excludes;
@@ -56,15 +78,23 @@ pub fn inspect(
     }
 
     let manifest = &chosen.manifest;
+    let in_scope: Vec<(&RelPath, &Entry)> = match &scope.only {
+        None => manifest.files.iter().collect(),
+        Some(paths) => paths.iter().filter_map(|p| manifest.files.get_key_value(p)).collect(),
+    };
     if deep {
         let copies = 1 + targets.iter().filter(|t| t.is_some()).count() as u64;
-        let total: u64 = manifest.files.values().map(|e| e.current.size * copies).sum();
+        let total: u64 = in_scope.iter().map(|(_, e)| e.current.size * copies).sum();
         progress.begin("verify", total);
     }
-    let files: Vec<(RelPath, Assessment)> = manifest
-        .files
-        .par_iter()
-        .map(|(path, entry)| {
+    let mut files = Vec::with_capacity(in_scope.len());
+    let mut unchecked = 0;
+    for chunk in in_scope.chunks(CHUNK) {
+        if scope.deadline.is_some_and(|d| Instant::now() >= d) {
+            unchecked += chunk.len();
+            continue;
+        }
+        files.par_extend(chunk.par_iter().map(|&(path, entry)| {
             let observed = observe(ws, path, entry, &source, &targets, deep, progress);
             let claim = match chosen.disputed.get(path) {
                 Some(claims) => Claim::Disputed(claims.clone()),
@@ -73,10 +103,10 @@ pub fn inspect(
             let mut assessment = assess(entry, &claim, &observed, deep);
             locate_damage(ws, path, entry, &mut assessment);
             (path.clone(), assessment)
-        })
-        .collect();
+        }));
+    }
     progress.finish();
-    Ok(Inspection { files, source, targets, walk_errors })
+    Ok(Inspection { files, unchecked, source, targets, walk_errors })
 }
 
 fn observe(

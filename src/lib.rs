@@ -24,6 +24,7 @@ pub mod progress;
 pub mod relpath;
 pub mod report;
 pub mod target;
+pub mod verified;
 pub mod vote;
 pub mod workspace;
 
@@ -56,9 +57,14 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             let options = backup::BackupOptions { checksum: *checksum, prune: *prune };
             Report::Backup(backup::run(&ws, &options, progress.as_ref())?)
         }
-        Command::Verify { fast, common } => {
+        Command::Verify { fast, sample, max_duration, common } => {
             let ws = Workspace::open(&common.config)?;
-            let options = verify::VerifyOptions { fast: *fast, list_ok: common.verbose > 0 };
+            let options = verify::VerifyOptions {
+                fast: *fast,
+                list_ok: common.verbose > 0,
+                sample: *sample,
+                max_duration: *max_duration,
+            };
             Report::Verify(verify::run(&ws, &options, progress.as_ref())?)
         }
         Command::Repair { dry_run, common } => {

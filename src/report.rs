@@ -270,11 +270,23 @@ fn counts_text(c: &CopyCounts) -> String {
 fn verify_summary(r: &VerifyReport) -> String {
     let copies: Vec<String> =
         r.copies.iter().map(|(name, c)| format!("{name} {}", counts_text(c))).collect();
-    let verdict = if r.findings.problems.is_empty() { "OK" } else { "PROBLEMS FOUND" };
+    let c = &r.coverage;
+    let verdict = match (r.findings.problems.is_empty(), c.unchecked) {
+        (true, 0) => "OK",
+        (true, _) => "OK SO FAR (time budget spent)",
+        (false, _) => "PROBLEMS FOUND",
+    };
+    let mode = match c.sample_percent {
+        Some(pct) => format!("{}, sample {pct}%", r.mode),
+        None => r.mode.to_string(),
+    };
+    let files = if c.checked == c.total {
+        format!("{} files", c.total)
+    } else {
+        format!("{} of {} files", c.checked, c.total)
+    };
     format!(
-        "verify ({}): {verdict}: {} files at generation {}; {}; manifest replicas {}/{} current",
-        r.mode,
-        r.files,
+        "verify ({mode}): {verdict}: {files} at generation {}; {}; manifest replicas {}/{} current",
         r.generation,
         if copies.is_empty() { "no copies checked".to_string() } else { copies.join("; ") },
         r.replicas_current,

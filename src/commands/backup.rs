@@ -34,6 +34,7 @@ use crate::plan::{Job, JobKind, plan_backup};
 use crate::progress::{Progress, Silent};
 use crate::relpath::RelPath;
 use crate::target::{FileStat, Listing, Staged, Target};
+use crate::verified::Ledger;
 use crate::workspace::{Workspace, now_rfc3339, quarantine_stamp};
 
 /// How often a file that changes while being read is tried before it is reported.
@@ -279,6 +280,16 @@ pub fn run(
     for path in pruned {
         prune(ws, path, &listings, &mut findings);
         report.pruned += 1;
+    }
+    if contents_changed {
+        // Verifications of earlier content say nothing about the new content.
+        let mut ledger = Ledger::load(&ws.config.state_dir);
+        let before = &replicas.chosen.manifest.files;
+        ledger.files.retain(|path, _| {
+            let now = manifest.files.get(path).map(|e| e.current.blake3);
+            now.is_some() && now == before.get(path).map(|e| e.current.blake3)
+        });
+        ledger.save(&ws.config.state_dir);
     }
 
     report.generation = manifest.generation;

@@ -12,18 +12,20 @@ use std::io::Read;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::verify::unix_now;
 use super::{file_findings, reach_targets, replica_findings};
 use crate::assess::{Assessment, CopyId, CopyVerdict};
 use crate::digest::Digest;
 use crate::exit::usage;
 use crate::fanout::{discard_all, fan_out};
 use crate::findings::{Findings, NoticeKind, ProblemKind};
-use crate::inspect::{hash_copy, inspect};
+use crate::inspect::{Scope, hash_copy, inspect};
 use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
 use crate::mosaic::MosaicReader;
 use crate::progress::{Progress, Silent};
 use crate::relpath::RelPath;
 use crate::target::Target;
+use crate::verified::Ledger;
 use crate::vote::NoWinner;
 use crate::workspace::{Workspace, now_rfc3339, quarantine_stamp};
 
@@ -93,7 +95,7 @@ pub fn run(
             ws.config.state_dir.display()
         ));
     }
-    let inspection = inspect(ws, chosen, &reachable, true, progress)?;
+    let inspection = inspect(ws, chosen, &reachable, true, &Scope::everything(), progress)?;
     for (i, error) in &inspection.walk_errors {
         findings.problem(
             ProblemKind::ReadFailed,
@@ -104,6 +106,12 @@ pub fn run(
     }
 
     let stamp = quarantine_stamp();
+    let mut ledger = Ledger::load(&ws.config.state_dir);
+    for (path, assessment) in &inspection.files {
+        let named: Vec<_> =
+            assessment.copies.iter().map(|(id, v)| (ws.copy_name(*id), v)).collect();
+        ledger.record(path, &named, unix_now());
+    }
     let mut manifest = chosen.manifest.clone();
     let mut actions = Vec::new();
     let mut counts = Default::default();
@@ -143,6 +151,9 @@ pub fn run(
             continue;
         }
         let healed = heal_file(ws, path, &plan, &stamp);
+        for (id, _, _) in &healed.done {
+            ledger.record_good(path, &ws.copy_name(*id), unix_now());
+        }
         for (id, was, quarantined_to) in healed.done {
             findings.notice(
                 NoticeKind::Done,
@@ -192,6 +203,9 @@ pub fn run(
         }
         replicas_rewritten =
             rewrite_replicas(ws, &replicas, &reachable, &mut manifest, &mut findings);
+    }
+    if !options.dry_run {
+        ledger.save(&ws.config.state_dir);
     }
     findings.sort();
     Ok(RepairReport {

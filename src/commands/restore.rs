@@ -75,13 +75,12 @@ pub fn run(
 
     let total: u64 = selected.iter().map(|(_, v)| v.size).sum();
     progress.begin("restore", total);
-    let results: Vec<(RelPath, Result<BlocksUsed, String>)> =
-        selected
-            .par_iter()
-            .map(|(path, version)| {
-                (path.clone(), restore_file(&copies, &destination, path, version, progress))
-            })
-            .collect();
+    let results: Vec<(RelPath, Result<BlocksUsed, String>)> = selected
+        .par_iter()
+        .map(|(path, version)| {
+            (path.clone(), restore_file(&copies, &destination, path, version, progress))
+        })
+        .collect();
     progress.finish();
 
     let mut report = RestoreReport {

@@ -2,6 +2,7 @@
 //! replica. Deep by default (every copy read and hashed); `--fast` checks existence and size.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -11,13 +12,32 @@ use crate::assess::CopyVerdict;
 use crate::exit::usage;
 use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::history::{CopyCounts, History, VerifyRecord};
-use crate::inspect::{inspect, unknown_files};
+use crate::inspect::{Scope, inspect, unknown_files};
 use crate::progress::Progress;
+use crate::verified::{Ledger, pick_sample};
 use crate::workspace::{Workspace, now_rfc3339};
 
 pub struct VerifyOptions {
     pub fast: bool,
     pub list_ok: bool,
+    /// Deep-check only this percentage of the files, oldest-verified first.
+    pub sample: Option<f64>,
+    /// Stop starting new files after this long.
+    pub max_duration: Option<Duration>,
+}
+
+/// How much of the tree a sampled or time-boxed run covered.
+#[derive(Debug, Serialize)]
+pub struct Coverage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_percent: Option<f64>,
+    /// Files chosen for this run.
+    pub selected: usize,
+    pub checked: usize,
+    /// Files chosen but left unchecked because `--max-duration` was spent.
+    pub unchecked: usize,
+    /// Files in the manifest.
+    pub total: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,6 +51,7 @@ pub struct VerifyReport {
     pub replicas_total: usize,
     pub below_min_copies: usize,
     pub min_copies: usize,
+    pub coverage: Coverage,
     #[serde(flatten)]
     pub findings: Findings,
     /// Every good copy, when asked for with `-v`.
@@ -69,7 +90,45 @@ pub fn run(
     }
     replica_findings(ws, &replicas, &reachable, &mut findings);
 
-    let inspection = inspect(ws, &replicas.chosen, &reachable, !options.fast, progress)?;
+    let started = Instant::now();
+    let mut ledger = Ledger::load(&ws.config.state_dir);
+    let copy_names: Vec<String> = ws.copy_ids().map(|id| ws.copy_name(id)).collect();
+    let files = &replicas.chosen.manifest.files;
+    // A sample, or a time-boxed run, goes oldest-verified first so repeated runs cover all.
+    let only = (options.sample.is_some() || options.max_duration.is_some())
+        .then(|| pick_sample(files.keys(), &ledger, &copy_names, options.sample.unwrap_or(100.0)));
+    let selected = only.as_ref().map_or(files.len(), Vec::len);
+    let scope = Scope { only, deadline: options.max_duration.map(|d| started + d) };
+    let inspection = inspect(ws, &replicas.chosen, &reachable, !options.fast, &scope, progress)?;
+    if !options.fast {
+        let now = unix_now();
+        for (path, assessment) in &inspection.files {
+            let named: Vec<_> =
+                assessment.copies.iter().map(|(id, v)| (ws.copy_name(*id), v)).collect();
+            ledger.record(path, &named, now);
+        }
+        ledger.files.retain(|path, _| files.contains_key(path));
+        ledger.save(&ws.config.state_dir);
+    }
+    if inspection.unchecked > 0 {
+        findings.notice(
+            NoticeKind::Pending,
+            None,
+            None,
+            format!(
+                "--max-duration spent: checked {} of {selected} files; the next run starts with the {} left",
+                inspection.files.len(),
+                inspection.unchecked
+            ),
+        );
+    }
+    let coverage = Coverage {
+        sample_percent: options.sample,
+        selected,
+        checked: inspection.files.len(),
+        unchecked: inspection.unchecked,
+        total: files.len(),
+    };
     for (i, error) in &inspection.walk_errors {
         findings.problem(
             ProblemKind::ReadFailed,
@@ -145,6 +204,7 @@ pub fn run(
         replicas_total: replicas.holders.len(),
         below_min_copies,
         min_copies: ws.config.min_copies,
+        coverage,
         findings,
         ok,
     };
@@ -157,4 +217,11 @@ pub fn run(
     });
     history.save(&ws.config.state_dir);
     Ok(report)
+}
+
+/// Seconds since the Unix epoch, for the ledger.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
