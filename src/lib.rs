@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod digest;
+pub mod durability;
 pub mod exit;
 pub mod fanout;
 pub mod findings;

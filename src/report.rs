@@ -341,5 +341,44 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> io::Result<()> {
             copy.name, copy.location
         )?;
     }
+    let d = &r.durability;
+    let classes: Vec<String> =
+        d.files_by_verified_copies.iter().map(|(n, files)| format!("{files} with {n}")).collect();
+    writeln!(out, "verified-good target copies per file: {}", classes.join(", "))?;
+    if d.below_min_copies > 0 {
+        writeln!(
+            out,
+            "below min_copies ({}): {} files, e.g. {}",
+            r.min_copies,
+            d.below_min_copies,
+            d.below_min_copies_examples.join(", ")
+        )?;
+    }
+    writeln!(
+        out,
+        "never verified since backup: {} files ({})",
+        d.files_never_verified,
+        human_bytes(d.bytes_never_verified)
+    )?;
+    for (target, age) in &d.oldest_verification_age {
+        let age = age.map_or("some files have no good verification yet".to_string(), |secs| {
+            humantime::format_duration(std::time::Duration::from_secs(secs as u64)).to_string()
+        });
+        writeln!(out, "oldest verification on {target}: {age}")?;
+    }
+    match &d.reliability {
+        Some(rel) => {
+            let shares: Vec<String> =
+                rel.per_target.iter().map(|(t, r)| format!("{t} {:.4}", r)).collect();
+            writeln!(
+                out,
+                "reliability R = 1 - prod(1 - r_i) = {:.6} (r_i: {}; assumes {})",
+                rel.estimate,
+                shares.join(", "),
+                rel.assumes
+            )?;
+        }
+        None => writeln!(out, "reliability: unknown until a full verify has checked every target")?,
+    }
     Ok(())
 }

@@ -8,9 +8,11 @@ use serde::Serialize;
 
 use super::{reach_targets, replica_findings};
 use crate::assess::CopyId;
+use crate::durability::{Durability, durability};
 use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::history::{BackupRecord, CopyCounts, History};
 use crate::manifest::ReplicaStatus;
+use crate::verified::Ledger;
 use crate::workspace::Workspace;
 
 #[derive(Debug, Serialize)]
@@ -26,6 +28,7 @@ pub struct StatusReport {
     pub last_verify_at: Option<String>,
     pub last_verify_mode: Option<String>,
     pub copies: Vec<CopyStatus>,
+    pub durability: Durability,
     #[serde(flatten)]
     pub findings: Findings,
 }
@@ -87,6 +90,15 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
         findings.notice(NoticeKind::Pending, None, None, "never verified (run `redundo verify`)");
     }
     let manifest = &chosen.manifest;
+    let target_names: Vec<String> = ws.targets.iter().map(|t| t.name().to_string()).collect();
+    let durability = durability(
+        &manifest.files,
+        &Ledger::load(&ws.config.state_dir),
+        &target_names,
+        ws.config.min_copies,
+        history.last_verify.as_ref().map(|v| &v.copies),
+        super::verify::unix_now(),
+    );
     findings.sort();
     Ok(StatusReport {
         config: ws.config.file.display().to_string(),
@@ -100,6 +112,7 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
         last_verify_at: history.last_verify.as_ref().map(|v| v.at.clone()),
         last_verify_mode: history.last_verify.as_ref().map(|v| v.mode.clone()),
         copies,
+        durability,
         findings,
     })
 }

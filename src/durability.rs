@@ -1,0 +1,153 @@
+//! "How safe is my data": figures computed from the manifest, the verification ledger and
+//! the last verify's counts. Pure; `status` gathers the inputs and prints the result.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::history::CopyCounts;
+use crate::manifest::Entry;
+use crate::relpath::RelPath;
+use crate::verified::Ledger;
+
+/// At most this many example paths are listed for files below `min_copies`.
+const EXAMPLES: usize = 10;
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Durability {
+    /// Number of files by how many target copies are verified good (0, 1, 2, ...).
+    pub files_by_verified_copies: BTreeMap<usize, usize>,
+    pub below_min_copies: usize,
+    pub below_min_copies_examples: Vec<String>,
+    /// Files (and their bytes) no copy of which has been verified since they were backed up.
+    pub files_never_verified: usize,
+    pub bytes_never_verified: u64,
+    /// Per target: the age in seconds of its oldest good verification; `None` when some
+    /// file on it was never verified.
+    pub oldest_verification_age: BTreeMap<String, Option<i64>>,
+    pub reliability: Option<Reliability>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Reliability {
+    /// R = 1 - prod(1 - r_i): the chance that a file has at least one healthy copy.
+    pub estimate: f64,
+    /// r_i: the share of healthy copies on target i at its last verify.
+    pub per_target: BTreeMap<String, f64>,
+    pub assumes: &'static str,
+}
+
+const ASSUMES: &str =
+    "copies fail independently, at the rate the last verify measured on each target";
+
+pub fn durability(
+    files: &BTreeMap<RelPath, Entry>,
+    ledger: &Ledger,
+    targets: &[String],
+    min_copies: usize,
+    last_verify: Option<&BTreeMap<String, CopyCounts>>,
+    now: i64,
+) -> Durability {
+    let mut by_copies: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut below = 0;
+    let mut examples = Vec::new();
+    let (mut never, mut never_bytes) = (0, 0);
+    let mut oldest: BTreeMap<String, Option<i64>> =
+        targets.iter().map(|t| (t.clone(), Some(now))).collect();
+    for (path, entry) in files {
+        let seen = ledger.files.get(path);
+        let verified = targets.iter().filter(|t| seen.is_some_and(|s| s.contains_key(*t))).count();
+        *by_copies.entry(verified).or_default() += 1;
+        if verified < min_copies {
+            below += 1;
+            if examples.len() < EXAMPLES {
+                examples.push(path.to_string());
+            }
+        }
+        if seen.is_none_or(|s| s.is_empty()) {
+            never += 1;
+            never_bytes += entry.current.size;
+        }
+        for target in targets {
+            let at = seen.and_then(|s| s.get(target)).copied();
+            let slot = oldest.get_mut(target).expect("every target has a slot");
+            *slot = match (*slot, at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            };
+        }
+    }
+    let oldest_verification_age =
+        oldest.into_iter().map(|(t, at)| (t, at.map(|at| (now - at).max(0)))).collect();
+    Durability {
+        files_by_verified_copies: by_copies,
+        below_min_copies: below,
+        below_min_copies_examples: examples,
+        files_never_verified: never,
+        bytes_never_verified: never_bytes,
+        oldest_verification_age,
+        reliability: last_verify.and_then(|counts| reliability(targets, counts)),
+    }
+}
+
+fn reliability(targets: &[String], counts: &BTreeMap<String, CopyCounts>) -> Option<Reliability> {
+    let mut per_target = BTreeMap::new();
+    for target in targets {
+        let c = counts.get(target)?;
+        let judged = c.ok + c.damaged();
+        if judged == 0 {
+            return None;
+        }
+        per_target.insert(target.clone(), c.ok as f64 / judged as f64);
+    }
+    let all_fail: f64 = per_target.values().map(|r| 1.0 - r).product();
+    Some(Reliability { estimate: 1.0 - all_fail, per_target, assumes: ASSUMES })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::manifest::FileVersion;
+
+    fn files(n: usize) -> BTreeMap<RelPath, Entry> {
+        (0..n)
+            .map(|i| {
+                let current =
+                    FileVersion { size: 10, mtime_ns: 0, blake3: Digest::of(b""), blocks: vec![] };
+                (RelPath::new(&format!("f{i}")).unwrap(), Entry { current, pending: vec![] })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counts_verified_copies_never_verified_bytes_and_oldest_age() {
+        let files = files(3);
+        let targets = vec!["a".to_string(), "b".to_string()];
+        let mut ledger = Ledger::default();
+        let paths: Vec<&RelPath> = files.keys().collect();
+        ledger.record_good(paths[0], "a", 100);
+        ledger.record_good(paths[0], "b", 150);
+        ledger.record_good(paths[1], "a", 120);
+        let d = durability(&files, &ledger, &targets, 2, None, 200);
+        assert_eq!(d.files_by_verified_copies, BTreeMap::from([(0, 1), (1, 1), (2, 1)]));
+        assert_eq!(d.below_min_copies, 2);
+        assert_eq!((d.files_never_verified, d.bytes_never_verified), (1, 10));
+        assert_eq!(d.oldest_verification_age["a"], None);
+        let d = durability(&files.into_iter().take(1).collect(), &ledger, &targets, 2, None, 200);
+        assert_eq!(d.oldest_verification_age["a"], Some(100));
+        assert_eq!(d.oldest_verification_age["b"], Some(50));
+    }
+
+    #[test]
+    fn reliability_is_one_minus_the_product_of_failure_shares() {
+        let targets = vec!["a".to_string(), "b".to_string()];
+        let counts = BTreeMap::from([
+            ("a".to_string(), CopyCounts { ok: 9, corrupt: 1, ..Default::default() }),
+            ("b".to_string(), CopyCounts { ok: 8, missing: 2, ..Default::default() }),
+        ]);
+        let r = reliability(&targets, &counts).unwrap();
+        assert!((r.estimate - (1.0 - 0.1 * 0.2)).abs() < 1e-12);
+        assert!(reliability(&["c".to_string()], &counts).is_none());
+    }
+}
