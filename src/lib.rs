@@ -75,7 +75,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         }
         Command::Status { common } => {
             let ws = Workspace::open_unlocked(&common.config)?;
-            Report::Status(status::run(&ws)?)
+            Report::Status(Box::new(status::run(&ws)?))
         }
         Command::Restore { to, paths, force, common } => {
             let ws = Workspace::open(&common.config)?;

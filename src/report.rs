@@ -31,7 +31,7 @@ pub enum Report {
     Backup(BackupReport),
     Verify(VerifyReport),
     Repair(RepairReport),
-    Status(StatusReport),
+    Status(Box<StatusReport>),
     Restore(RestoreReport),
 }
 
