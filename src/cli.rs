@@ -119,6 +119,9 @@ pub enum Command {
         /// Write into a non-empty folder, replacing files at the restored paths
         #[arg(long)]
         force: bool,
+        /// Restore the tree as it was at generation G (needs `keep_versions` in the config)
+        #[arg(long, value_name = "G")]
+        generation: Option<u64>,
         #[command(flatten)]
         common: Common,
     },

@@ -25,6 +25,9 @@ pub struct RawConfig {
     pub exclude: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_copies: Option<usize>,
+    /// How many generations of replaced and pruned files each target keeps (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_versions: Option<usize>,
     /// Where the local manifest replica, lock and run history live; relative to the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<String>,
@@ -65,6 +68,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub excludes: Excludes,
     pub min_copies: usize,
+    pub keep_versions: usize,
     pub targets: Vec<TargetSpec>,
 }
 
@@ -194,7 +198,15 @@ impl Config {
                 ));
             }
         }
-        Ok(Config { file: file.to_path_buf(), source, state_dir, excludes, min_copies, targets })
+        Ok(Config {
+            file: file.to_path_buf(),
+            source,
+            state_dir,
+            excludes,
+            min_copies,
+            keep_versions: raw.keep_versions.unwrap_or(0),
+            targets,
+        })
     }
 }
 

@@ -77,10 +77,14 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Status(Box::new(status::run(&ws)?))
         }
-        Command::Restore { to, paths, force, common } => {
+        Command::Restore { to, paths, force, generation, common } => {
             let ws = Workspace::open(&common.config)?;
-            let options =
-                restore::RestoreOptions { to: to.clone(), paths: paths.clone(), force: *force };
+            let options = restore::RestoreOptions {
+                to: to.clone(),
+                paths: paths.clone(),
+                force: *force,
+                generation: *generation,
+            };
             Report::Restore(restore::run(&ws, &options, progress.as_ref())?)
         }
         Command::Cat { path, config } => {

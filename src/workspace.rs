@@ -114,6 +114,18 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// The state-relative folder where a run's damaged copies are kept.
+pub fn quarantine_folder(stamp: &str) -> String {
+    format!("quarantine/{stamp}")
+}
+
+/// The state-relative folder where the versions replaced after `generation` are kept.
+pub fn versions_folder(generation: u64) -> String {
+    format!("{VERSIONS_DIR}/{generation}")
+}
+
+pub const VERSIONS_DIR: &str = "versions";
+
 /// A folder name for this run's quarantine: `20261126T050102Z-<pid>` (unique per run; no
 /// `:`, which some file systems and HDFS refuse).
 pub fn quarantine_stamp() -> String {

@@ -35,7 +35,9 @@ use crate::progress::{Progress, Silent};
 use crate::relpath::RelPath;
 use crate::target::{FileStat, Listing, Staged, Target};
 use crate::verified::Ledger;
-use crate::workspace::{Workspace, now_rfc3339, quarantine_stamp};
+use crate::workspace::{
+    VERSIONS_DIR, Workspace, now_rfc3339, quarantine_folder, quarantine_stamp, versions_folder,
+};
 
 /// How often a file that changes while being read is tried before it is reported.
 const READ_ATTEMPTS: usize = 3;
@@ -174,6 +176,8 @@ pub fn run(
         }
     }
     let holders = writable_holders(ws, &reachable);
+    let base_generation = replicas.chosen.manifest.generation;
+    let mut kept_versions = false;
     if changed.iter().any(|(_, r)| !r.staged.is_empty()) {
         let mut with_pending = manifest.clone();
         with_pending.generation = manifest.generation + 1;
@@ -196,6 +200,21 @@ pub fn run(
                     copy.discard(staged);
                     continue;
                 }
+                let replaces = job.sinks.iter().any(|s| s.target == target && s.existing.is_some());
+                if ws.config.keep_versions > 0
+                    && replaces
+                    && let Err(e) = keep_version(copy, &job.path, base_generation)
+                {
+                    copy.discard(staged);
+                    findings.problem(
+                        ProblemKind::WriteFailed,
+                        Some(copy.name()),
+                        Some(job.path.as_str()),
+                        format!("cannot keep the previous version, so it was not replaced: {e}"),
+                    );
+                    continue;
+                }
+                kept_versions |= replaces && ws.config.keep_versions > 0;
                 match copy.install(staged, &job.path) {
                     Ok(()) => result.installed.push(target),
                     Err(e) => findings.problem(
@@ -278,8 +297,12 @@ pub fn run(
         write_manifest(ws, &manifest, &holders, &mut findings)?;
     }
     for path in pruned {
-        prune(ws, path, &listings, &mut findings);
+        let keep = (ws.config.keep_versions > 0).then_some(base_generation);
+        prune(ws, path, &listings, keep, &mut findings);
         report.pruned += 1;
+    }
+    if ws.config.keep_versions > 0 && (kept_versions || !pruned.is_empty()) {
+        record_versions(ws, &replicas.chosen.manifest, &reachable, &mut findings);
     }
     if contents_changed {
         // Verifications of earlier content say nothing about the new content.
@@ -444,8 +467,11 @@ fn install_over(
         copy.discard(staged);
         return Ok(None);
     }
-    let kept = match copy.quarantine(path, stamp, "replaced by backup: did not match the manifest")
-    {
+    let kept = match copy.keep(
+        path,
+        &quarantine_folder(stamp),
+        "replaced by backup: did not match the manifest",
+    ) {
         Ok(kept) => kept,
         Err(e) => {
             copy.discard(staged);
@@ -499,13 +525,30 @@ fn write_manifest(
 
 /// Removes a file deleted from the source from every reachable target. An unreachable
 /// target keeps it, and verify will show it there as an unknown file.
-fn prune(ws: &Workspace, path: &RelPath, listings: &[Option<Listing>], findings: &mut Findings) {
+fn prune(
+    ws: &Workspace,
+    path: &RelPath,
+    listings: &[Option<Listing>],
+    keep_as_version_of: Option<u64>,
+    findings: &mut Findings,
+) {
     for (i, listing) in listings.iter().enumerate() {
         let Some(listing) = listing else { continue };
         if !listing.files.contains_key(path) {
             continue;
         }
         let target = ws.targets[i].as_ref();
+        if let Some(generation) = keep_as_version_of
+            && let Err(e) = keep_version(target, path, generation)
+        {
+            findings.problem(
+                ProblemKind::WriteFailed,
+                Some(target.name()),
+                Some(path.as_str()),
+                format!("cannot keep the version, so it was not pruned: {e}"),
+            );
+            continue;
+        }
         if let Err(e) = target.remove(path) {
             findings.problem(
                 ProblemKind::WriteFailed,
@@ -513,6 +556,53 @@ fn prune(ws: &Workspace, path: &RelPath, listings: &[Option<Listing>], findings:
                 Some(path.as_str()),
                 format!("cannot prune: {e}"),
             );
+        }
+    }
+}
+
+/// Keeps the copy now at `path` as the version of `generation`.
+fn keep_version(copy: &dyn Target, path: &RelPath, generation: u64) -> std::io::Result<String> {
+    copy.keep(path, &versions_folder(generation), &format!("version of generation {generation}"))
+}
+
+/// Beside the versions kept this run, the manifest they belong to (so `restore --generation`
+/// knows the whole tree of that generation); then drops the oldest beyond `keep_versions`.
+fn record_versions(ws: &Workspace, base: &Manifest, reachable: &[bool], findings: &mut Findings) {
+    let snapshot = base.encode();
+    for (i, target) in ws.targets.iter().enumerate() {
+        if !reachable[i] {
+            continue;
+        }
+        let name = format!("{}.manifest", versions_folder(base.generation));
+        if let Err(e) = target.write_state(&name, &snapshot) {
+            findings.problem(
+                ProblemKind::WriteFailed,
+                Some(target.name()),
+                None,
+                format!("cannot record the manifest of the versions kept: {e}"),
+            );
+        }
+        let mut kept: Vec<u64> = target
+            .kept_folders(VERSIONS_DIR)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|name| name.parse().ok())
+            .collect();
+        kept.sort_unstable_by(|a, b| b.cmp(a));
+        for old in kept.iter().skip(ws.config.keep_versions) {
+            let folder = versions_folder(*old);
+            let dropped = target
+                .remove_kept(&folder)
+                .and_then(|()| target.remove_kept(&format!("{folder}.manifest")))
+                .and_then(|()| target.remove_kept(&format!("{folder}.notes")));
+            if let Err(e) = dropped {
+                findings.problem(
+                    ProblemKind::WriteFailed,
+                    Some(target.name()),
+                    None,
+                    format!("cannot drop the versions of generation {old}: {e}"),
+                );
+            }
         }
     }
 }

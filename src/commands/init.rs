@@ -58,6 +58,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         source: options.source.clone(),
         exclude: Vec::new(),
         min_copies: None,
+        keep_versions: None,
         state_dir: None,
         targets: raw_targets,
     };

@@ -27,7 +27,7 @@ use crate::relpath::RelPath;
 use crate::target::Target;
 use crate::verified::Ledger;
 use crate::vote::NoWinner;
-use crate::workspace::{Workspace, now_rfc3339, quarantine_stamp};
+use crate::workspace::{Workspace, now_rfc3339, quarantine_folder, quarantine_stamp};
 
 pub struct RepairOptions {
     pub dry_run: bool,
@@ -384,7 +384,7 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
         let quarantined_to = if *was == CopyVerdict::Missing {
             None
         } else {
-            match copy.quarantine(path, stamp, &quarantine_note(was)) {
+            match copy.keep(path, &quarantine_folder(stamp), &quarantine_note(was)) {
                 Ok(kept) => Some(kept),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {

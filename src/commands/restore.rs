@@ -14,12 +14,12 @@ use crate::exit::usage;
 use crate::fanout::{discard_all, fan_out};
 use crate::findings::{Findings, ProblemKind};
 use crate::inspect::hash_copy;
-use crate::manifest::{FileVersion, ReplicaStatus};
+use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
 use crate::mosaic::MosaicReader;
 use crate::progress::{Progress, Silent};
 use crate::relpath::{RelPath, STATE_DIR};
 use crate::target::{LocalDir, Target};
-use crate::workspace::Workspace;
+use crate::workspace::{VERSIONS_DIR, Workspace, versions_folder};
 
 /// Blocks read per copy name.
 type BlocksUsed = std::collections::BTreeMap<String, usize>;
@@ -28,6 +28,8 @@ pub struct RestoreOptions {
     pub to: PathBuf,
     pub paths: Vec<String>,
     pub force: bool,
+    /// Restore the tree as it was at this generation (from the versions kept).
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,17 +61,32 @@ pub fn run(
     {
         return usage("nothing to restore: no manifest found (run `redundo backup` first)");
     }
-    let selected = select(&chosen.manifest.files, &options.paths)?;
+    let wanted = options.generation.filter(|g| *g != chosen.manifest.generation);
+    let snapshot = match wanted {
+        Some(generation) => Some(snapshot_of(ws, &reachable, generation)?),
+        None => None,
+    };
+    let manifest = snapshot.as_ref().unwrap_or(&chosen.manifest);
+    let selected = select(&manifest.files, &options.paths)?;
     prepare_destination(ws, &options.to, options.force)?;
 
-    // Targets first, in config order; the source last (it may be what is being replaced).
-    let mut copies: Vec<(String, &dyn Target)> = ws
-        .targets
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| reachable[*i])
-        .map(|(_, t)| (t.name().to_string(), t.as_ref()))
-        .collect();
+    // Targets first, in config order, each followed (for an old generation) by the versions
+    // it kept from that generation on; the source last (it may be what is being replaced).
+    let mut views: Vec<(String, Box<dyn Target>)> = Vec::new();
+    let mut copies: Vec<(String, &dyn Target)> = Vec::new();
+    for (i, target) in ws.targets.iter().enumerate().filter(|(i, _)| reachable[*i]) {
+        copies.push((target.name().to_string(), target.as_ref()));
+        if let Some(generation) = wanted {
+            for kept in kept_generations(target.as_ref()).into_iter().filter(|g| *g >= generation) {
+                let folder = versions_folder(kept);
+                views.push((
+                    format!("{}:{folder}", ws.targets[i].name()),
+                    target.kept_view(&folder),
+                ));
+            }
+        }
+    }
+    copies.extend(views.iter().map(|(name, view)| (name.clone(), view.as_ref())));
     copies.push(("source".into(), ws.source.as_ref()));
     let destination = LocalDir::target("restore", &options.to);
 
@@ -85,7 +102,7 @@ pub fn run(
 
     let mut report = RestoreReport {
         to: options.to.display().to_string(),
-        generation: chosen.manifest.generation,
+        generation: manifest.generation,
         files: 0,
         bytes: 0,
         blocks_from: Default::default(),
@@ -107,6 +124,38 @@ pub fn run(
     findings.sort();
     report.findings = findings;
     Ok(report)
+}
+
+/// The generations whose versions a target keeps, oldest first.
+fn kept_generations(target: &dyn Target) -> Vec<u64> {
+    let mut kept: Vec<u64> = target
+        .kept_folders(VERSIONS_DIR)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| name.parse().ok())
+        .collect();
+    kept.sort_unstable();
+    kept
+}
+
+/// The manifest of an old generation, as kept beside its versions on some target.
+fn snapshot_of(ws: &Workspace, reachable: &[bool], generation: u64) -> Result<Manifest> {
+    let name = format!("{}.manifest", versions_folder(generation));
+    let mut available = std::collections::BTreeSet::new();
+    for (i, target) in ws.targets.iter().enumerate().filter(|(i, _)| reachable[*i]) {
+        if let Ok(Some(bytes)) = target.read_state(&name)
+            && let Ok(manifest) = Manifest::decode(&bytes)
+            && manifest.generation == generation
+        {
+            return Ok(manifest);
+        }
+        available.extend(kept_generations(ws.targets[i].as_ref()));
+    }
+    let available: Vec<String> = available.iter().map(u64::to_string).collect();
+    usage(format!(
+        "no versions are kept for generation {generation} (kept: {}; set keep_versions in the config to keep some)",
+        if available.is_empty() { "none".into() } else { available.join(", ") }
+    ))
 }
 
 /// The manifest entries named by `paths` (exact files or folder prefixes); all when empty.

@@ -20,7 +20,6 @@ use super::{FileStat, Listing, Skipped, Staged, Staging, Target};
 use crate::relpath::{RelPath, STATE_DIR};
 
 const TEMP_PREFIX: &str = ".redundo-tmp-";
-const QUARANTINE_DIR: &str = "quarantine";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -331,11 +330,12 @@ impl Target for LocalDir {
         let _ = fs::remove_file(&staged.temp);
     }
 
-    fn quarantine(&self, path: &RelPath, stamp: &str, note: &str) -> io::Result<String> {
+    fn keep(&self, path: &RelPath, folder: &str, note: &str) -> io::Result<String> {
         self.check_parents(path)?;
         let from = path.under(&self.root);
-        let to = path.under(&self.state.join(QUARANTINE_DIR).join(stamp));
-        fs::create_dir_all(to.parent().expect("quarantine paths have a folder"))?;
+        let folder = self.state.join(folder);
+        let to = path.under(&folder);
+        fs::create_dir_all(to.parent().expect("kept paths have a folder"))?;
         // A hard link keeps the bytes without copying them; where the quarantine is on another
         // file system (the source's state folder can be), copy and sync instead.
         if fs::hard_link(&from, &to).is_err() {
@@ -345,12 +345,41 @@ impl Target for LocalDir {
             io::copy(&mut reader, &mut writer)?;
             writer.sync_all()?;
         }
-        let folder = self.state.join(QUARANTINE_DIR).join(stamp);
-        let mut notes = OpenOptions::new().create(true).append(true).open(folder.join("NOTES"))?;
+        // Notes sit beside the folder, not in it, so they never collide with a kept path.
+        let mut notes_path = folder.clone().into_os_string();
+        notes_path.push(".notes");
+        let mut notes = OpenOptions::new().create(true).append(true).open(notes_path)?;
         writeln!(notes, "{path}\t{note}")?;
         notes.sync_all()?;
-        sync_dir(to.parent().expect("quarantine paths have a folder"))?;
+        sync_dir(to.parent().expect("kept paths have a folder"))?;
         Ok(to.display().to_string())
+    }
+
+    fn kept_folders(&self, parent: &str) -> io::Result<Vec<String>> {
+        match fs::read_dir(self.state.join(parent)) {
+            Ok(entries) => Ok(entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn kept_view(&self, folder: &str) -> Box<dyn Target> {
+        let root = self.state.join(folder);
+        Box::new(LocalDir::new(&format!("{}:{folder}", self.name), &root, &root.join(STATE_DIR)))
+    }
+
+    fn remove_kept(&self, folder: &str) -> io::Result<()> {
+        let path = self.state.join(folder);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+            Ok(_) => fs::remove_file(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn remove(&self, path: &RelPath) -> io::Result<()> {
@@ -381,8 +410,9 @@ impl Target for LocalDir {
 
     fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         self.check_root()?;
-        fs::create_dir_all(&self.state)?;
-        write_atomically(&self.state.join(name), bytes)
+        let path = self.state.join(name);
+        fs::create_dir_all(path.parent().expect("state files live in a folder"))?;
+        write_atomically(&path, bytes)
     }
 
     fn sync(&self) -> io::Result<()> {

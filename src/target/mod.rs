@@ -80,11 +80,17 @@ pub trait Target: Send + Sync {
     fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()>;
     /// Removes a staged file that will not be installed.
     fn discard(&self, staged: Staged);
-    /// Keeps the bytes now at `path` in this copy's quarantine folder under `stamp`, and
-    /// returns where. `path` itself stays in place until an install replaces it, so there is
-    /// no moment at which the file is gone. `note` (what was wrong) is kept beside it, in the
-    /// `NOTES` file of that quarantine folder.
-    fn quarantine(&self, path: &RelPath, stamp: &str, note: &str) -> io::Result<String>;
+    /// Keeps the bytes now at `path` in `folder` of this copy's state folder (a quarantine or
+    /// a versions folder), with `note` appended to `<folder>.notes` beside it, and returns where.
+    /// `path` itself stays in place until an install replaces it, so there is no moment at
+    /// which the file is gone.
+    fn keep(&self, path: &RelPath, folder: &str, note: &str) -> io::Result<String>;
+    /// The names of the folders below `parent` in the state folder (e.g. the versions kept).
+    fn kept_folders(&self, parent: &str) -> io::Result<Vec<String>>;
+    /// A kept folder seen as a copy, to read old versions from.
+    fn kept_view(&self, folder: &str) -> Box<dyn Target>;
+    /// Removes a kept folder and everything in it.
+    fn remove_kept(&self, folder: &str) -> io::Result<()>;
     fn remove(&self, path: &RelPath) -> io::Result<()>;
     /// Deletes a temporary file left by a killed run (a name from [`Listing::leftovers`]).
     fn remove_leftover(&self, leftover: &str) -> io::Result<()>;
