@@ -119,7 +119,13 @@ impl Config {
                 return Err(e).with_context(|| format!("reading config file {}", file.display()));
             }
         };
-        let raw: RawConfig = toml::from_str(&text)
+        Config::from_text(file, &text)
+    }
+
+    /// Validates a config given as text, naming `file` in messages; reads nothing but the
+    /// folders it names.
+    pub fn from_text(file: &Path, text: &str) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text)
             .map_err(|e| UsageError(format!("{}: {}", file.display(), one_line(&e.to_string()))))?;
         Config::resolve(file, raw)
     }

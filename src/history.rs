@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::assess::CopyVerdict;
+
 const FILE: &str = "history.json";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +23,19 @@ pub struct CopyCounts {
 }
 
 impl CopyCounts {
+    /// Counts one copy's verdict.
+    pub fn add(&mut self, verdict: &CopyVerdict) {
+        match verdict {
+            CopyVerdict::Ok => self.ok += 1,
+            CopyVerdict::Pending { .. } => self.pending += 1,
+            CopyVerdict::Missing => self.missing += 1,
+            CopyVerdict::WrongSize { .. } => self.wrong_size += 1,
+            CopyVerdict::Corrupt { .. } => self.corrupt += 1,
+            CopyVerdict::Unreadable { .. } => self.unreadable += 1,
+            CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => self.unknown += 1,
+        }
+    }
+
     pub fn damaged(&self) -> usize {
         self.corrupt + self.missing + self.wrong_size + self.unreadable
     }

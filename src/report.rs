@@ -49,7 +49,7 @@ impl Report {
 
     fn findings(&self) -> Option<&Findings> {
         match self {
-            Report::Init(_) => None,
+            Report::Init(r) => Some(&r.findings),
             Report::Backup(r) => Some(&r.findings),
             Report::Verify(r) => Some(&r.findings),
             Report::Repair(r) => Some(&r.findings),
@@ -227,13 +227,26 @@ pub fn human_bytes(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// `1 file`, `2 files`, `1 copy`, `3 copies`.
+fn count(n: usize, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 fn backup_summary(r: &BackupReport) -> String {
     let mut line = format!(
-        "backup: generation {}, {} files: {} new, {} changed, {} unchanged",
-        r.generation, r.files, r.new, r.changed, r.unchanged
+        "backup: generation {}, {}: {} new, {} changed, {} unchanged",
+        r.generation,
+        count(r.files, "file"),
+        r.new,
+        r.changed,
+        r.unchanged
     );
     if r.gaps_filled > 0 {
-        line.push_str(&format!(", {} gaps filled", r.gaps_filled));
+        line.push_str(&format!(", {} filled", count(r.gaps_filled, "gap")));
     }
     if r.pruned > 0 {
         line.push_str(&format!(", {} pruned", r.pruned));
@@ -244,7 +257,7 @@ fn backup_summary(r: &BackupReport) -> String {
         human_bytes(r.bytes_written)
     ));
     if !r.findings.problems.is_empty() {
-        line.push_str(&format!("; {} problems", r.findings.problems.len()));
+        line.push_str(&format!("; {}", count(r.findings.problems.len(), "problem")));
     }
     line
 }
@@ -281,9 +294,9 @@ fn verify_summary(r: &VerifyReport) -> String {
         None => r.mode.to_string(),
     };
     let files = if c.checked == c.total {
-        format!("{} files", c.total)
+        count(c.total, "file")
     } else {
-        format!("{} of {} files", c.checked, c.total)
+        format!("{} of {}", c.checked, count(c.total, "file"))
     };
     format!(
         "verify ({mode}): {verdict}: {files} at generation {}; {}; manifest replicas {}/{} current",
@@ -297,13 +310,20 @@ fn verify_summary(r: &VerifyReport) -> String {
 fn repair_summary(r: &RepairReport) -> String {
     let left = r.findings.problems.len();
     if r.dry_run {
-        format!("repair --dry-run: would rewrite {} copies; nothing written", r.copies_healed)
+        format!(
+            "repair --dry-run: would rewrite {}; nothing written",
+            count(r.copies_healed, "copy")
+        )
     } else {
         format!(
-            "repair: {} copies rewritten, {} manifest replicas rewritten; {}",
-            r.copies_healed,
-            r.replicas_rewritten,
-            if left == 0 { "all healthy".to_string() } else { format!("{left} problems left") }
+            "repair: {} rewritten, {} rewritten; {}",
+            count(r.copies_healed, "copy"),
+            count(r.replicas_rewritten, "manifest replica"),
+            if left == 0 {
+                "all healthy".to_string()
+            } else {
+                format!("{} left", count(left, "problem"))
+            }
         )
     }
 }

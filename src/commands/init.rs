@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::{self, Config, Location, RawConfig, RawTarget};
 use crate::exit::usage;
+use crate::findings::Findings;
 use crate::target;
 
 pub struct InitOptions {
@@ -22,6 +23,8 @@ pub struct InitOptions {
 #[derive(Debug, Serialize)]
 pub struct InitReport {
     pub config: String,
+    #[serde(flatten)]
+    pub findings: Findings,
     pub source: String,
     pub targets: Vec<InitTarget>,
 }
@@ -64,28 +67,21 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
     };
     let text = config::render(&raw)?;
 
-    // Create the target folders first: validation refuses nothing for a missing folder, but a
-    // later backup would.
-    let staged_path = options.config.with_extension("toml.redundo-init");
-    std::fs::write(&staged_path, &text)
-        .with_context(|| format!("writing {}", staged_path.display()))?;
-    let validated = Config::load(&staged_path);
-    let config = match validated {
-        Ok(config) => config,
-        Err(e) => {
-            let _ = std::fs::remove_file(&staged_path);
-            return Err(e);
-        }
-    };
+    // Validate exactly as later runs will read it, then create the target folders (a later
+    // backup refuses a missing one), then write the config through a temporary and a rename.
+    let config = Config::from_text(&options.config, &text)?;
     for spec in &config.targets {
         let copy = target::open_target(spec);
         copy.create_root()
             .with_context(|| format!("creating target {:?} at {}", spec.name, copy.location()))?;
     }
-    std::fs::rename(&staged_path, &options.config)
+    let staged_path = options.config.with_extension("toml.redundo-init");
+    std::fs::write(&staged_path, &text)
+        .and_then(|()| std::fs::rename(&staged_path, &options.config))
         .with_context(|| format!("writing {}", options.config.display()))?;
 
     Ok(InitReport {
+        findings: Findings::default(),
         config: options.config.display().to_string(),
         source: config.source.display().to_string(),
         targets: config

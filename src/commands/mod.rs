@@ -53,7 +53,11 @@ pub(crate) fn replica_findings(
         {
             continue;
         }
-        let name = ws.copy_name(*id);
+        // The source's replica lives in the state folder, not in the source.
+        let name = match id {
+            CopyId::Source => "state".to_string(),
+            CopyId::Target(_) => ws.copy_name(*id),
+        };
         let (kind, detail) = match status {
             ReplicaStatus::Current => continue,
             ReplicaStatus::Stale { generation } => {
@@ -95,12 +99,11 @@ pub(crate) fn file_findings(
     let p = Some(path.as_str());
     for (id, verdict) in &assessment.copies {
         let name = ws.copy_name(*id);
-        let count = counts.entry(name.clone()).or_default();
+        counts.entry(name.clone()).or_default().add(verdict);
         let copy = Some(name.as_str());
         match verdict {
-            CopyVerdict::Ok => count.ok += 1,
+            CopyVerdict::Ok => {}
             CopyVerdict::Pending { why } => {
-                count.pending += 1;
                 let detail = match why {
                     crate::assess::PendingWhy::SourceChanged => "changed since the last backup",
                     crate::assess::PendingWhy::SourceDeleted => {
@@ -113,11 +116,9 @@ pub(crate) fn file_findings(
                 findings.notice(NoticeKind::Pending, copy, p, detail);
             }
             CopyVerdict::Missing => {
-                count.missing += 1;
                 findings.problem(ProblemKind::Missing, copy, p, "copy is missing");
             }
             CopyVerdict::WrongSize { size, expected } => {
-                count.wrong_size += 1;
                 findings.problem(
                     ProblemKind::WrongSize,
                     copy,
@@ -126,7 +127,6 @@ pub(crate) fn file_findings(
                 );
             }
             CopyVerdict::Corrupt { found, expected, damaged } => {
-                count.corrupt += 1;
                 let kind = if *id == CopyId::Source {
                     ProblemKind::SourceRot
                 } else {
@@ -146,7 +146,6 @@ pub(crate) fn file_findings(
                 );
             }
             CopyVerdict::Unreadable { reason } => {
-                count.unreadable += 1;
                 findings.problem(
                     ProblemKind::ReadFailed,
                     copy,
@@ -154,7 +153,7 @@ pub(crate) fn file_findings(
                     format!("cannot read the copy: {reason}"),
                 );
             }
-            CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => count.unknown += 1,
+            CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => {}
         }
     }
     if assessment.manifest_overruled

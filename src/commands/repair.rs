@@ -19,6 +19,7 @@ use crate::digest::Digest;
 use crate::exit::usage;
 use crate::fanout::{discard_all, fan_out};
 use crate::findings::{Findings, NoticeKind, ProblemKind};
+use crate::history::{CopyCounts, History, VerifyRecord};
 use crate::inspect::{Scope, hash_copy, inspect};
 use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
 use crate::mosaic::MosaicReader;
@@ -150,7 +151,22 @@ pub fn run(
             }
             continue;
         }
-        let healed = heal_file(ws, path, &plan, &stamp);
+        let mut healed = heal_file(ws, path, &plan, &stamp);
+        if let GoodBytes::Mosaic(_) = plan.good
+            && healed.done.is_empty()
+            && healed.findings.problems.iter().any(|p| p.kind == ProblemKind::NoGoodCopy)
+        {
+            // Nothing could be rebuilt: report every copy's damage as verify would, with why
+            // block-level repair failed on the NO GOOD COPY line.
+            let why = healed.findings.problems.remove(0).detail;
+            file_findings(ws, path, assessment, &mut findings, &mut counts);
+            if let Some(line) = findings.problems.iter_mut().rev().find(|p| {
+                p.kind == ProblemKind::NoGoodCopy && p.path.as_deref() == Some(path.as_str())
+            }) {
+                line.detail = format!("no copy holds the recorded content whole, and {why}");
+            }
+            continue;
+        }
         for (id, _, _) in &healed.done {
             ledger.record_good(path, &ws.copy_name(*id), unix_now());
         }
@@ -206,6 +222,29 @@ pub fn run(
     }
     if !options.dry_run {
         ledger.save(&ws.config.state_dir);
+        // Repair read every copy, so what it leaves behind is the latest verification.
+        let healed: std::collections::BTreeSet<(&str, &str)> =
+            actions.iter().map(|a| (a.path.as_str(), a.copy.as_str())).collect();
+        let mut copies: std::collections::BTreeMap<String, CopyCounts> = Default::default();
+        for (path, assessment) in &inspection.files {
+            for (id, verdict) in &assessment.copies {
+                let name = ws.copy_name(*id);
+                let now = if healed.contains(&(path.as_str(), name.as_str())) {
+                    &CopyVerdict::Ok
+                } else {
+                    verdict
+                };
+                copies.entry(name).or_default().add(now);
+            }
+        }
+        let mut history = History::load(&ws.config.state_dir);
+        history.last_verify = Some(VerifyRecord {
+            at: now_rfc3339(),
+            mode: "repair".into(),
+            exit_code: findings.exit().code(),
+            copies,
+        });
+        history.save(&ws.config.state_dir);
     }
     findings.sort();
     Ok(RepairReport {
@@ -347,7 +386,7 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
                 kind,
                 None,
                 p,
-                format!("cannot read {from}; nothing written: {e}"),
+                format!("{from} cannot be read ({e}); nothing written"),
             );
             return healed;
         }

@@ -24,11 +24,7 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -42,10 +38,7 @@ impl Env {
     pub fn bare() -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("data")).unwrap();
-        Env {
-            dir,
-            targets: Vec::new(),
-        }
+        Env { dir, targets: Vec::new() }
     }
 
     /// A workspace with `redundo init --source data --target t1 ... tN` done.
@@ -89,10 +82,7 @@ impl Env {
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_redundo"));
-        command
-            .args(args)
-            .current_dir(self.root())
-            .env_remove("REDUNDO_CONFIG");
+        command.args(args).current_dir(self.root()).env_remove("REDUNDO_CONFIG");
         for (key, value) in env {
             command.env(key, value);
         }
@@ -121,11 +111,7 @@ pub fn flip_byte(path: &Path, offset: u64) {
     use std::io::{Read, Seek, SeekFrom, Write};
     let meta = std::fs::metadata(path).unwrap();
     let mtime = filetime::FileTime::from_last_modification_time(&meta);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut byte = [0u8];
     file.seek(SeekFrom::Start(offset)).unwrap();
     file.read_exact(&mut byte).unwrap();
@@ -138,14 +124,10 @@ pub fn flip_byte(path: &Path, offset: u64) {
 
 /// Deterministic pseudo-random bytes (no `rand` needed).
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) as u8
         })
         .collect()

@@ -45,10 +45,7 @@ impl Rng {
 }
 
 fn kills() -> usize {
-    std::env::var("REDUNDO_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50)
+    std::env::var("REDUNDO_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(50)
 }
 
 fn digest(data: &[u8]) -> String {
@@ -60,17 +57,9 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1) {
         let entry = entry.unwrap();
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
         if rel.starts_with(".redundo")
-            || entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".redundo-tmp-")
+            || entry.file_name().to_string_lossy().starts_with(".redundo-tmp-")
         {
             continue;
         }
@@ -93,10 +82,7 @@ fn write_version(
     *clock += 1;
     let mtime = filetime::FileTime::from_unix_time(*clock, 0);
     filetime::set_file_mtime(env.path(&format!("data/{rel}")), mtime).unwrap();
-    versions
-        .entry(rel.to_string())
-        .or_default()
-        .insert(digest(data));
+    versions.entry(rel.to_string()).or_default().insert(digest(data));
 }
 
 fn random_content(rng: &mut Rng) -> Vec<u8> {
@@ -135,9 +121,7 @@ fn assert_no_torn_copy(
     let mut checked = 0;
     for target in &env.targets {
         for (rel, data) in tree(&env.path(target)) {
-            let known = versions
-                .get(&rel)
-                .is_some_and(|v| v.contains(&digest(&data)));
+            let known = versions.get(&rel).is_some_and(|v| v.contains(&digest(&data)));
             assert!(
                 known,
                 "kill {kill}: {target}/{rel} holds bytes the source never had (torn copy)"
@@ -154,9 +138,7 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
     let env = Env::with_targets(3);
     let mut versions = BTreeMap::new();
     let mut clock = 1_700_000_000;
-    let names: Vec<String> = (0..40)
-        .map(|i| format!("d{}/file-{i}.bin", i % 5))
-        .collect();
+    let names: Vec<String> = (0..40).map(|i| format!("d{}/file-{i}.bin", i % 5)).collect();
     for name in &names {
         let data = random_content(&mut rng);
         write_version(&env, name, &data, &mut versions, &mut clock);
@@ -184,13 +166,7 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
         }
         if rng.below(4) == 0 {
             let data = random_content(&mut rng);
-            write_version(
-                &env,
-                &format!("new/{kill}.bin"),
-                &data,
-                &mut versions,
-                &mut clock,
-            );
+            write_version(&env, &format!("new/{kill}.bin"), &data, &mut versions, &mut clock);
         }
         let delay = Duration::from_micros(rng.below(budget.as_micros() as u64 * 13 / 10));
         if run_and_kill(&env, &["backup"], delay) {
@@ -198,17 +174,11 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
         }
         checked += assert_no_torn_copy(&env, &versions, kill);
         let verify = env.run(&["verify", "--json"]);
-        assert_eq!(
-            verify.code, 0,
-            "kill {kill} after {delay:?}: verify found damage: {verify:?}"
-        );
+        assert_eq!(verify.code, 0, "kill {kill} after {delay:?}: verify found damage: {verify:?}");
     }
 
     let backup = env.run(&["backup"]);
-    assert_eq!(
-        backup.code, 0,
-        "the backup after the kills must complete: {backup:?}"
-    );
+    assert_eq!(backup.code, 0, "the backup after the kills must complete: {backup:?}");
     env.ok(&["verify", "--quiet"]);
     let source = tree(&env.path("data"));
     for target in &env.targets {
@@ -233,11 +203,8 @@ fn repair_killed_midway_loses_nothing_and_the_next_repair_finishes() {
     let env = Env::with_targets(3);
     let mut good = BTreeMap::new();
     for i in 0..24 {
-        let data = if i % 6 == 0 {
-            bytes(i, 2_500_000)
-        } else {
-            bytes(i, 30_000 + i as usize * 1000)
-        };
+        let data =
+            if i % 6 == 0 { bytes(i, 2_500_000) } else { bytes(i, 30_000 + i as usize * 1000) };
         env.write(&format!("f{i}.bin"), &data);
         good.insert(format!("f{i}.bin"), data);
     }
