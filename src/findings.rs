@@ -20,6 +20,8 @@ pub enum ProblemKind {
     ReplicaMissing,
     ReplicaDefective,
     ReplicaDivergent,
+    // Configuration: exit 2.
+    ForeignTarget,
     // Operational: exit 3.
     TargetUnreachable,
     WriteFailed,
@@ -34,6 +36,7 @@ impl ProblemKind {
             Corrupt | Missing | WrongSize | SourceRot | NoMajority | NoGoodCopy
             | ManifestOverruled | BelowMinCopies | ReplicaMissing | ReplicaDefective
             | ReplicaDivergent => Exit::Damage,
+            ForeignTarget => Exit::Usage,
             TargetUnreachable | WriteFailed | ReadFailed | SourceChanging => Exit::Operational,
         }
     }
@@ -52,6 +55,7 @@ impl ProblemKind {
             ReplicaMissing => "MANIFEST MISSING",
             ReplicaDefective => "MANIFEST DEFECTIVE",
             ReplicaDivergent => "MANIFEST DIVERGENT",
+            ForeignTarget => "FOREIGN TARGET",
             TargetUnreachable => "UNREACHABLE",
             WriteFailed => "WRITE FAILED",
             ReadFailed => "READ FAILED",

@@ -28,6 +28,10 @@ pub const B3SUMS_NAME: &str = "B3SUMS";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Names the backup set (one config's source and targets), chosen at its first backup, so
+    /// a target folder shared by two configs is noticed instead of overwritten.
+    #[serde(default)]
+    pub set_id: String,
     pub generation: u64,
     /// RFC 3339, UTC.
     pub written_at: String,
@@ -121,6 +125,7 @@ impl FileVersion {
 impl Manifest {
     pub fn empty() -> Manifest {
         Manifest {
+            set_id: String::new(),
             generation: 0,
             written_at: String::new(),
             block_size: BLOCK_SIZE as u64,
@@ -213,6 +218,8 @@ pub enum ReplicaDefect {
 #[derive(Clone, Debug)]
 pub enum ReplicaFound {
     Valid(Manifest),
+    /// A valid manifest of another backup set.
+    Foreign(String),
     Missing,
     Defective(ReplicaDefect),
     Unreadable(String),
@@ -235,6 +242,10 @@ pub enum ReplicaStatus {
     },
     Unreadable {
         reason: String,
+    },
+    /// The manifest of another backup set: this target folder is shared with another config.
+    Foreign {
+        set_id: String,
     },
 }
 
@@ -328,6 +339,7 @@ fn status_without_winner(found: &ReplicaFound) -> ReplicaStatus {
         ReplicaFound::Missing => ReplicaStatus::Missing,
         ReplicaFound::Defective(d) => ReplicaStatus::Defective { reason: d.to_string() },
         ReplicaFound::Unreadable(r) => ReplicaStatus::Unreadable { reason: r.clone() },
+        ReplicaFound::Foreign(set_id) => ReplicaStatus::Foreign { set_id: set_id.clone() },
     }
 }
 

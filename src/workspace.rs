@@ -24,6 +24,8 @@ pub struct Workspace {
 pub struct Replicas {
     pub holders: Vec<CopyId>,
     pub chosen: Chosen,
+    /// Targets holding another backup set's manifest, with that set's id.
+    pub foreign: Vec<(usize, String)>,
 }
 
 impl Workspace {
@@ -80,7 +82,8 @@ impl Workspace {
                 },
             })
             .collect();
-        Replicas { holders, chosen: manifest::choose(&found) }
+        let (found, foreign) = set_apart_foreign(&holders, found, self.local_set_id());
+        Replicas { holders, chosen: manifest::choose(&found), foreign }
     }
 
     /// Writes `manifest` to the given holders, in parallel; one result per holder.
@@ -104,9 +107,77 @@ impl Workspace {
             .collect()
     }
 
+    /// The backup set this config's state folder belongs to, if recorded.
+    pub fn local_set_id(&self) -> Option<String> {
+        let bytes = self.source.read_state(SET_ID_NAME).ok()??;
+        let id = String::from_utf8(bytes).ok()?.trim().to_string();
+        (!id.is_empty()).then_some(id)
+    }
+
+    /// Records the backup set in the state folder, once.
+    pub fn record_set_id(&self, set_id: &str) -> io::Result<()> {
+        if self.local_set_id().as_deref() == Some(set_id) {
+            return Ok(());
+        }
+        self.source.write_state(SET_ID_NAME, format!("{set_id}\n").as_bytes())
+    }
+
     pub fn copy_name(&self, id: CopyId) -> String {
         self.copy(id).name().to_string()
     }
+}
+
+/// The set id is the one recorded in the state folder (by `init` or the first backup), else
+/// the local replica's, else (the state folder was lost) the one most target replicas hold;
+/// replicas of any other set are marked foreign.
+fn set_apart_foreign(
+    holders: &[CopyId],
+    found: Vec<ReplicaFound>,
+    recorded: Option<String>,
+) -> (Vec<ReplicaFound>, Vec<(usize, String)>) {
+    let set_of = |f: &ReplicaFound| match f {
+        ReplicaFound::Valid(m) if !m.set_id.is_empty() => Some(m.set_id.clone()),
+        _ => None,
+    };
+    let local = holders
+        .iter()
+        .zip(&found)
+        .find(|(id, _)| **id == CopyId::Source)
+        .and_then(|(_, f)| set_of(f));
+    let ours = recorded.or(local).or_else(|| {
+        let mut votes: std::collections::BTreeMap<String, usize> = Default::default();
+        for f in &found {
+            if let Some(set) = set_of(f) {
+                *votes.entry(set).or_default() += 1;
+            }
+        }
+        votes.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(set, _)| set)
+    });
+    let mut foreign = Vec::new();
+    let found = holders
+        .iter()
+        .zip(found)
+        .map(|(id, f)| match (set_of(&f), &ours, id) {
+            (Some(set), Some(ours), CopyId::Target(i)) if set != *ours => {
+                foreign.push((*i, set.clone()));
+                ReplicaFound::Foreign(set)
+            }
+            _ => f,
+        })
+        .collect();
+    (found, foreign)
+}
+
+/// A new backup set's id: 128 bits hashed from the time, the pid and the paths.
+pub fn new_set_id(config: &Config) -> String {
+    let mut hasher = blake3::Hasher::new();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.update(&now.as_nanos().to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(config.file.as_os_str().as_encoded_bytes());
+    hasher.update(config.source.as_os_str().as_encoded_bytes());
+    hasher.finalize().to_hex()[..32].to_string()
 }
 
 /// The time now as RFC 3339 UTC, for the manifest and reports.
@@ -125,6 +196,9 @@ pub fn versions_folder(generation: u64) -> String {
 }
 
 pub const VERSIONS_DIR: &str = "versions";
+
+/// The file in the local state folder naming the backup set.
+pub const SET_ID_NAME: &str = "set-id";
 
 /// A folder name for this run's quarantine: `20261126T050102Z-<pid>` (unique per run; no
 /// `:`, which some file systems and HDFS refuse).

@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::reach_targets;
+use super::open_run;
 use crate::assess::CopyId;
 use crate::fanout::{ReadFailure, stream_to_targets};
 use crate::findings::{Findings, NoticeKind, ProblemKind};
@@ -36,7 +36,8 @@ use crate::relpath::RelPath;
 use crate::target::{FileStat, Listing, Staged, Target};
 use crate::verified::Ledger;
 use crate::workspace::{
-    VERSIONS_DIR, Workspace, now_rfc3339, quarantine_folder, quarantine_stamp, versions_folder,
+    VERSIONS_DIR, Workspace, new_set_id, now_rfc3339, quarantine_folder, quarantine_stamp,
+    versions_folder,
 };
 
 /// How often a file that changes while being read is tried before it is reported.
@@ -85,9 +86,14 @@ pub fn run(
 ) -> Result<BackupReport> {
     let mut report = BackupReport::default();
     let mut findings = Findings::default();
-    let mut reachable = reach_targets(ws, &mut findings);
-    let replicas = ws.read_replicas(&reachable);
+    let (mut reachable, replicas) = open_run(ws, &mut findings);
     let mut manifest = replicas.chosen.manifest.clone();
+    if manifest.set_id.is_empty() {
+        manifest.set_id = ws.local_set_id().unwrap_or_else(|| new_set_id(&ws.config));
+    }
+    ws.record_set_id(&manifest.set_id).with_context(|| {
+        format!("recording the backup set in {}", ws.config.state_dir.display())
+    })?;
 
     let excludes = &ws.config.excludes;
     let source = ws
@@ -269,7 +275,8 @@ pub fn run(
         .iter()
         .zip(&replicas.chosen.statuses)
         .any(|(id, s)| !s.is_current() && holders.contains(id));
-    let contents_changed = manifest.files != replicas.chosen.manifest.files;
+    let contents_changed = manifest.files != replicas.chosen.manifest.files
+        || manifest.set_id != replicas.chosen.manifest.set_id;
     if contents_changed
         || replicas_stale
         || manifest.generation != replicas.chosen.manifest.generation

@@ -12,6 +12,7 @@ use crate::config::{self, Config, Location, RawConfig, RawTarget};
 use crate::exit::usage;
 use crate::findings::Findings;
 use crate::target;
+use crate::workspace::new_set_id;
 
 pub struct InitOptions {
     pub config: PathBuf,
@@ -74,6 +75,14 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         let copy = target::open_target(spec);
         copy.create_root()
             .with_context(|| format!("creating target {:?} at {}", spec.name, copy.location()))?;
+    }
+    // A new config starts a new backup set, unless its state folder already names one (a
+    // re-init with --force of the same setup).
+    let set_file = config.state_dir.join(crate::workspace::SET_ID_NAME);
+    if !set_file.exists() {
+        std::fs::create_dir_all(&config.state_dir)
+            .and_then(|()| std::fs::write(&set_file, format!("{}\n", new_set_id(&config))))
+            .with_context(|| format!("writing {}", set_file.display()))?;
     }
     let staged_path = options.config.with_extension("toml.redundo-init");
     std::fs::write(&staged_path, &text)

@@ -39,6 +39,28 @@ pub(crate) fn reach_targets(ws: &Workspace, findings: &mut Findings) -> Vec<bool
         .collect()
 }
 
+/// Which targets answer, and what the manifest replicas say. A target holding another backup
+/// set's manifest is reported (exit 2: two configs share its folder) and left out of the run
+/// like an unreachable one, so neither set's copies or manifest are touched there.
+pub(crate) fn open_run(ws: &Workspace, findings: &mut Findings) -> (Vec<bool>, Replicas) {
+    let mut reachable = reach_targets(ws, findings);
+    let replicas = ws.read_replicas(&reachable);
+    for (i, set_id) in &replicas.foreign {
+        reachable[*i] = false;
+        findings.problem(
+            ProblemKind::ForeignTarget,
+            Some(ws.targets[*i].name()),
+            None,
+            format!(
+                "{} holds the manifest of another backup set ({set_id}): two configs share this target folder; give each config a folder of its own (if this config should continue that set, put its id in {})",
+                ws.targets[*i].location(),
+                ws.config.state_dir.join(crate::workspace::SET_ID_NAME).display()
+            ),
+        );
+    }
+    (reachable, replicas)
+}
+
 /// A problem for every manifest replica that is not current (unreachable targets excepted:
 /// they are reported once already).
 pub(crate) fn replica_findings(
@@ -59,7 +81,7 @@ pub(crate) fn replica_findings(
             CopyId::Target(_) => ws.copy_name(*id),
         };
         let (kind, detail) = match status {
-            ReplicaStatus::Current => continue,
+            ReplicaStatus::Current | ReplicaStatus::Foreign { .. } => continue,
             ReplicaStatus::Stale { generation } => {
                 // Not damage: an interrupted commit or a target that missed a run; every copy
                 // it describes still exists, and the next backup or repair rewrites it.

@@ -13,7 +13,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::verify::unix_now;
-use super::{file_findings, reach_targets, replica_findings};
+use super::{file_findings, open_run, replica_findings};
 use crate::assess::{Assessment, CopyId, CopyVerdict};
 use crate::digest::Digest;
 use crate::exit::usage;
@@ -82,8 +82,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RepairReport> {
     let mut findings = Findings::default();
-    let reachable = reach_targets(ws, &mut findings);
-    let replicas = ws.read_replicas(&reachable);
+    let (reachable, replicas) = open_run(ws, &mut findings);
     let chosen = &replicas.chosen;
     if chosen.none_valid
         && chosen

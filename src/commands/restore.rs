@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::reach_targets;
+use super::open_run;
 use crate::exit::usage;
 use crate::fanout::{discard_all, fan_out};
 use crate::findings::{Findings, ProblemKind};
@@ -50,8 +50,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let mut findings = Findings::default();
-    let reachable = reach_targets(ws, &mut findings);
-    let replicas = ws.read_replicas(&reachable);
+    let (reachable, replicas) = open_run(ws, &mut findings);
     let chosen = &replicas.chosen;
     if chosen.none_valid
         && chosen

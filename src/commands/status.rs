@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{reach_targets, replica_findings};
+use super::{open_run, replica_findings};
 use crate::assess::CopyId;
 use crate::durability::{Durability, durability};
 use crate::findings::{Findings, NoticeKind, ProblemKind};
@@ -45,8 +45,7 @@ pub struct CopyStatus {
 
 pub fn run(ws: &Workspace) -> Result<StatusReport> {
     let mut findings = Findings::default();
-    let reachable = reach_targets(ws, &mut findings);
-    let replicas = ws.read_replicas(&reachable);
+    let (reachable, replicas) = open_run(ws, &mut findings);
     let chosen = &replicas.chosen;
     if !chosen.none_valid {
         replica_findings(ws, &replicas, &reachable, &mut findings);

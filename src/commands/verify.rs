@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{file_findings, reach_targets, replica_findings};
+use super::{file_findings, open_run, replica_findings};
 use crate::assess::CopyVerdict;
 use crate::exit::usage;
 use crate::findings::{Findings, NoticeKind, ProblemKind};
@@ -71,8 +71,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let mut findings = Findings::default();
-    let reachable = reach_targets(ws, &mut findings);
-    let replicas = ws.read_replicas(&reachable);
+    let (reachable, replicas) = open_run(ws, &mut findings);
     if replicas.chosen.none_valid
         && replicas.chosen.statuses.iter().all(|s| {
             matches!(
