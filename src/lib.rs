@@ -93,11 +93,16 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             return Ok(Exit::Healthy);
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "redundo", &mut std::io::stdout());
+            // Rendered into memory first: clap's generators panic on a closed pipe.
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "redundo", &mut text);
+            std::io::Write::write_all(&mut std::io::stdout(), &text)?;
             return Ok(Exit::Healthy);
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &text)?;
             return Ok(Exit::Healthy);
         }
     };

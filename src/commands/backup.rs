@@ -73,7 +73,7 @@ struct JobResult {
     version: Option<FileVersion>,
     /// Targets that now hold the version at its final name.
     installed: Vec<usize>,
-    /// Changed files: staged copies that wait for the pending record.
+    /// Staged copies, waiting for the flush (and, for changed files, the pending record).
     staged: Vec<(usize, Staged)>,
     bytes_read: u64,
     findings: Findings,
@@ -145,103 +145,72 @@ pub fn run(
     let total: u64 = plan.jobs.iter().map(|j| j.stat.size).sum();
     progress.begin("backup", total);
     let stamp = quarantine_stamp();
-    let results: Vec<(&Job, JobResult)> = plan
-        .jobs
-        .par_iter()
-        .map(|job| (job, run_job(ws, job, &manifest, &stamp, progress)))
-        .collect();
-    progress.finish();
+    let holders = writable_holders(ws, &reachable);
+    let base_generation = replicas.chosen.manifest.generation;
+    let mut kept_versions = false;
+    for batch in batches(&plan.jobs) {
+        // Phase 1: read each file once and stage it on every target.
+        let mut results: Vec<(&Job, JobResult)> =
+            batch.par_iter().map(|job| (job, stage_job(ws, job, &manifest, progress))).collect();
+        // One flush per target makes every staged file durable before any rename.
+        let failed = sync_targets(ws, &reachable, &mut findings);
+        discard_staged(ws, &mut results, |_, target| failed.contains(&target));
 
-    // Phase 3: record pending versions, then install the changed files.
-    let mut changed: Vec<(&Job, JobResult)> = Vec::new();
-    for (job, mut result) in results {
-        report.bytes_read += result.bytes_read;
-        report.bytes_written += result.bytes_read * result.installed.len() as u64;
-        findings.extend(std::mem::take(&mut result.findings));
-        match job.kind {
-            JobKind::New => {
-                if let Some(version) = result.version.take()
-                    && !result.installed.is_empty()
+        // Phase 2: changed files get their new version recorded as pending first.
+        let changes =
+            results.iter().any(|(j, r)| j.kind == JobKind::Changed && !r.staged.is_empty());
+        if changes {
+            let mut with_pending = manifest.clone();
+            with_pending.generation = manifest.generation + 1;
+            with_pending.written_at = now_rfc3339();
+            for (job, result) in &results {
+                if let (JobKind::Changed, Some(entry), Some(version)) =
+                    (job.kind, with_pending.files.get_mut(&job.path), &result.version)
+                    && !result.staged.is_empty()
+                    && !entry.pending.contains(version)
                 {
+                    entry.pending.push(version.clone());
+                }
+            }
+            let failed = write_manifest(ws, &with_pending, &holders, &mut findings)?;
+            manifest = with_pending;
+            discard_staged(ws, &mut results, |job, target| {
+                job.kind == JobKind::Changed && failed.contains(&target)
+            });
+        }
+
+        // Phase 3: rename into place; then fold what was installed into the manifest.
+        for (job, result) in &mut results {
+            install_job(ws, job, result, &stamp, base_generation, &mut kept_versions);
+        }
+        sync_targets(ws, &reachable, &mut findings);
+        for (job, mut result) in results {
+            report.bytes_read += result.bytes_read;
+            report.bytes_written += result.bytes_read * result.installed.len() as u64;
+            findings.extend(std::mem::take(&mut result.findings));
+            let installed = !result.installed.is_empty();
+            match (job.kind, result.version) {
+                (JobKind::New, Some(version)) if installed => {
                     manifest.files.insert(
                         job.path.clone(),
                         crate::manifest::Entry { current: version, pending: Vec::new() },
                     );
                     report.new += 1;
                 }
-            }
-            JobKind::Refresh => {
-                if !result.installed.is_empty() {
-                    report.gaps_filled += 1;
+                (JobKind::Changed, Some(version)) if installed => {
+                    let entry = manifest.files.get_mut(&job.path).expect("changed files are known");
+                    entry.current = version;
+                    report.changed += 1;
                 }
-                if result.version.is_some() {
+                (JobKind::Refresh, Some(_)) => {
                     report.unchanged += 1;
+                    report.gaps_filled += usize::from(installed);
                 }
-            }
-            JobKind::Changed => changed.push((job, result)),
-        }
-    }
-    let holders = writable_holders(ws, &reachable);
-    let base_generation = replicas.chosen.manifest.generation;
-    let mut kept_versions = false;
-    if changed.iter().any(|(_, r)| !r.staged.is_empty()) {
-        let mut with_pending = manifest.clone();
-        with_pending.generation = manifest.generation + 1;
-        with_pending.written_at = now_rfc3339();
-        for (job, result) in &changed {
-            if let (Some(entry), Some(version)) =
-                (with_pending.files.get_mut(&job.path), &result.version)
-                && !result.staged.is_empty()
-                && !entry.pending.contains(version)
-            {
-                entry.pending.push(version.clone());
+                _ => {}
             }
         }
-        let failed = write_manifest(ws, &with_pending, &holders, &mut findings)?;
-        manifest.generation = with_pending.generation;
-        for (job, result) in &mut changed {
-            for (target, staged) in std::mem::take(&mut result.staged) {
-                let copy = ws.targets[target].as_ref();
-                if failed.contains(&target) {
-                    copy.discard(staged);
-                    continue;
-                }
-                let replaces = job.sinks.iter().any(|s| s.target == target && s.existing.is_some());
-                if ws.config.keep_versions > 0
-                    && replaces
-                    && let Err(e) = keep_version(copy, &job.path, base_generation)
-                {
-                    copy.discard(staged);
-                    findings.problem(
-                        ProblemKind::WriteFailed,
-                        Some(copy.name()),
-                        Some(job.path.as_str()),
-                        format!("cannot keep the previous version, so it was not replaced: {e}"),
-                    );
-                    continue;
-                }
-                kept_versions |= replaces && ws.config.keep_versions > 0;
-                match copy.install(staged, &job.path) {
-                    Ok(()) => result.installed.push(target),
-                    Err(e) => findings.problem(
-                        ProblemKind::WriteFailed,
-                        Some(copy.name()),
-                        Some(job.path.as_str()),
-                        format!("cannot install the new copy: {e}"),
-                    ),
-                }
-            }
-            report.bytes_written += result.bytes_read * result.installed.len() as u64;
-        }
     }
-    for (job, result) in changed {
-        if let (Some(version), false) = (result.version, result.installed.is_empty()) {
-            let entry =
-                manifest.files.get_mut(&job.path).expect("changed files are in the manifest");
-            entry.current = version;
-            report.changed += 1;
-        }
-    }
+    progress.finish();
 
     // Deleted files: kept unless --prune. Pruned entries leave the manifest first and the
     // files only after the commit, so a kill in between leaves unknown files, never missing ones.
@@ -257,19 +226,7 @@ pub fn run(
         entry.pending.clear();
     }
 
-    // Phase 4: make every install durable, then commit the manifest everywhere.
-    for (i, target) in ws.targets.iter().enumerate() {
-        if reachable[i]
-            && let Err(e) = target.sync()
-        {
-            findings.problem(
-                ProblemKind::WriteFailed,
-                Some(target.name()),
-                None,
-                format!("cannot sync the target: {e}"),
-            );
-        }
-    }
+    // Phase 4: every install is flushed (per batch); commit the manifest everywhere.
     let replicas_stale = replicas
         .holders
         .iter()
@@ -338,15 +295,72 @@ pub fn run(
     Ok(report)
 }
 
-/// Copies one file to the sinks its job names. New and gap-filling copies are installed at
-/// once; changed ones are left staged for the pending record.
-fn run_job(
+/// Files are staged, flushed and installed in batches of about this many bytes or files, so
+/// a long first backup killed midway keeps what earlier batches installed.
+const BATCH_BYTES: u64 = 4 << 30;
+const BATCH_FILES: usize = 20_000;
+
+fn batches(jobs: &[Job]) -> Vec<&[Job]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, job) in jobs.iter().enumerate() {
+        if i > start && (bytes + job.stat.size > BATCH_BYTES || i - start >= BATCH_FILES) {
+            out.push(&jobs[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += job.stat.size;
+    }
+    if start < jobs.len() {
+        out.push(&jobs[start..]);
+    }
+    out
+}
+
+/// Flushes every reachable target; returns those whose flush failed.
+fn sync_targets(ws: &Workspace, reachable: &[bool], findings: &mut Findings) -> Vec<usize> {
+    let results: Vec<(usize, std::io::Result<()>)> = ws
+        .targets
+        .par_iter()
+        .enumerate()
+        .filter(|(i, _)| reachable[*i])
+        .map(|(i, t)| (i, t.sync()))
+        .collect();
+    let mut failed = Vec::new();
+    for (i, result) in results {
+        if let Err(e) = result {
+            let name = ws.targets[i].name();
+            findings.problem(
+                ProblemKind::WriteFailed,
+                Some(name),
+                None,
+                format!("cannot flush the target to stable storage: {e}"),
+            );
+            failed.push(i);
+        }
+    }
+    failed
+}
+
+/// Throws away the staged copies `drop(job, target)` selects.
+fn discard_staged(
     ws: &Workspace,
-    job: &Job,
-    manifest: &Manifest,
-    stamp: &str,
-    progress: &dyn Progress,
-) -> JobResult {
+    results: &mut [(&Job, JobResult)],
+    drop: impl Fn(&Job, usize) -> bool,
+) {
+    for (job, result) in results.iter_mut() {
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut result.staged).into_iter().partition(|(t, _)| drop(job, *t));
+        for (target, staged) in gone {
+            ws.targets[target].discard(staged);
+        }
+        result.staged = kept;
+    }
+}
+
+/// Reads one file once and stages it on the targets its job names. A file whose size and
+/// mtime match the manifest (a gap fill or `--checksum`) must also match its digest, or
+/// nothing is staged: source rot is never propagated.
+fn stage_job(ws: &Workspace, job: &Job, manifest: &Manifest, progress: &dyn Progress) -> JobResult {
     let mut result = JobResult::default();
     let path = job.path.as_str();
     let sinks: Vec<(usize, &dyn Target)> =
@@ -394,11 +408,7 @@ fn run_job(
         let recorded = &manifest.files[&job.path].current;
         if version.blake3 != recorded.blake3 || !recorded.same_stat(version.size, version.mtime_ns)
         {
-            for (target, staged) in streamed.staged {
-                if let Ok(staged) = staged {
-                    ws.targets[target].discard(staged);
-                }
-            }
+            crate::fanout::discard_all(&sinks, streamed.staged);
             if version.blake3 != recorded.blake3
                 && recorded.same_stat(version.size, version.mtime_ns)
             {
@@ -414,32 +424,61 @@ fn run_job(
             return result;
         }
     }
-
     for (target, staged) in streamed.staged {
-        let copy = ws.targets[target].as_ref();
-        let staged = match staged {
-            Ok(staged) => staged,
-            Err(e) => {
-                result.findings.problem(
-                    ProblemKind::WriteFailed,
-                    Some(copy.name()),
-                    Some(path),
-                    format!("cannot write the copy: {e}"),
-                );
-                continue;
-            }
-        };
-        if job.kind == JobKind::Changed {
-            result.staged.push((target, staged));
-            continue;
+        match staged {
+            Ok(staged) => result.staged.push((target, staged)),
+            Err(e) => result.findings.problem(
+                ProblemKind::WriteFailed,
+                Some(ws.targets[target].name()),
+                Some(path),
+                format!("cannot write the copy: {e}"),
+            ),
         }
+    }
+    result.version = Some(version);
+    result
+}
+
+/// Renames a job's staged copies into place. A changed file's previous copy is kept as a
+/// version first when `keep_versions` asks for it; a new or gap-filling copy goes through
+/// [`install_over`], which never overwrites unknown bytes.
+fn install_job(
+    ws: &Workspace,
+    job: &Job,
+    result: &mut JobResult,
+    stamp: &str,
+    base_generation: u64,
+    kept_versions: &mut bool,
+) {
+    let path = job.path.as_str();
+    let Some(version) = result.version.clone() else { return };
+    for (target, staged) in std::mem::take(&mut result.staged) {
+        let copy = ws.targets[target].as_ref();
         let existing = job.sinks.iter().find(|s| s.target == target).and_then(|s| s.existing);
-        match install_over(copy, staged, &job.path, existing, &version, stamp) {
-            Ok(Some(note)) => {
-                result.findings.notice(NoticeKind::Done, Some(copy.name()), Some(path), note);
+        let outcome = if job.kind == JobKind::Changed {
+            let keep = ws.config.keep_versions > 0 && existing.is_some();
+            match keep.then(|| keep_version(copy, &job.path, base_generation)) {
+                Some(Err(e)) => {
+                    copy.discard(staged);
+                    Err(std::io::Error::other(format!(
+                        "cannot keep the previous version, so it was not replaced: {e}"
+                    )))
+                }
+                _ => {
+                    *kept_versions |= keep;
+                    copy.install(staged, &job.path).map(|()| None)
+                }
+            }
+        } else {
+            install_over(copy, staged, &job.path, existing, &version, stamp)
+        };
+        match outcome {
+            Ok(note) => {
+                if let Some(note) = note {
+                    result.findings.notice(NoticeKind::Done, Some(copy.name()), Some(path), note);
+                }
                 result.installed.push(target);
             }
-            Ok(None) => result.installed.push(target),
             Err(e) => result.findings.problem(
                 ProblemKind::WriteFailed,
                 Some(copy.name()),
@@ -448,8 +487,6 @@ fn run_job(
             ),
         }
     }
-    result.version = Some(version);
-    result
 }
 
 /// Installs a staged copy where something may already stand. A file that already holds the

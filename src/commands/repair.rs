@@ -403,8 +403,27 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
         );
         return healed;
     }
+    // The rewritten copies reach stable storage before they replace anything.
+    let mut unflushed = Vec::new();
+    for (id, _) in &plan.damaged {
+        if let Err(e) = ws.copy(*id).sync() {
+            unflushed.push(*id);
+            healed.findings.problem(
+                ProblemKind::WriteFailed,
+                Some(&ws.copy_name(*id)),
+                p,
+                format!("cannot flush the repaired copy: {e}"),
+            );
+        }
+    }
     for (n, staged) in fanned.staged {
         let (id, was) = &plan.damaged[n];
+        if unflushed.contains(id) {
+            if let Ok(staged) = staged {
+                ws.copy(*id).discard(staged);
+            }
+            continue;
+        }
         let copy = ws.copy(*id);
         let name = ws.copy_name(*id);
         let staged = match staged {

@@ -98,6 +98,15 @@ pub fn run(
         })
         .collect();
     progress.finish();
+    // One flush for the whole restore, before it is reported done.
+    if let Err(e) = destination.sync() {
+        findings.problem(
+            ProblemKind::WriteFailed,
+            None,
+            None,
+            format!("cannot flush {}: {e}", options.to.display()),
+        );
+    }
 
     let mut report = RestoreReport {
         to: options.to.display().to_string(),
@@ -236,7 +245,6 @@ fn restore_file(
     destination
         .install(staged, path)
         .map_err(|e| format!("cannot write into the restore folder: {e}"))?;
-    destination.sync().map_err(|e| format!("cannot sync the restore folder: {e}"))?;
     match hash_copy(destination, path, &Silent) {
         Ok((_, digest)) if digest == version.blake3 => Ok(reader.used),
         Ok((_, digest)) => {

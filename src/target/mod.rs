@@ -40,7 +40,8 @@ pub struct Skipped {
 
 /// An open temporary file that will become a copy once installed.
 pub trait Staging: Write + Send {
-    /// Sets the modification time, flushes the content to stable storage and closes.
+    /// Sets the modification time and closes. Durability comes from [`Target::sync`], which
+    /// callers run before installing.
     fn finish(self: Box<Self>, mtime_ns: i64) -> io::Result<Staged>;
     /// Removes the temporary file.
     fn abandon(self: Box<Self>);
@@ -98,7 +99,8 @@ pub trait Target: Send + Sync {
     fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
     /// Atomically and durably replaces a file of redundo's own state.
     fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
-    /// Makes every install so far durable (fsyncs the folders renamed into).
+    /// Makes everything written so far durable: staged files' data, and renames. Call it
+    /// after staging and before installing, and again before a manifest records installs.
     fn sync(&self) -> io::Result<()>;
     /// A local path for a copy's file, when it has one (for the fast hashing path).
     fn local_path(&self, _path: &RelPath) -> Option<PathBuf> {
