@@ -74,6 +74,20 @@ pub enum PendingWhy {
 }
 
 impl CopyVerdict {
+    /// One word (or two) for reports.
+    pub fn word(&self) -> &'static str {
+        match self {
+            CopyVerdict::Ok => "ok",
+            CopyVerdict::Pending { .. } => "pending",
+            CopyVerdict::Missing => "missing",
+            CopyVerdict::WrongSize { .. } => "wrong size",
+            CopyVerdict::Corrupt { .. } => "corrupt",
+            CopyVerdict::Unreadable { .. } => "unreadable",
+            CopyVerdict::Disputed { .. } => "disputed",
+            CopyVerdict::Unknown => "unknown",
+        }
+    }
+
     pub fn is_damage(&self) -> bool {
         matches!(
             self,
@@ -233,6 +247,7 @@ mod tests {
                 mtime_ns: 1,
                 blake3: Digest::of(content),
                 blocks: vec![],
+                hdfs: vec![],
             },
             pending: Vec::new(),
         }
@@ -298,8 +313,13 @@ mod tests {
     #[test]
     fn copy_holding_the_pending_version_is_pending_and_anything_else_is_corrupt() {
         let mut e = entry(b"old");
-        e.pending =
-            vec![FileVersion { size: 3, mtime_ns: 2, blake3: Digest::of(b"new"), blocks: vec![] }];
+        e.pending = vec![FileVersion {
+            size: 3,
+            mtime_ns: 2,
+            blake3: Digest::of(b"new"),
+            blocks: vec![],
+            hdfs: vec![],
+        }];
         let got = assess(
             &e,
             &Claim::Agreed(e.current.blake3),

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// Where the local manifest replica, lock and run history live; relative to the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<String>,
+    /// How many files are copied or checked at once (default: the number of cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<usize>,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
 }
@@ -40,17 +43,53 @@ pub struct RawConfig {
 pub struct RawTarget {
     pub name: String,
     pub location: String,
+    /// WebHDFS only: the HDFS user (default `$HADOOP_USER_NAME`, then the login name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// WebHDFS only: act as this user (`doas`), for a proxy user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doas: Option<String>,
+    /// WebHDFS only: per-request timeout, e.g. "30s" (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// WebHDFS only: retries of a request after a connection error, timeout or 5xx (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// WebHDFS only: the HDFS block size files are written with (default 128 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
+    WebHdfs(WebHdfsSpec),
+}
+
+/// A WebHDFS target, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebHdfsSpec {
+    /// `http://host:port` or `https://host:port`.
+    pub endpoint: String,
+    /// Absolute HDFS path of the target's root, without a trailing `/`.
+    pub root: String,
+    pub user: String,
+    pub doas: Option<String>,
+    pub timeout: std::time::Duration,
+    pub retries: u32,
+    pub block_size: u64,
 }
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Local(path) => write!(f, "{}", path.display()),
+            Location::WebHdfs(spec) => {
+                let scheme =
+                    if spec.endpoint.starts_with("https") { "swebhdfs" } else { "webhdfs" };
+                let host = spec.endpoint.split_once("://").map_or("", |(_, h)| h);
+                write!(f, "{scheme}://{host}{}", spec.root)
+            }
         }
     }
 }
@@ -69,6 +108,7 @@ pub struct Config {
     pub excludes: Excludes,
     pub min_copies: usize,
     pub keep_versions: usize,
+    pub jobs: Option<usize>,
     pub targets: Vec<TargetSpec>,
 }
 
@@ -161,26 +201,36 @@ impl Config {
             if !names.insert(target.name.clone()) {
                 return fail(format!("duplicate target name {:?}", target.name));
             }
-            let location = match parse_location(&base, &target.location) {
+            let location = match parse_location(&base, &target.location)
+                .and_then(|l| with_options(l, &target))
+            {
                 Ok(location) => location,
                 Err(message) => return fail(format!("target {:?}: {message}", target.name)),
             };
-            let Location::Local(root) = &location;
-            if let Some(message) = overlap(&source, root) {
+            if let Location::Local(root) = &location
+                && let Some(message) = overlap(&source, root)
+            {
                 return fail(format!("target {:?}: {message}", target.name));
             }
             targets.push(TargetSpec { name: target.name, location });
         }
         for (i, a) in targets.iter().enumerate() {
             for b in &targets[i + 1..] {
-                let (Location::Local(pa), Location::Local(pb)) = (&a.location, &b.location);
-                if real(pa).starts_with(real(pb)) || real(pb).starts_with(real(pa)) {
+                let overlapping = match (&a.location, &b.location) {
+                    (Location::Local(pa), Location::Local(pb)) => {
+                        real(pa).starts_with(real(pb)) || real(pb).starts_with(real(pa))
+                    }
+                    (Location::WebHdfs(x), Location::WebHdfs(y)) => {
+                        let under = |p: &str, q: &str| p == q || p.starts_with(&format!("{q}/"));
+                        x.endpoint == y.endpoint
+                            && (under(&x.root, &y.root) || under(&y.root, &x.root))
+                    }
+                    _ => false,
+                };
+                if overlapping {
                     return fail(format!(
                         "targets {:?} and {:?} overlap ({} and {})",
-                        a.name,
-                        b.name,
-                        pa.display(),
-                        pb.display()
+                        a.name, b.name, a.location, b.location
                     ));
                 }
             }
@@ -195,8 +245,9 @@ impl Config {
         }
         let state_dir = base.join(raw.state_dir.as_deref().unwrap_or(STATE_DIR));
         for target in &targets {
-            let Location::Local(root) = &target.location;
-            if real(&state_dir).starts_with(real(root)) {
+            if let Location::Local(root) = &target.location
+                && real(&state_dir).starts_with(real(root))
+            {
                 return fail(format!(
                     "state_dir {} is inside target {:?}",
                     state_dir.display(),
@@ -211,6 +262,10 @@ impl Config {
             excludes,
             min_copies,
             keep_versions: raw.keep_versions.unwrap_or(0),
+            jobs: match raw.jobs {
+                Some(0) => return fail("jobs = 0: at least one file must be worked on".into()),
+                jobs => jobs,
+            },
             targets,
         })
     }
@@ -229,17 +284,97 @@ fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Parses a target location: a local path, relative to the config's folder.
+/// Parses a target location: `webhdfs://host:port/path`, `swebhdfs://...` (TLS), or a local
+/// path relative to the config's folder.
 pub fn parse_location(base: &Path, raw: &str) -> Result<Location, String> {
     if raw.is_empty() {
         return Err("location is empty".into());
     }
-    if let Some((scheme, _)) = raw.split_once("://") {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Ok(Location::Local(normalize(&base.join(raw))));
+    };
+    let http = match scheme {
+        "webhdfs" => "http",
+        "swebhdfs" => "https",
+        other => {
+            return Err(format!(
+                "location {raw:?}: unsupported scheme {other:?} (use a local path, webhdfs:// or swebhdfs://)"
+            ));
+        }
+    };
+    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let port_ok =
+        host.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if !port_ok {
         return Err(format!(
-            "location {raw:?}: unsupported scheme {scheme:?} (only local paths are supported)"
+            "location {raw:?}: needs host:port, e.g. webhdfs://namenode:9870/backups/data"
         ));
     }
-    Ok(Location::Local(normalize(&base.join(raw))))
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return Err(format!(
+            "location {raw:?}: needs a folder below the HDFS root, e.g. /backups/data"
+        ));
+    }
+    if let Some(bad) = parts.iter().find(|p| **p == "." || **p == ".." || p.contains(':')) {
+        return Err(format!("location {raw:?}: {bad:?} cannot be part of an HDFS path"));
+    }
+    Ok(Location::WebHdfs(WebHdfsSpec {
+        endpoint: format!("{http}://{host}"),
+        root: format!("/{}", parts.join("/")),
+        user: default_hdfs_user(),
+        doas: None,
+        timeout: std::time::Duration::from_secs(60),
+        retries: 4,
+        block_size: 128 << 20,
+    }))
+}
+
+/// Applies a target's WebHDFS keys; they are an error on a local target.
+fn with_options(location: Location, raw: &RawTarget) -> Result<Location, String> {
+    let given = [
+        ("user", raw.user.is_some()),
+        ("doas", raw.doas.is_some()),
+        ("timeout", raw.timeout.is_some()),
+        ("retries", raw.retries.is_some()),
+        ("block_size", raw.block_size.is_some()),
+    ];
+    match location {
+        Location::Local(path) => match given.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(format!("{key} applies to webhdfs:// targets only")),
+            None => Ok(Location::Local(path)),
+        },
+        Location::WebHdfs(mut spec) => {
+            if let Some(user) = &raw.user {
+                spec.user = user.clone();
+            }
+            spec.doas = raw.doas.clone();
+            if let Some(timeout) = &raw.timeout {
+                spec.timeout = humantime::parse_duration(timeout)
+                    .map_err(|e| format!("timeout = {timeout:?}: {e}"))?;
+            }
+            if let Some(retries) = raw.retries {
+                spec.retries = retries;
+            }
+            if let Some(block_size) = raw.block_size {
+                if block_size < 1 << 20 || block_size % 512 != 0 {
+                    return Err(format!(
+                        "block_size = {block_size}: must be at least 1 MiB and a multiple of 512"
+                    ));
+                }
+                spec.block_size = block_size;
+            }
+            Ok(Location::WebHdfs(spec))
+        }
+    }
+}
+
+/// `$HADOOP_USER_NAME`, else the login name, as HDFS clients do.
+fn default_hdfs_user() -> String {
+    std::env::var("HADOOP_USER_NAME")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into())
 }
 
 /// A message if one of the two folders lies inside the other.
@@ -318,6 +453,33 @@ mod tests {
     fn bad_glob_is_reported_with_the_pattern() {
         let err = Excludes::new(&["a[".into()]).unwrap_err();
         assert!(err.contains("\"a[\""), "{err}");
+    }
+
+    #[test]
+    fn webhdfs_locations_need_host_port_and_a_clean_path() {
+        let Location::WebHdfs(spec) =
+            parse_location(Path::new("/b"), "webhdfs://nn:9870/backups//data/").unwrap()
+        else {
+            panic!("not webhdfs")
+        };
+        assert_eq!(
+            (spec.endpoint.as_str(), spec.root.as_str()),
+            ("http://nn:9870", "/backups/data")
+        );
+        let Location::WebHdfs(spec) =
+            parse_location(Path::new("/b"), "swebhdfs://nn:9871/x").unwrap()
+        else {
+            panic!("not webhdfs")
+        };
+        assert_eq!(spec.endpoint, "https://nn:9871");
+        for bad in [
+            "webhdfs://nn/x",
+            "webhdfs://nn:9870",
+            "webhdfs://nn:9870/a/../b",
+            "webhdfs://nn:1/a:b",
+        ] {
+            assert!(parse_location(Path::new("/b"), bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

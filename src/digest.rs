@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::hdfs_checksum::{HdfsChecksum, HdfsChecksummer};
+
 pub const BLOCK_SIZE: usize = 1 << 20;
 
 /// Above this many bytes a buffer is hashed with BLAKE3's multi-threaded path.
@@ -83,6 +85,8 @@ pub struct FileDigest {
     pub blocks: Vec<Digest>,
     /// Bytes hashed.
     pub size: u64,
+    /// HDFS's own checksum, one per HDFS block size asked for.
+    pub hdfs: Vec<HdfsChecksum>,
 }
 
 /// Number of blocks a file of `size` bytes has.
@@ -95,15 +99,26 @@ pub struct StreamHasher {
     whole: blake3::Hasher,
     blocks: Vec<Digest>,
     bytes: u64,
+    hdfs: Vec<HdfsChecksummer>,
 }
 
 impl Default for StreamHasher {
     fn default() -> Self {
-        StreamHasher { whole: blake3::Hasher::new(), blocks: Vec::new(), bytes: 0 }
+        StreamHasher::with_hdfs(&[])
     }
 }
 
 impl StreamHasher {
+    /// Also computes HDFS's checksum for each of these HDFS block sizes.
+    pub fn with_hdfs(block_sizes: &[u64]) -> StreamHasher {
+        StreamHasher {
+            whole: blake3::Hasher::new(),
+            blocks: Vec::new(),
+            bytes: 0,
+            hdfs: block_sizes.iter().map(|&b| HdfsChecksummer::new(b)).collect(),
+        }
+    }
+
     /// Feeds one block: exactly `BLOCK_SIZE` bytes, or fewer for the last one.
     pub fn update_block(&mut self, block: &[u8]) {
         debug_assert!(block.len() <= BLOCK_SIZE);
@@ -114,6 +129,9 @@ impl StreamHasher {
         }
         self.blocks.push(Digest::of(block));
         self.bytes += block.len() as u64;
+        for hdfs in &mut self.hdfs {
+            hdfs.update(block);
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -121,7 +139,12 @@ impl StreamHasher {
     }
 
     pub fn finish(self) -> FileDigest {
-        FileDigest { whole: self.whole.finalize().into(), blocks: self.blocks, size: self.bytes }
+        FileDigest {
+            whole: self.whole.finalize().into(),
+            blocks: self.blocks,
+            size: self.bytes,
+            hdfs: self.hdfs.into_iter().map(HdfsChecksummer::finish).collect(),
+        }
     }
 }
 

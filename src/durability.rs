@@ -113,8 +113,13 @@ mod tests {
     fn files(n: usize) -> BTreeMap<RelPath, Entry> {
         (0..n)
             .map(|i| {
-                let current =
-                    FileVersion { size: 10, mtime_ns: 0, blake3: Digest::of(b""), blocks: vec![] };
+                let current = FileVersion {
+                    size: 10,
+                    mtime_ns: 0,
+                    blake3: Digest::of(b""),
+                    blocks: vec![],
+                    hdfs: vec![],
+                };
                 (RelPath::new(&format!("f{i}")).unwrap(), Entry { current, pending: vec![] })
             })
             .collect()

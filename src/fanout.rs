@@ -45,7 +45,11 @@ pub fn fan_out(
 ) -> io::Result<Fanned> {
     let mut outs: Vec<(usize, io::Result<Box<dyn Staging>>)> =
         targets.iter().map(|&(index, target)| (index, target.stage(path))).collect();
-    let mut hasher = StreamHasher::default();
+    let mut block_sizes: Vec<u64> =
+        targets.iter().filter_map(|(_, t)| t.native_checksum_block_size()).collect();
+    block_sizes.sort_unstable();
+    block_sizes.dedup();
+    let mut hasher = StreamHasher::with_hdfs(&block_sizes);
     let mut buf = vec![0u8; BLOCK_SIZE];
     loop {
         let n = match read_block(reader, &mut buf) {

@@ -17,6 +17,7 @@ pub enum ProblemKind {
     NoGoodCopy,
     ManifestOverruled,
     BelowMinCopies,
+    KnownDamage,
     ReplicaMissing,
     ReplicaDefective,
     ReplicaDivergent,
@@ -33,7 +34,7 @@ impl ProblemKind {
     pub fn exit(self) -> Exit {
         use ProblemKind::*;
         match self {
-            Corrupt | Missing | WrongSize | SourceRot | NoMajority | NoGoodCopy
+            Corrupt | Missing | WrongSize | SourceRot | NoMajority | NoGoodCopy | KnownDamage
             | ManifestOverruled | BelowMinCopies | ReplicaMissing | ReplicaDefective
             | ReplicaDivergent => Exit::Damage,
             ForeignTarget => Exit::Usage,
@@ -52,6 +53,7 @@ impl ProblemKind {
             NoGoodCopy => "NO GOOD COPY",
             ManifestOverruled => "MANIFEST OVERRULED",
             BelowMinCopies => "TOO FEW COPIES",
+            KnownDamage => "KNOWN DAMAGE",
             ReplicaMissing => "MANIFEST MISSING",
             ReplicaDefective => "MANIFEST DEFECTIVE",
             ReplicaDivergent => "MANIFEST DIVERGENT",

@@ -15,6 +15,7 @@ pub mod durability;
 pub mod exit;
 pub mod fanout;
 pub mod findings;
+pub mod hdfs_checksum;
 pub mod history;
 pub mod inspect;
 pub mod lock;

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{BLOCK_SIZE, Digest, FileDigest, block_count};
+use crate::hdfs_checksum::HdfsChecksum;
 use crate::relpath::RelPath;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -50,6 +51,10 @@ pub struct FileVersion {
     /// then `blake3` itself (this keeps a manifest of many small files small).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocks: Vec<Digest>,
+    /// HDFS's own checksum of this content, for the HDFS block sizes of the WebHDFS targets
+    /// (lets `verify --fast` check an HDFS copy without reading it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hdfs: Vec<HdfsChecksum>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,27 +77,29 @@ struct FlatEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     blocks: Vec<Digest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hdfs: Vec<HdfsChecksum>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pending: Vec<FileVersion>,
 }
 
 impl From<FlatEntry> for Entry {
     fn from(flat: FlatEntry) -> Entry {
-        let FlatEntry { size, mtime_ns, blake3, blocks, pending } = flat;
-        Entry { current: FileVersion { size, mtime_ns, blake3, blocks }, pending }
+        let FlatEntry { size, mtime_ns, blake3, blocks, hdfs, pending } = flat;
+        Entry { current: FileVersion { size, mtime_ns, blake3, blocks, hdfs }, pending }
     }
 }
 
 impl From<Entry> for FlatEntry {
     fn from(entry: Entry) -> FlatEntry {
-        let FileVersion { size, mtime_ns, blake3, blocks } = entry.current;
-        FlatEntry { size, mtime_ns, blake3, blocks, pending: entry.pending }
+        let FileVersion { size, mtime_ns, blake3, blocks, hdfs } = entry.current;
+        FlatEntry { size, mtime_ns, blake3, blocks, hdfs, pending: entry.pending }
     }
 }
 
 impl FileVersion {
     pub fn new(size: u64, mtime_ns: i64, digest: FileDigest) -> FileVersion {
         let blocks = if digest.blocks.len() > 1 { digest.blocks } else { Vec::new() };
-        FileVersion { size, mtime_ns, blake3: digest.whole, blocks }
+        FileVersion { size, mtime_ns, blake3: digest.whole, blocks, hdfs: digest.hdfs }
     }
 
     /// The recorded digest of block `index`.
@@ -102,6 +109,13 @@ impl FileVersion {
         } else {
             self.blocks.get(index).copied()
         }
+    }
+
+    /// Whether a copy with this stat, on a kind that keeps mtimes to `granularity_ns`, looks
+    /// like this version (copies are written with the source's mtime).
+    pub fn held_by(&self, stat: crate::target::FileStat, granularity_ns: i64) -> bool {
+        let truncated = self.mtime_ns - self.mtime_ns.rem_euclid(granularity_ns.max(1));
+        self.size == stat.size && stat.mtime_ns == truncated
     }
 
     pub fn same_stat(&self, size: u64, mtime_ns: i64) -> bool {

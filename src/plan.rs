@@ -47,32 +47,42 @@ pub struct BackupPlan {
     pub deleted: Vec<RelPath>,
 }
 
+/// What one reachable target holds, and the finest mtime it keeps (HDFS: milliseconds).
+#[derive(Clone, Copy)]
+pub struct TargetFiles<'a> {
+    pub files: &'a BTreeMap<RelPath, FileStat>,
+    pub mtime_granularity_ns: i64,
+}
+
 /// `targets[i]` is target i's listing, or `None` when it is unreachable this run.
 pub fn plan_backup(
     source: &BTreeMap<RelPath, FileStat>,
     manifest: &Manifest,
-    targets: &[Option<&BTreeMap<RelPath, FileStat>>],
+    targets: &[Option<TargetFiles>],
     checksum: bool,
 ) -> BackupPlan {
     let mut plan = BackupPlan::default();
     let reachable = || targets.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l)));
     for (path, &stat) in source {
-        let sink = |(i, listing): (usize, &BTreeMap<RelPath, FileStat>)| Sink {
-            target: i,
-            existing: listing.get(path).copied(),
+        let sink = |(i, listing): (usize, TargetFiles)| {
+            (
+                Sink { target: i, existing: listing.files.get(path).copied() },
+                listing.mtime_granularity_ns,
+            )
         };
         let job = |kind, sinks| Job { path: path.clone(), stat, kind, sinks };
         match manifest.files.get(path) {
-            None => plan.jobs.push(job(JobKind::New, reachable().map(sink).collect())),
+            None => plan.jobs.push(job(JobKind::New, reachable().map(|t| sink(t).0).collect())),
             Some(entry) if !entry.current.same_stat(stat.size, stat.mtime_ns) => {
-                plan.jobs.push(job(JobKind::Changed, reachable().map(sink).collect()));
+                plan.jobs.push(job(JobKind::Changed, reachable().map(|t| sink(t).0).collect()));
             }
             Some(entry) => {
                 let gaps: Vec<Sink> = reachable()
                     .map(sink)
-                    .filter(|s| {
-                        s.existing.is_none_or(|e| !entry.current.same_stat(e.size, e.mtime_ns))
+                    .filter(|(s, granularity)| {
+                        s.existing.is_none_or(|e| !entry.current.held_by(e, *granularity))
                     })
+                    .map(|(s, _)| s)
                     .collect();
                 if gaps.is_empty() && !checksum {
                     plan.unchanged += 1;
@@ -108,10 +118,15 @@ mod tests {
                 mtime_ns: stat.mtime_ns,
                 blake3: Digest::of(b""),
                 blocks: vec![],
+                hdfs: vec![],
             };
             m.files.insert(p(path), Entry { current, pending: Vec::new() });
         }
         m
+    }
+
+    fn at(files: &BTreeMap<RelPath, FileStat>) -> Option<TargetFiles<'_>> {
+        Some(TargetFiles { files, mtime_granularity_ns: 1 })
     }
 
     fn listing(files: &[(&str, FileStat)]) -> BTreeMap<RelPath, FileStat> {
@@ -122,7 +137,7 @@ mod tests {
     fn unchanged_files_with_matching_copies_are_not_read() {
         let files = [("a", st(1, 10)), ("b", st(2, 20))];
         let t = listing(&files);
-        let plan = plan_backup(&listing(&files), &manifest(&files), &[Some(&t), Some(&t)], false);
+        let plan = plan_backup(&listing(&files), &manifest(&files), &[at(&t), at(&t)], false);
         assert_eq!(plan.unchanged, 2);
         assert!(plan.jobs.is_empty());
     }
@@ -133,7 +148,7 @@ mod tests {
         let m = manifest(&[("changed", st(4, 50)), ("gap", st(3, 3)), ("gone", st(1, 1))]);
         let full = listing(&[("changed", st(4, 50)), ("gap", st(3, 3)), ("gone", st(1, 1))]);
         let holed = listing(&[("changed", st(4, 50)), ("gap", st(3, 7))]);
-        let plan = plan_backup(&source, &m, &[Some(&full), None, Some(&holed)], false);
+        let plan = plan_backup(&source, &m, &[at(&full), None, at(&holed)], false);
 
         let kinds: Vec<(&str, JobKind, Vec<usize>)> = plan
             .jobs
@@ -156,7 +171,7 @@ mod tests {
     fn checksum_rereads_unchanged_files_even_without_gaps() {
         let files = [("a", st(1, 10))];
         let t = listing(&files);
-        let plan = plan_backup(&listing(&files), &manifest(&files), &[Some(&t)], true);
+        let plan = plan_backup(&listing(&files), &manifest(&files), &[at(&t)], true);
         assert_eq!(plan.jobs.len(), 1);
         assert_eq!(plan.jobs[0].kind, JobKind::Refresh);
         assert!(plan.jobs[0].sinks.is_empty());

@@ -131,7 +131,7 @@ impl Report {
                             a.copy,
                             a.path,
                             a.from,
-                            verdict_word(&a.was)
+                            a.was.word()
                         )?;
                     }
                 } else if output.verbose {
@@ -200,20 +200,6 @@ fn finding_line<K>(finding: &Finding<K>, label: &str) -> String {
     parts.push(label);
     parts.push(&finding.detail);
     parts.join(": ")
-}
-
-fn verdict_word(verdict: &crate::assess::CopyVerdict) -> &'static str {
-    use crate::assess::CopyVerdict::*;
-    match verdict {
-        Ok => "ok",
-        Pending { .. } => "pending",
-        Missing => "missing",
-        WrongSize { .. } => "wrong size",
-        Corrupt { .. } => "corrupt",
-        Unreadable { .. } => "unreadable",
-        Disputed { .. } => "disputed",
-        Unknown => "unknown",
-    }
 }
 
 pub fn human_bytes(bytes: u64) -> String {

@@ -19,6 +19,24 @@ const FILE: &str = "verified.json";
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Ledger {
     pub files: BTreeMap<RelPath, BTreeMap<String, i64>>,
+    /// Per file: the number of the deep check that last read it, whatever it found. The
+    /// rotating sample goes by this (not by good verifications, and not by seconds, which
+    /// tie), so a damaged copy awaiting repair or an unmounted target does not hold it still.
+    #[serde(default)]
+    pub checked: BTreeMap<RelPath, u64>,
+    /// Deep checks run so far.
+    #[serde(default)]
+    pub runs: u64,
+    /// Per file, per copy name: damage a deep check found and nothing has fixed since, with
+    /// when. A sampled run that does not re-read the file still reports it: no false OK.
+    #[serde(default)]
+    pub damaged: BTreeMap<RelPath, BTreeMap<String, KnownDamage>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KnownDamage {
+    pub found_at: i64,
+    pub what: String,
 }
 
 impl Ledger {
@@ -40,6 +58,7 @@ impl Ledger {
 
     pub fn record_good(&mut self, path: &RelPath, copy: &str, at: i64) {
         self.files.entry(path.clone()).or_default().insert(copy.to_string(), at);
+        self.clear_damage(path, copy);
     }
 
     pub fn record_bad(&mut self, path: &RelPath, copy: &str) {
@@ -49,12 +68,35 @@ impl Ledger {
     }
 
     /// Records what a deep check of one file found on each named copy.
+    /// Starts counting a new deep check; call once per run, before [`Ledger::record`].
+    pub fn begin_run(&mut self) {
+        self.runs += 1;
+    }
+
     pub fn record(&mut self, path: &RelPath, copies: &[(String, &CopyVerdict)], at: i64) {
+        self.checked.insert(path.clone(), self.runs);
         for (name, verdict) in copies {
             match verdict {
                 CopyVerdict::Ok => self.record_good(path, name, at),
-                v if v.is_damage() => self.record_bad(path, name),
+                v if v.is_damage() => {
+                    self.record_bad(path, name);
+                    let what = v.word().to_string();
+                    self.damaged
+                        .entry(path.clone())
+                        .or_default()
+                        .insert(name.clone(), KnownDamage { found_at: at, what });
+                }
                 _ => {}
+            }
+        }
+    }
+
+    /// A copy was rewritten whole or found good: its recorded damage is gone.
+    pub fn clear_damage(&mut self, path: &RelPath, copy: &str) {
+        if let Some(copies) = self.damaged.get_mut(path) {
+            copies.remove(copy);
+            if copies.is_empty() {
+                self.damaged.remove(path);
             }
         }
     }
@@ -62,25 +104,20 @@ impl Ledger {
     /// The file's content changed: earlier verifications no longer say anything about it.
     pub fn forget(&mut self, path: &RelPath) {
         self.files.remove(path);
-    }
-
-    /// The oldest good verification of the file over `copies`; `None` if some copy has none.
-    pub fn oldest(&self, path: &RelPath, copies: &[String]) -> Option<i64> {
-        let seen = self.files.get(path)?;
-        copies.iter().map(|c| seen.get(c).copied()).collect::<Option<Vec<i64>>>()?.into_iter().min()
+        self.checked.remove(path);
+        self.damaged.remove(path);
     }
 }
 
-/// The files a `--sample PCT` run checks: `ceil(PCT% of all)`, oldest-verified first (never
-/// verified counts as oldest), ties broken by path so runs are repeatable.
+/// The files a `--sample PCT` run checks: `ceil(PCT% of all)`, those checked longest ago
+/// first (never checked counts as oldest), ties broken by path so runs are repeatable.
 pub fn pick_sample<'a>(
     paths: impl Iterator<Item = &'a RelPath>,
     ledger: &Ledger,
-    copies: &[String],
     percent: f64,
 ) -> Vec<RelPath> {
-    let mut keyed: Vec<(Option<i64>, &RelPath)> =
-        paths.map(|p| (ledger.oldest(p, copies), p)).collect();
+    let mut keyed: Vec<(Option<u64>, &RelPath)> =
+        paths.map(|p| (ledger.checked.get(p).copied(), p)).collect();
     // `None` sorts before `Some`: never-verified files come first.
     keyed.sort();
     let take = ((keyed.len() as f64) * percent / 100.0).ceil() as usize;
@@ -95,37 +132,41 @@ mod tests {
         (0..n).map(|i| RelPath::new(&format!("f{i:03}")).unwrap()).collect()
     }
 
+    fn check(ledger: &mut Ledger, path: &RelPath, verdicts: &[(&str, CopyVerdict)], at: i64) {
+        let named: Vec<(String, &CopyVerdict)> =
+            verdicts.iter().map(|(n, v)| (n.to_string(), v)).collect();
+        ledger.record(path, &named, at);
+    }
+
     #[test]
-    fn four_quarter_samples_cover_every_file() {
+    fn four_quarter_samples_cover_every_file_even_with_unrepaired_damage() {
         let all = paths(10);
-        let copies = vec!["source".to_string(), "t1".to_string()];
         let mut ledger = Ledger::default();
         let mut seen = std::collections::BTreeSet::new();
         for run in 0..4 {
-            let sample = pick_sample(all.iter(), &ledger, &copies, 25.0);
+            let sample = pick_sample(all.iter(), &ledger, 25.0);
             assert_eq!(sample.len(), 3, "ceil(25% of 10)");
+            ledger.begin_run();
             for path in &sample {
-                for copy in &copies {
-                    ledger.record_good(path, copy, 1000 + run);
-                }
+                // f000 stays damaged on t1 the whole time.
+                let t1 = if path == &all[0] { CopyVerdict::Missing } else { CopyVerdict::Ok };
+                check(&mut ledger, path, &[("source", CopyVerdict::Ok), ("t1", t1)], 1000 + run);
                 seen.insert(path.clone());
             }
         }
         assert_eq!(seen.len(), 10);
+        assert!(!ledger.files[&all[0]].contains_key("t1"), "the damaged copy is not good");
     }
 
     #[test]
-    fn a_copy_never_verified_makes_the_file_oldest() {
+    fn never_checked_files_come_first_then_the_oldest() {
         let all = paths(3);
-        let copies = vec!["t1".to_string(), "t2".to_string()];
         let mut ledger = Ledger::default();
-        for path in &all {
-            ledger.record_good(path, "t1", 50);
-            ledger.record_good(path, "t2", 50);
-        }
-        ledger.record_bad(&all[2], "t2");
-        ledger.record_good(&all[0], "t1", 10);
-        let sample = pick_sample(all.iter(), &ledger, &copies, 34.0);
-        assert_eq!(sample, vec![all[2].clone(), all[0].clone()]);
+        ledger.begin_run();
+        check(&mut ledger, &all[1], &[("t1", CopyVerdict::Ok)], 10);
+        ledger.begin_run();
+        check(&mut ledger, &all[0], &[("t1", CopyVerdict::Ok)], 10);
+        let sample = pick_sample(all.iter(), &ledger, 66.0);
+        assert_eq!(sample, vec![all[2].clone(), all[1].clone()]);
     }
 }

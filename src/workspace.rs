@@ -41,6 +41,10 @@ impl Workspace {
 
     fn open_with(config_file: &Path, lock: bool) -> Result<Workspace> {
         let config = Config::load(config_file)?;
+        if let Some(jobs) = config.jobs {
+            // The first pool wins; a second config in one process keeps it.
+            let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
+        }
         let lock = if lock { Some(RunLock::acquire(&config.state_dir)?) } else { None };
         let source = target::open_source(&config);
         let targets = config.targets.iter().map(target::open_target).collect();

@@ -30,7 +30,7 @@ use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::history::{BackupRecord, History};
 use crate::inspect::hash_copy;
 use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
-use crate::plan::{Job, JobKind, plan_backup};
+use crate::plan::{Job, JobKind, TargetFiles, plan_backup};
 use crate::progress::{Progress, Silent};
 use crate::relpath::RelPath;
 use crate::target::{FileStat, Listing, Staged, Target};
@@ -138,7 +138,16 @@ pub fn run(
         })
         .collect();
 
-    let target_files: Vec<_> = listings.iter().map(|l| l.as_ref().map(|l| &l.files)).collect();
+    let target_files: Vec<_> = listings
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.as_ref().map(|l| TargetFiles {
+                files: &l.files,
+                mtime_granularity_ns: ws.targets[i].mtime_granularity_ns(),
+            })
+        })
+        .collect();
     let plan = plan_backup(&source.files, &manifest, &target_files, options.checksum);
     report.unchanged = plan.unchanged;
 
@@ -504,7 +513,7 @@ fn install_over(
         copy.install(staged, path)?;
         return Ok(None);
     };
-    if version.same_stat(existing.size, existing.mtime_ns)
+    if version.held_by(existing, copy.mtime_granularity_ns())
         && let Ok((_, digest)) = hash_copy(copy, path, &Silent)
         && digest == version.blake3
     {

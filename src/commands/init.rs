@@ -56,13 +56,22 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             Err(message) => return usage(format!("--target {location:?}: {message}")),
         };
         let name = unique_name(&default_name(&parsed), &mut names);
-        raw_targets.push(RawTarget { name, location: location.clone() });
+        raw_targets.push(RawTarget {
+            name,
+            location: location.clone(),
+            user: None,
+            doas: None,
+            timeout: None,
+            retries: None,
+            block_size: None,
+        });
     }
     let raw = RawConfig {
         source: options.source.clone(),
         exclude: Vec::new(),
         min_copies: None,
         keep_versions: None,
+        jobs: None,
         state_dir: None,
         targets: raw_targets,
     };
@@ -103,8 +112,12 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
 
 /// A target's default name: its folder's base name, reduced to the characters names allow.
 fn default_name(location: &Location) -> String {
-    let Location::Local(path) = location;
-    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = match location {
+        Location::Local(path) => {
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        }
+        Location::WebHdfs(spec) => spec.root.rsplit('/').next().unwrap_or_default().to_string(),
+    };
     let cleaned: String = base
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })

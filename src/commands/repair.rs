@@ -107,6 +107,7 @@ pub fn run(
 
     let stamp = quarantine_stamp();
     let mut ledger = Ledger::load(&ws.config.state_dir);
+    ledger.begin_run();
     for (path, assessment) in &inspection.files {
         let named: Vec<_> =
             assessment.copies.iter().map(|(id, v)| (ws.copy_name(*id), v)).collect();

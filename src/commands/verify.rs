@@ -14,6 +14,7 @@ use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::history::{CopyCounts, History, VerifyRecord};
 use crate::inspect::{Scope, inspect, unknown_files};
 use crate::progress::Progress;
+use crate::relpath::RelPath;
 use crate::verified::{Ledger, pick_sample};
 use crate::workspace::{Workspace, now_rfc3339};
 
@@ -91,23 +92,46 @@ pub fn run(
 
     let started = Instant::now();
     let mut ledger = Ledger::load(&ws.config.state_dir);
-    let copy_names: Vec<String> = ws.copy_ids().map(|id| ws.copy_name(id)).collect();
     let files = &replicas.chosen.manifest.files;
     // A sample, or a time-boxed run, goes oldest-verified first so repeated runs cover all.
     let only = (options.sample.is_some() || options.max_duration.is_some())
-        .then(|| pick_sample(files.keys(), &ledger, &copy_names, options.sample.unwrap_or(100.0)));
+        .then(|| pick_sample(files.keys(), &ledger, options.sample.unwrap_or(100.0)));
     let selected = only.as_ref().map_or(files.len(), Vec::len);
     let scope = Scope { only, deadline: options.max_duration.map(|d| started + d) };
     let inspection = inspect(ws, &replicas.chosen, &reachable, !options.fast, &scope, progress)?;
     if !options.fast {
         let now = unix_now();
+        ledger.begin_run();
         for (path, assessment) in &inspection.files {
             let named: Vec<_> =
                 assessment.copies.iter().map(|(id, v)| (ws.copy_name(*id), v)).collect();
             ledger.record(path, &named, now);
         }
         ledger.files.retain(|path, _| files.contains_key(path));
+        ledger.damaged.retain(|path, _| files.contains_key(path));
         ledger.save(&ws.config.state_dir);
+        // Damage found earlier on files this run did not read is still there: say so.
+        let read: std::collections::BTreeSet<&RelPath> =
+            inspection.files.iter().map(|(p, _)| p).collect();
+        for (path, copies) in &ledger.damaged {
+            if read.contains(path) {
+                continue;
+            }
+            for (copy, damage) in copies {
+                let when = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(damage.found_at.max(0) as u64),
+                );
+                findings.problem(
+                    ProblemKind::KnownDamage,
+                    Some(copy),
+                    Some(path.as_str()),
+                    format!(
+                        "{} since {when}, not re-read by this run (run `redundo repair`)",
+                        damage.what
+                    ),
+                );
+            }
+        }
     }
     if inspection.unchecked > 0 {
         findings.notice(

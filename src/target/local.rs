@@ -409,8 +409,4 @@ impl Target for LocalDir {
         }
         Ok(())
     }
-
-    fn local_path(&self, path: &RelPath) -> Option<PathBuf> {
-        Some(path.under(&self.root))
-    }
 }

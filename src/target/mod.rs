@@ -4,6 +4,7 @@
 //! the config's state folder), so verify and repair treat it like any other copy.
 
 mod local;
+mod webhdfs;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use crate::config::{Config, Location, TargetSpec};
 use crate::relpath::RelPath;
 
 pub use local::LocalDir;
+pub use webhdfs::WebHdfsDir;
 
 /// Size and modification time of a regular file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +104,18 @@ pub trait Target: Send + Sync {
     /// Makes everything written so far durable: staged files' data, and renames. Call it
     /// after staging and before installing, and again before a manifest records installs.
     fn sync(&self) -> io::Result<()>;
-    /// A local path for a copy's file, when it has one (for the fast hashing path).
-    fn local_path(&self, _path: &RelPath) -> Option<PathBuf> {
+    /// The finest mtime this kind keeps (HDFS: milliseconds), for comparing copies' mtimes.
+    fn mtime_granularity_ns(&self) -> i64 {
+        1
+    }
+    /// The block size files are written with, when this kind has its own file checksum that
+    /// redundo computes locally to compare against (HDFS's MD5-of-MD5-of-CRC32C).
+    fn native_checksum_block_size(&self) -> Option<u64> {
+        None
+    }
+    /// The kind's own checksum of a copy, fetched without reading its data: HDFS's `bytes`
+    /// hex and `length`. `None` when the kind has none.
+    fn native_checksum(&self, _path: &RelPath) -> Option<io::Result<(String, usize)>> {
         None
     }
 }
@@ -112,6 +124,7 @@ pub trait Target: Send + Sync {
 pub fn open_target(spec: &TargetSpec) -> Box<dyn Target> {
     match &spec.location {
         Location::Local(root) => Box::new(LocalDir::target(&spec.name, root)),
+        Location::WebHdfs(hdfs) => Box::new(WebHdfsDir::target(&spec.name, hdfs)),
     }
 }
 

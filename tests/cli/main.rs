@@ -6,5 +6,6 @@ mod common;
 mod backup;
 mod config;
 mod crash;
+mod features;
 mod repair;
 mod verify;

@@ -1,0 +1,770 @@
+//! A copy in HDFS, over the WebHDFS REST API: plain HDFS files that Spark or Hive jobs read
+//! directly.
+//!
+//! The protocol is followed to the letter: CREATE in two steps (a first request with no body
+//! and no redirect-following, then the body streamed to the DataNode `Location` given as a
+//! `307` or as `200 {"Location": ...}`); `overwrite`, `permission` and `user.name` always
+//! sent, booleans lowercase; every path segment percent-encoded; `{"boolean": false}` from
+//! RENAME or DELETE taken as "nothing happened"; RemoteException bodies turned into one-line
+//! errors. Connection errors, timeouts and 5xx are retried with backoff, never 4xx.
+//!
+//! Atomic replace: HDFS RENAME will not overwrite, so installing over an existing copy is
+//! two renames: the old copy aside to `.redundo-tmp-<pid>-<n>`, then the new one from its
+//! temporary name into place, then the old one deleted. The window: a crash between the two
+//! renames leaves that copy missing at its final name on this target (both the old and the new
+//! bytes still sit in temporaries beside it); `verify` reports it missing and the next backup
+//! re-copies it and removes the temporaries. HDFS has no hard links, so `keep` (quarantine,
+//! versions) moves the file: the same window applies until the repaired copy is installed.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use reqwest::blocking::{Body, Client, RequestBuilder, Response};
+use reqwest::{Method, StatusCode, redirect};
+use serde::Deserialize;
+
+use super::{FileStat, Listing, Skipped, Staged, Staging, Target};
+use crate::config::WebHdfsSpec;
+use crate::relpath::{RelPath, STATE_DIR};
+
+const TEMP_PREFIX: &str = ".redundo-tmp-";
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Chunks in flight between the fan-out and one upload: bounds memory per staged file.
+const UPLOAD_QUEUE: usize = 4;
+
+/// What every request needs; cheap to clone into an upload thread.
+#[derive(Clone)]
+struct Conn {
+    endpoint: String,
+    user: String,
+    doas: Option<String>,
+    retries: u32,
+    block_size: u64,
+    /// Metadata requests: a timeout, no redirects followed (CREATE's first step needs that).
+    meta: Client,
+    /// Data transfers: redirects to DataNodes followed, no overall timeout (a large file
+    /// takes as long as it takes), a connect timeout only.
+    data: Client,
+}
+
+pub struct WebHdfsDir {
+    name: String,
+    /// Absolute HDFS path of the copy's root.
+    root: String,
+    /// Absolute HDFS path of its state folder.
+    state: String,
+    conn: Conn,
+    location: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HdfsStatus {
+    #[serde(default)]
+    path_suffix: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    length: u64,
+    #[serde(default)]
+    modification_time: i64,
+}
+
+#[derive(Deserialize)]
+struct StatusReply {
+    #[serde(rename = "FileStatus")]
+    status: HdfsStatus,
+}
+
+#[derive(Deserialize)]
+struct ListReply {
+    #[serde(rename = "FileStatuses")]
+    statuses: ListInner,
+}
+
+#[derive(Deserialize)]
+struct ListInner {
+    #[serde(rename = "FileStatus")]
+    status: Vec<HdfsStatus>,
+}
+
+#[derive(Deserialize)]
+struct BooleanReply {
+    boolean: bool,
+}
+
+#[derive(Deserialize)]
+struct LocationReply {
+    #[serde(rename = "Location")]
+    location: String,
+}
+
+#[derive(Deserialize)]
+struct ChecksumReply {
+    #[serde(rename = "FileChecksum")]
+    checksum: ChecksumInner,
+}
+
+#[derive(Deserialize)]
+struct ChecksumInner {
+    bytes: String,
+    length: usize,
+}
+
+#[derive(Deserialize)]
+struct RemoteReply {
+    #[serde(rename = "RemoteException")]
+    exception: RemoteException,
+}
+
+#[derive(Deserialize)]
+struct RemoteException {
+    #[serde(default)]
+    exception: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl WebHdfsDir {
+    pub fn target(name: &str, spec: &WebHdfsSpec) -> WebHdfsDir {
+        let meta = Client::builder()
+            .redirect(redirect::Policy::none())
+            .timeout(spec.timeout)
+            .connect_timeout(spec.timeout)
+            .build()
+            .expect("a client with no custom TLS settings always builds");
+        let data = Client::builder()
+            .redirect(redirect::Policy::limited(5))
+            .timeout(None)
+            .connect_timeout(spec.timeout)
+            .build()
+            .expect("a client with no custom TLS settings always builds");
+        let conn = Conn {
+            endpoint: spec.endpoint.clone(),
+            user: spec.user.clone(),
+            doas: spec.doas.clone(),
+            retries: spec.retries,
+            block_size: spec.block_size,
+            meta,
+            data,
+        };
+        WebHdfsDir::with_root(
+            name,
+            &spec.root,
+            conn,
+            &crate::config::Location::WebHdfs(spec.clone()).to_string(),
+        )
+    }
+
+    fn with_root(name: &str, root: &str, conn: Conn, location: &str) -> WebHdfsDir {
+        WebHdfsDir {
+            name: name.to_string(),
+            root: root.to_string(),
+            state: format!("{root}/{STATE_DIR}"),
+            conn,
+            location: location.to_string(),
+        }
+    }
+
+    fn abs(&self, path: &RelPath) -> String {
+        format!("{}/{}", self.root, path.as_str())
+    }
+
+    fn temp_beside(&self, abs: &str) -> String {
+        let dir = abs.rsplit_once('/').map_or("", |(d, _)| d);
+        format!(
+            "{dir}/{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Replaces `to` with `from`: a plain rename, or two when `to` exists (see the module
+    /// comment for the window).
+    fn swap_into_place(&self, from: &str, to: &str) -> io::Result<()> {
+        if self.conn.status(to)?.is_some() {
+            let aside = self.temp_beside(to);
+            self.conn.rename(to, &aside)?;
+            if let Err(e) = self.conn.rename(from, to) {
+                let _ = self.conn.rename(&aside, to);
+                return Err(e);
+            }
+            let _ = self.conn.delete(&aside, false);
+            Ok(())
+        } else {
+            self.conn.rename(from, to)
+        }
+    }
+
+    fn parent_of(abs: &str) -> &str {
+        abs.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+    }
+}
+
+impl Conn {
+    fn url(&self, abs: &str, op: &str, params: &[(&str, String)]) -> String {
+        let mut url = format!(
+            "{}/webhdfs/v1{}?op={op}&user.name={}",
+            self.endpoint,
+            encode_path(abs),
+            encode(&self.user)
+        );
+        if let Some(doas) = &self.doas {
+            url.push_str(&format!("&doas={}", encode(doas)));
+        }
+        for (key, value) in params {
+            url.push_str(&format!("&{key}={}", encode(value)));
+        }
+        url
+    }
+
+    /// Sends a request built by `build`, retrying connection errors, timeouts and 5xx with
+    /// backoff; a 4xx or any other reply is returned as it is.
+    fn send(&self, build: &dyn Fn() -> RequestBuilder) -> io::Result<Response> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            let outcome = build().send();
+            let retry = match &outcome {
+                Ok(resp) => resp.status().is_server_error(),
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body(),
+            };
+            if !retry || attempt >= self.retries {
+                return match outcome {
+                    Ok(resp) => Ok(resp),
+                    Err(e) => {
+                        Err(io::Error::new(io::ErrorKind::ConnectionRefused, one_line_error(&e)))
+                    }
+                };
+            }
+            attempt += 1;
+            std::thread::sleep(delay);
+            delay = (delay * 3).min(Duration::from_secs(10));
+        }
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        abs: &str,
+        op: &str,
+        params: &[(&str, String)],
+    ) -> io::Result<Response> {
+        let url = self.url(abs, op, params);
+        let resp = self.send(&|| self.meta.request(method.clone(), &url))?;
+        check(resp, abs)
+    }
+
+    fn status(&self, abs: &str) -> io::Result<Option<HdfsStatus>> {
+        match self.call(Method::GET, abs, "GETFILESTATUS", &[]) {
+            Ok(resp) => Ok(Some(json::<StatusReply>(resp, abs)?.status)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_dir(&self, abs: &str) -> io::Result<Vec<HdfsStatus>> {
+        let resp = self.call(Method::GET, abs, "LISTSTATUS", &[])?;
+        Ok(json::<ListReply>(resp, abs)?.statuses.status)
+    }
+
+    fn mkdirs(&self, abs: &str) -> io::Result<()> {
+        let resp = self.call(Method::PUT, abs, "MKDIRS", &[("permission", "755".into())])?;
+        boolean(resp, abs, "MKDIRS")
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let resp = self.call(Method::PUT, from, "RENAME", &[("destination", to.to_string())])?;
+        boolean(resp, from, &format!("RENAME to {to}"))
+    }
+
+    /// Deletes; `NotFound` when there was nothing to delete.
+    fn delete(&self, abs: &str, recursive: bool) -> io::Result<()> {
+        let resp =
+            self.call(Method::DELETE, abs, "DELETE", &[("recursive", recursive.to_string())])?;
+        match boolean(resp, abs, "DELETE") {
+            Err(e) if e.kind() == io::ErrorKind::Other => {
+                Err(io::Error::new(io::ErrorKind::NotFound, format!("{abs}: nothing to delete")))
+            }
+            other => other,
+        }
+    }
+
+    fn set_mtime(&self, abs: &str, mtime_ns: i64) -> io::Result<()> {
+        let ms = mtime_ns.div_euclid(1_000_000);
+        self.call(
+            Method::PUT,
+            abs,
+            "SETTIMES",
+            &[("modificationtime", ms.to_string()), ("accesstime", "-1".into())],
+        )
+        .map(drop)
+    }
+
+    /// CREATE's first step: where the body must go.
+    fn create_location(&self, abs: &str) -> io::Result<String> {
+        let params = [
+            ("overwrite", "false".to_string()),
+            ("permission", "644".to_string()),
+            ("blocksize", self.block_size.to_string()),
+        ];
+        let url = self.url(abs, "CREATE", &params);
+        let resp = self.send(&|| self.meta.put(&url))?;
+        match resp.status() {
+            StatusCode::TEMPORARY_REDIRECT => resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    io::Error::other(format!("{abs}: CREATE redirect without a Location"))
+                }),
+            StatusCode::OK => Ok(json::<LocationReply>(resp, abs)?.location),
+            _ => Err(check(resp, abs)
+                .err()
+                .unwrap_or_else(|| io::Error::other(format!("{abs}: unexpected reply to CREATE")))),
+        }
+    }
+
+    /// CREATE's second step: streams `body` to the DataNode.
+    fn put_body(&self, location: &str, abs: &str, body: Body) -> io::Result<()> {
+        let resp = self
+            .data
+            .put(location)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .map_err(|e| io::Error::other(format!("{abs}: uploading: {}", one_line_error(&e))))?;
+        check(resp, abs).map(drop)
+    }
+
+    fn create_with(&self, abs: &str, bytes: Vec<u8>) -> io::Result<()> {
+        let location = self.create_location(abs)?;
+        self.put_body(&location, abs, Body::from(bytes))
+    }
+
+    fn open(&self, abs: &str, offset: u64) -> io::Result<Response> {
+        let url = self.url(abs, "OPEN", &[("offset", offset.to_string())]);
+        let resp = self.send(&|| self.data.get(&url))?;
+        check(resp, abs)
+    }
+}
+
+/// An upload in progress: the fan-out writes chunks into a bounded queue that a thread
+/// streams to the DataNode.
+struct Upload {
+    queue: Option<SyncSender<io::Result<Vec<u8>>>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    temp: String,
+    conn: Conn,
+}
+
+/// The receiving end of the queue, as the request body.
+struct QueueReader {
+    queue: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for QueueReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.queue.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for Upload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let queue = self.queue.as_ref().ok_or_else(|| io::Error::other("upload already closed"))?;
+        if queue.send(Ok(buf.to_vec())).is_err() {
+            // The upload thread has stopped: its error is the one to report.
+            return Err(self.join().err().unwrap_or_else(|| io::Error::other("upload stopped")));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Upload {
+    fn join(&mut self) -> io::Result<()> {
+        self.queue.take();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("upload thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Staging for Upload {
+    fn finish(mut self: Box<Self>, mtime_ns: i64) -> io::Result<Staged> {
+        let uploaded = self.join().and_then(|()| self.conn.set_mtime(&self.temp, mtime_ns));
+        match uploaded {
+            Ok(()) => Ok(Staged { temp: std::mem::take(&mut self.temp).into() }),
+            Err(e) => {
+                let _ = self.conn.delete(&self.temp, false);
+                Err(e)
+            }
+        }
+    }
+
+    fn abandon(mut self: Box<Self>) {
+        if let Some(queue) = self.queue.take() {
+            let _ = queue.send(Err(io::Error::other("abandoned")));
+        }
+        let _ = self.join();
+        let _ = self.conn.delete(&self.temp, false);
+    }
+}
+
+impl Target for WebHdfsDir {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn check_root(&self) -> io::Result<()> {
+        match self.conn.status(&self.root)? {
+            Some(s) if s.kind == "DIRECTORY" => Ok(()),
+            Some(_) => Err(io::Error::other(format!("{} is not a folder", self.root))),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("root folder {} is not there", self.root),
+            )),
+        }
+    }
+
+    fn create_root(&self) -> io::Result<()> {
+        self.conn.mkdirs(&self.root)
+    }
+
+    fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {
+        self.check_root()?;
+        let mut listing = Listing::default();
+        let mut pending = vec![String::new()];
+        while let Some(rel_dir) = pending.pop() {
+            let abs_dir = if rel_dir.is_empty() {
+                self.root.clone()
+            } else {
+                format!("{}/{rel_dir}", self.root)
+            };
+            let mut entries = self.conn.list_dir(&abs_dir)?;
+            entries.sort_by(|a, b| a.path_suffix.cmp(&b.path_suffix));
+            for entry in entries {
+                let name = &entry.path_suffix;
+                let rel =
+                    if rel_dir.is_empty() { name.clone() } else { format!("{rel_dir}/{name}") };
+                if rel_dir.is_empty() && name == STATE_DIR {
+                    continue;
+                }
+                if name.starts_with(TEMP_PREFIX) && entry.kind == "FILE" {
+                    listing.leftovers.push(format!("{abs_dir}/{name}"));
+                    continue;
+                }
+                let path = match RelPath::new(&rel) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        listing
+                            .skipped
+                            .push(Skipped { path: rel, reason: format!("not a usable name: {e}") });
+                        continue;
+                    }
+                };
+                if skip(&path) {
+                    continue;
+                }
+                match entry.kind.as_str() {
+                    "DIRECTORY" => pending.push(rel),
+                    "FILE" => {
+                        let stat = FileStat {
+                            size: entry.length,
+                            mtime_ns: entry.modification_time * 1_000_000,
+                        };
+                        listing.files.insert(path, stat);
+                    }
+                    other => listing
+                        .skipped
+                        .push(Skipped { path: rel, reason: format!("HDFS {other}, not a file") }),
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    fn stat(&self, path: &RelPath) -> io::Result<Option<FileStat>> {
+        match self.conn.status(&self.abs(path))? {
+            Some(s) if s.kind == "FILE" => {
+                Ok(Some(FileStat { size: s.length, mtime_ns: s.modification_time * 1_000_000 }))
+            }
+            Some(_) => Err(io::Error::other("not a regular file (a folder stands in its place)")),
+            None => Ok(None),
+        }
+    }
+
+    fn open(&self, path: &RelPath) -> io::Result<Box<dyn Read + Send>> {
+        self.open_at(path, 0)
+    }
+
+    fn open_at(&self, path: &RelPath, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(self.conn.open(&self.abs(path), offset)?))
+    }
+
+    fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>> {
+        if let Some(bad) = path.as_str().split('/').find(|part| part.contains(':')) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("HDFS cannot hold a name with ':' ({bad:?})"),
+            ));
+        }
+        let abs = self.abs(path);
+        self.conn.mkdirs(WebHdfsDir::parent_of(&abs))?;
+        let temp = self.temp_beside(&abs);
+        let location = self.conn.create_location(&temp)?;
+        let (queue, receiver) = sync_channel(UPLOAD_QUEUE);
+        let conn = self.conn.clone();
+        let thread_temp = temp.clone();
+        let thread = std::thread::spawn(move || {
+            let body = Body::new(QueueReader { queue: receiver, chunk: Vec::new(), pos: 0 });
+            conn.put_body(&location, &thread_temp, body)
+        });
+        Ok(Box::new(Upload {
+            queue: Some(queue),
+            thread: Some(thread),
+            temp,
+            conn: self.conn.clone(),
+        }))
+    }
+
+    fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()> {
+        let temp = staged.temp.to_string_lossy().into_owned();
+        let result = self.swap_into_place(&temp, &self.abs(path));
+        if result.is_err() {
+            let _ = self.conn.delete(&temp, false);
+        }
+        result
+    }
+
+    fn discard(&self, staged: Staged) {
+        let _ = self.conn.delete(&staged.temp.to_string_lossy(), false);
+    }
+
+    fn keep(&self, path: &RelPath, folder: &str, note: &str) -> io::Result<String> {
+        let to = format!("{}/{folder}/{}", self.state, path.as_str());
+        self.conn.mkdirs(WebHdfsDir::parent_of(&to))?;
+        self.conn.rename(&self.abs(path), &to)?;
+        let notes = format!("{}/{folder}.notes", self.state);
+        let mut text = match self.conn.open(&notes, 0) {
+            Ok(mut resp) => {
+                let mut old = Vec::new();
+                resp.read_to_end(&mut old)?;
+                old
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        text.extend_from_slice(format!("{path}\t{note}\n").as_bytes());
+        let temp = self.temp_beside(&notes);
+        self.conn.create_with(&temp, text)?;
+        self.swap_into_place(&temp, &notes)?;
+        Ok(format!("{}{to}", self.conn.endpoint))
+    }
+
+    fn kept_folders(&self, parent: &str) -> io::Result<Vec<String>> {
+        match self.conn.list_dir(&format!("{}/{parent}", self.state)) {
+            Ok(entries) => Ok(entries
+                .into_iter()
+                .filter(|e| e.kind == "DIRECTORY")
+                .map(|e| e.path_suffix)
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn kept_view(&self, folder: &str) -> Box<dyn Target> {
+        let root = format!("{}/{folder}", self.state);
+        Box::new(WebHdfsDir::with_root(
+            &format!("{}:{folder}", self.name),
+            &root,
+            self.conn.clone(),
+            &self.location,
+        ))
+    }
+
+    fn remove_kept(&self, folder: &str) -> io::Result<()> {
+        match self.conn.delete(&format!("{}/{folder}", self.state), true) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn remove(&self, path: &RelPath) -> io::Result<()> {
+        self.conn.delete(&self.abs(path), false)
+    }
+
+    fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
+        let is_ours = leftover.starts_with(&format!("{}/", self.root))
+            && leftover.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        if !is_ours {
+            return Err(io::Error::other(format!("{leftover} is not a redundo temporary file")));
+        }
+        self.conn.delete(leftover, false)
+    }
+
+    fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match self.conn.open(&format!("{}/{name}", self.state), 0) {
+            Ok(mut resp) => {
+                let mut bytes = Vec::new();
+                resp.read_to_end(&mut bytes)?;
+                Ok(Some(bytes))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.check_root()?;
+        let abs = format!("{}/{name}", self.state);
+        self.conn.mkdirs(WebHdfsDir::parent_of(&abs))?;
+        let temp = self.temp_beside(&abs);
+        self.conn.create_with(&temp, bytes.to_vec())?;
+        let result = self.swap_into_place(&temp, &abs);
+        if result.is_err() {
+            let _ = self.conn.delete(&temp, false);
+        }
+        result
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        // A CREATE is complete, and its blocks replicated, when the DataNode answers 201.
+        Ok(())
+    }
+
+    fn mtime_granularity_ns(&self) -> i64 {
+        1_000_000
+    }
+
+    fn native_checksum_block_size(&self) -> Option<u64> {
+        Some(self.conn.block_size)
+    }
+
+    fn native_checksum(&self, path: &RelPath) -> Option<io::Result<(String, usize)>> {
+        let abs = self.abs(path);
+        let url = self.conn.url(&abs, "GETFILECHECKSUM", &[]);
+        let reply = self
+            .conn
+            .send(&|| self.conn.data.get(&url))
+            .and_then(|resp| check(resp, &abs))
+            .and_then(|resp| json::<ChecksumReply>(resp, &abs));
+        Some(reply.map(|r| (r.checksum.bytes, r.checksum.length)))
+    }
+}
+
+/// A non-success reply becomes an error: the RemoteException's class and message when the
+/// body has one, the status otherwise. FileNotFoundException maps to `NotFound`.
+fn check(resp: Response, abs: &str) -> io::Result<Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().unwrap_or_default();
+    let (kind, text) = match serde_json::from_str::<RemoteReply>(&body) {
+        Ok(RemoteReply { exception }) => {
+            let kind = if exception.exception == "FileNotFoundException" {
+                io::ErrorKind::NotFound
+            } else if exception.exception == "AccessControlException" {
+                io::ErrorKind::PermissionDenied
+            } else {
+                io::ErrorKind::Other
+            };
+            (kind, format!("{}: {}", exception.exception, exception.message))
+        }
+        Err(_) if status == StatusCode::NOT_FOUND => {
+            (io::ErrorKind::NotFound, "404 Not Found".to_string())
+        }
+        Err(_) => (io::ErrorKind::Other, format!("HTTP {status}")),
+    };
+    Err(io::Error::new(kind, format!("{abs}: {}", one_line(&text))))
+}
+
+fn json<T: for<'de> Deserialize<'de>>(resp: Response, abs: &str) -> io::Result<T> {
+    let body = resp.bytes().map_err(|e| {
+        io::Error::other(format!("{abs}: reading the reply: {}", one_line_error(&e)))
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| io::Error::other(format!("{abs}: unexpected reply: {e}")))
+}
+
+/// `{"boolean": true}` is success; `false` means nothing happened, which is an error.
+fn boolean(resp: Response, abs: &str, what: &str) -> io::Result<()> {
+    if json::<BooleanReply>(resp, abs)?.boolean {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("{abs}: {what} did nothing (the server answered false)")))
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn one_line_error(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    one_line(&text)
+}
+
+/// Percent-encodes one query value or path segment: everything but unreserved characters.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encodes every segment of an absolute path, keeping the `/` between them.
+fn encode_path(abs: &str) -> String {
+    abs.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_segment_is_percent_encoded() {
+        assert_eq!(encode_path("/a b/ü/x+y%z?#&="), "/a%20b/%C3%BC/x%2By%25z%3F%23%26%3D");
+        assert_eq!(encode("user.name_~-"), "user.name_~-");
+    }
+}
