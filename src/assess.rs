@@ -30,6 +30,12 @@ pub enum Observed {
         digest: Option<Digest>,
     },
     Unreadable(String),
+    /// The kind's own checksum (HDFS's, read without the data) differs from the recorded one.
+    ChecksumDiffers {
+        size: u64,
+        found: String,
+        expected: String,
+    },
 }
 
 /// The judgement on one copy.
@@ -57,6 +63,11 @@ pub enum CopyVerdict {
     Unreadable {
         reason: String,
     },
+    /// Found by the target's own checksum, without reading the data (`verify --fast`).
+    ChecksumDiffers {
+        found: String,
+        expected: String,
+    },
     /// No content could be chosen, so this copy could not be judged; `found` is evidence.
     Disputed {
         found: Digest,
@@ -83,6 +94,7 @@ impl CopyVerdict {
             CopyVerdict::WrongSize { .. } => "wrong size",
             CopyVerdict::Corrupt { .. } => "corrupt",
             CopyVerdict::Unreadable { .. } => "unreadable",
+            CopyVerdict::ChecksumDiffers { .. } => "checksum differs",
             CopyVerdict::Disputed { .. } => "disputed",
             CopyVerdict::Unknown => "unknown",
         }
@@ -95,6 +107,7 @@ impl CopyVerdict {
                 | CopyVerdict::WrongSize { .. }
                 | CopyVerdict::Corrupt { .. }
                 | CopyVerdict::Unreadable { .. }
+                | CopyVerdict::ChecksumDiffers { .. }
         )
     }
 }
@@ -158,6 +171,10 @@ pub fn assess(
                     ballots.push(Ballot { copy: *id, seen: Seen::Holds(*digest) });
                 }
             }
+            Observed::ChecksumDiffers { found, expected, .. } => copies.push((
+                *id,
+                CopyVerdict::ChecksumDiffers { found: found.clone(), expected: expected.clone() },
+            )),
             Observed::Present { size, digest: None } => {
                 let verdict = if *size == current.size || pending.iter().any(|p| p.size == *size) {
                     CopyVerdict::Ok

@@ -100,8 +100,11 @@ impl HdfsChecksummer {
         let file_md5 = md5::Md5::digest(&padded);
         let crc_per_block =
             if self.blocks > 1 { self.block_size / BYTES_PER_CRC as u64 } else { 0 };
+        // A file with no block has no checksum parameters: HDFS reports bytesPerCRC 0
+        // ("MD5-of-0MD5-of-0CRC32").
+        let bytes_per_crc = if self.blocks == 0 { 0 } else { BYTES_PER_CRC };
         let mut bytes = Vec::with_capacity(28);
-        bytes.extend_from_slice(&BYTES_PER_CRC.to_be_bytes());
+        bytes.extend_from_slice(&bytes_per_crc.to_be_bytes());
         bytes.extend_from_slice(&crc_per_block.to_be_bytes());
         bytes.extend_from_slice(&file_md5);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -125,7 +128,8 @@ mod tests {
     fn empty_file_is_the_md5_of_32_zero_bytes() {
         let got = checksum(b"", 1024, 1);
         let md5: String = md5::Md5::digest([0u8; 32]).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got.bytes, format!("00000200{:016x}{md5}", 0));
+        assert_eq!(got.bytes, format!("00000000{:016x}{md5}", 0));
+        assert!(md5 == "70bc8f4b72a86921468bf8e8441dce51", "as Hadoop 2.7 reports it");
     }
 
     #[test]

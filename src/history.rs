@@ -30,7 +30,7 @@ impl CopyCounts {
             CopyVerdict::Pending { .. } => self.pending += 1,
             CopyVerdict::Missing => self.missing += 1,
             CopyVerdict::WrongSize { .. } => self.wrong_size += 1,
-            CopyVerdict::Corrupt { .. } => self.corrupt += 1,
+            CopyVerdict::Corrupt { .. } | CopyVerdict::ChecksumDiffers { .. } => self.corrupt += 1,
             CopyVerdict::Unreadable { .. } => self.unreadable += 1,
             CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => self.unknown += 1,
         }

@@ -139,7 +139,7 @@ fn observe(
                 return (id, Some(Observed::SourceChanged));
             }
             if !deep {
-                return (id, Some(Observed::Present { size: stat.size, digest: None }));
+                return (id, Some(fast_look(ws, id, path, entry, stat.size)));
             }
             (id, None)
         })
@@ -168,6 +168,26 @@ fn locate_damage(ws: &Workspace, path: &RelPath, entry: &Entry, assessment: &mut
         {
             *damaged = damaged_ranges(&entry.current, &found.blocks, found.size);
         }
+    }
+}
+
+/// A look that reads no data: the size, and the kind's own checksum where it has one that
+/// the manifest recorded (HDFS), compared without downloading the copy.
+fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u64) -> Observed {
+    let present = Observed::Present { size, digest: None };
+    let CopyId::Target(i) = id else { return present };
+    let copy = ws.targets[i].as_ref();
+    let recorded = copy
+        .native_checksum_block_size()
+        .and_then(|block_size| entry.current.hdfs.iter().find(|h| h.block_size == block_size));
+    let Some(recorded) = recorded.filter(|_| size == entry.current.size) else { return present };
+    match copy.native_checksum(path) {
+        Some(Ok((found, length))) if recorded.matches(&found, length) => present,
+        Some(Ok((found, _))) => {
+            Observed::ChecksumDiffers { size, found, expected: recorded.bytes.clone() }
+        }
+        Some(Err(e)) => Observed::Unreadable(e.to_string()),
+        None => present,
     }
 }
 

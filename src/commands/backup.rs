@@ -211,7 +211,15 @@ pub fn run(
                     entry.current = version;
                     report.changed += 1;
                 }
-                (JobKind::Refresh, Some(_)) => {
+                (JobKind::Refresh, Some(version)) => {
+                    // A target that joined later may have brought an HDFS checksum to record.
+                    let entry =
+                        manifest.files.get_mut(&job.path).expect("refreshed files are known");
+                    for hdfs in version.hdfs {
+                        if !entry.current.hdfs.iter().any(|h| h.block_size == hdfs.block_size) {
+                            entry.current.hdfs.push(hdfs);
+                        }
+                    }
                     report.unchanged += 1;
                     report.gaps_filled += usize::from(installed);
                 }

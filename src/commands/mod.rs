@@ -148,6 +148,12 @@ pub(crate) fn file_findings(
                     format!("size {size}, expected {expected}"),
                 );
             }
+            CopyVerdict::ChecksumDiffers { found, expected } => findings.problem(
+                ProblemKind::Corrupt,
+                copy,
+                p,
+                format!("HDFS file checksum {found} differs from the one recorded at backup, {expected} (a deep verify says where)"),
+            ),
             CopyVerdict::Corrupt { found, expected, damaged } => {
                 let kind = if *id == CopyId::Source {
                     ProblemKind::SourceRot
@@ -208,6 +214,7 @@ pub(crate) fn file_findings(
                         CopyVerdict::Ok => "agreed".into(),
                         CopyVerdict::Missing => "missing".into(),
                         CopyVerdict::Unreadable { .. } => "unreadable".into(),
+                        CopyVerdict::ChecksumDiffers { .. } => "checksum differs".into(),
                         CopyVerdict::Pending { .. } => "pending".into(),
                         CopyVerdict::WrongSize { .. } | CopyVerdict::Unknown => "?".into(),
                     };

@@ -7,5 +7,6 @@ mod backup;
 mod config;
 mod crash;
 mod features;
+mod hdfs;
 mod repair;
 mod verify;
