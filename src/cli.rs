@@ -40,7 +40,8 @@ pub struct Common {
     /// Print nothing unless something is wrong (for cron)
     #[arg(long, short = 'q', conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Also list what is fine (every verified copy)
+    /// Also list what is fine: every verified copy (verify), every file copied (backup),
+    /// every copy rewritten (repair)
     #[arg(long, short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
 }

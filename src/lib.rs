@@ -56,7 +56,11 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         }
         Command::Backup { checksum, prune, common } => {
             let ws = Workspace::open(&common.config)?;
-            let options = backup::BackupOptions { checksum: *checksum, prune: *prune };
+            let options = backup::BackupOptions {
+                checksum: *checksum,
+                prune: *prune,
+                list_copied: common.verbose > 0,
+            };
             Report::Backup(backup::run(&ws, &options, progress.as_ref())?)
         }
         Command::Verify { fast, sample, max_duration, common } => {

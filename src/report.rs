@@ -113,7 +113,19 @@ impl Report {
                     writeln!(out, "next: redundo backup --config {}", r.config)?;
                 }
             }
-            Report::Backup(r) => writeln!(out, "{}", backup_summary(r))?,
+            Report::Backup(r) => {
+                if output.verbose {
+                    for c in &r.copied {
+                        let kind = match c.kind {
+                            crate::plan::JobKind::New => "new",
+                            crate::plan::JobKind::Changed => "changed",
+                            crate::plan::JobKind::Refresh => "filled",
+                        };
+                        writeln!(out, "{kind}: {} -> {}", c.path, c.targets.join(", "))?;
+                    }
+                }
+                writeln!(out, "{}", backup_summary(r))?
+            }
             Report::Verify(r) => {
                 if output.verbose {
                     for ok in &r.ok {

@@ -46,6 +46,16 @@ const READ_ATTEMPTS: usize = 3;
 pub struct BackupOptions {
     pub checksum: bool,
     pub prune: bool,
+    /// List every file copied (`-v`).
+    pub list_copied: bool,
+}
+
+/// One file a backup copied, and where to.
+#[derive(Debug, Serialize)]
+pub struct Copied {
+    pub path: String,
+    pub kind: JobKind,
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -62,6 +72,9 @@ pub struct BackupReport {
     pub deleted_kept: usize,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Every file copied, when asked for with `-v`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<Copied>,
     #[serde(flatten)]
     pub findings: Findings,
 }
@@ -198,6 +211,17 @@ pub fn run(
             report.bytes_written += result.bytes_read * result.installed.len() as u64;
             findings.extend(std::mem::take(&mut result.findings));
             let installed = !result.installed.is_empty();
+            if options.list_copied && installed {
+                report.copied.push(Copied {
+                    path: job.path.to_string(),
+                    kind: job.kind,
+                    targets: result
+                        .installed
+                        .iter()
+                        .map(|&i| ws.targets[i].name().to_string())
+                        .collect(),
+                });
+            }
             match (job.kind, result.version) {
                 (JobKind::New, Some(version)) if installed => {
                     manifest.files.insert(
