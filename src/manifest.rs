@@ -18,6 +18,7 @@ use crate::hdfs_checksum::HdfsChecksum;
 use crate::relpath::RelPath;
 
 pub const FORMAT_VERSION: u32 = 1;
+const MAX_GENERATION: u64 = 1 << 53;
 const MAGIC: &str = "redundo-manifest";
 
 /// The file name of a replica inside a `.redundo/` folder.
@@ -201,6 +202,11 @@ impl Manifest {
     }
 
     fn check(&self) -> Result<(), String> {
+        // A generation grows by at most a few per run; one this large was not written by a
+        // run, and would let the replica win every future vote and overflow the count.
+        if self.generation > MAX_GENERATION {
+            return Err(format!("generation {} is implausibly large", self.generation));
+        }
         if self.block_size != BLOCK_SIZE as u64 {
             return Err(format!("block_size {} is not {BLOCK_SIZE}", self.block_size));
         }

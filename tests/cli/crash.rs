@@ -146,15 +146,16 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
     env.ok(&["backup", "--quiet"]);
 
     // How long a backup of a few changed files takes, to spread the kills over it.
-    let mut budget = Duration::ZERO;
-    for _ in 0..2 {
+    // The shortest of three, since a loaded machine only ever makes a run slower.
+    let mut budget = Duration::MAX;
+    for _ in 0..3 {
         for name in names.iter().take(6) {
             let data = random_content(&mut rng);
             write_version(&env, name, &data, &mut versions, &mut clock);
         }
         let started = Instant::now();
         env.ok(&["backup", "--quiet"]);
-        budget = budget.max(started.elapsed());
+        budget = budget.min(started.elapsed());
     }
 
     let (mut killed, mut checked) = (0, 0);
@@ -168,7 +169,7 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
             let data = random_content(&mut rng);
             write_version(&env, &format!("new/{kill}.bin"), &data, &mut versions, &mut clock);
         }
-        let delay = Duration::from_micros(rng.below(budget.as_micros() as u64 * 13 / 10));
+        let delay = Duration::from_micros(rng.below(budget.as_micros() as u64));
         if run_and_kill(&env, &["backup"], delay) {
             killed += 1;
         }
@@ -191,9 +192,10 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
         "backup kills: {killed} of {} runs killed mid-run, {checked} copies checked, none torn",
         kills()
     );
+    // Not a timing assertion: a guard that the kills really land inside runs at all.
     assert!(
-        killed * 2 >= kills(),
-        "too few runs were killed mid-run ({killed}): the delays are too long"
+        killed * 4 >= kills(),
+        "only {killed} runs were killed mid-run: the test tests nothing"
     );
 }
 
