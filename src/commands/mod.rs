@@ -61,6 +61,27 @@ pub(crate) fn open_run(ws: &Workspace, findings: &mut Findings) -> (Vec<bool>, R
     (reachable, replicas)
 }
 
+/// Refuses (exit 2) a command that needs a manifest when no replica was ever written.
+pub(crate) fn require_backup(
+    ws: &Workspace,
+    replicas: &Replicas,
+    command: &str,
+) -> anyhow::Result<()> {
+    let chosen = &replicas.chosen;
+    let never = chosen.none_valid
+        && chosen
+            .statuses
+            .iter()
+            .all(|s| matches!(s, ReplicaStatus::Missing | ReplicaStatus::Unreadable { .. }));
+    if never {
+        return crate::exit::usage(format!(
+            "nothing to {command}: no manifest in {} or any target (run `redundo backup` first)",
+            ws.config.state_dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// A problem for every manifest replica that is not current (unreachable targets excepted:
 /// they are reported once already).
 pub(crate) fn replica_findings(

@@ -13,15 +13,14 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::verify::unix_now;
-use super::{file_findings, open_run, replica_findings};
+use super::{file_findings, open_run, replica_findings, require_backup};
 use crate::assess::{Assessment, CopyId, CopyVerdict};
 use crate::digest::Digest;
-use crate::exit::usage;
 use crate::fanout::{discard_all, fan_out};
 use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::history::{CopyCounts, History, VerifyRecord};
 use crate::inspect::{Scope, hash_copy, inspect};
-use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
+use crate::manifest::{FileVersion, Manifest};
 use crate::mosaic::MosaicReader;
 use crate::progress::{Progress, Silent};
 use crate::relpath::RelPath;
@@ -84,17 +83,7 @@ pub fn run(
     let mut findings = Findings::default();
     let (reachable, replicas) = open_run(ws, &mut findings);
     let chosen = &replicas.chosen;
-    if chosen.none_valid
-        && chosen
-            .statuses
-            .iter()
-            .all(|s| matches!(s, ReplicaStatus::Missing | ReplicaStatus::Unreadable { .. }))
-    {
-        return usage(format!(
-            "nothing to repair: no manifest in {} or any target (run `redundo backup` first)",
-            ws.config.state_dir.display()
-        ));
-    }
+    require_backup(ws, &replicas, "repair")?;
     let inspection = inspect(ws, chosen, &reachable, true, &Scope::everything(), progress)?;
     for (i, error) in &inspection.walk_errors {
         findings.problem(

@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::open_run;
+use super::{open_run, require_backup};
 use crate::exit::usage;
 use crate::fanout::{discard_all, fan_out};
 use crate::findings::{Findings, ProblemKind};
 use crate::inspect::hash_copy;
-use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
+use crate::manifest::{FileVersion, Manifest};
 use crate::mosaic::MosaicReader;
 use crate::progress::{Progress, Silent};
 use crate::relpath::{RelPath, STATE_DIR};
@@ -52,14 +52,7 @@ pub fn run(
     let mut findings = Findings::default();
     let (reachable, replicas) = open_run(ws, &mut findings);
     let chosen = &replicas.chosen;
-    if chosen.none_valid
-        && chosen
-            .statuses
-            .iter()
-            .all(|s| matches!(s, ReplicaStatus::Missing | ReplicaStatus::Unreadable { .. }))
-    {
-        return usage("nothing to restore: no manifest found (run `redundo backup` first)");
-    }
+    require_backup(ws, &replicas, "restore")?;
     let wanted = options.generation.filter(|g| *g != chosen.manifest.generation);
     let snapshot = match wanted {
         Some(generation) => Some(snapshot_of(ws, &reachable, generation)?),

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{file_findings, open_run, replica_findings};
+use super::{file_findings, open_run, replica_findings, require_backup};
 use crate::assess::CopyVerdict;
-use crate::exit::usage;
 use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::history::{CopyCounts, History, VerifyRecord};
 use crate::inspect::{Scope, inspect, unknown_files};
@@ -73,21 +72,7 @@ pub fn run(
 ) -> Result<VerifyReport> {
     let mut findings = Findings::default();
     let (reachable, replicas) = open_run(ws, &mut findings);
-    if replicas.chosen.none_valid
-        && replicas.chosen.statuses.iter().all(|s| {
-            matches!(
-                s,
-                crate::manifest::ReplicaStatus::Missing
-                    | crate::manifest::ReplicaStatus::Unreadable { .. }
-            )
-        })
-        && findings.problems.is_empty()
-    {
-        return usage(format!(
-            "nothing to verify: no manifest in {} or any target (run `redundo backup` first)",
-            ws.config.state_dir.display()
-        ));
-    }
+    require_backup(ws, &replicas, "verify")?;
     replica_findings(ws, &replicas, &reachable, &mut findings);
 
     let started = Instant::now();
