@@ -22,6 +22,15 @@ pub struct HdfsChecksum {
 }
 
 impl HdfsChecksum {
+    /// Whether a server's checksum can be compared with this one at all: same algorithm
+    /// (CRC32C over 512-byte chunks; a file with no block reports plain CRC32 and no chunk
+    /// size). A cluster set to another `dfs.checksum.type` or chunk size cannot be checked
+    /// this way, which is not damage.
+    pub fn comparable(&self, algorithm: &str) -> bool {
+        let empty = self.bytes.starts_with("00000000");
+        if empty { algorithm.ends_with("-of-0CRC32") } else { algorithm.ends_with("-of-512CRC32C") }
+    }
+
     /// Whether the `bytes` hex a server returned (which may run past `length` bytes) is this.
     pub fn matches(&self, server_hex: &str, length: usize) -> bool {
         let wanted = length * 2;
@@ -153,6 +162,16 @@ mod tests {
         assert_eq!(checksum(&data, 2048, 7), whole);
         assert_eq!(checksum(&data, 2048, 512), whole);
         assert!(whole.bytes.starts_with("00000200") && whole.bytes[8..24] == format!("{:016x}", 4));
+    }
+
+    #[test]
+    fn only_crc32c_over_512_byte_chunks_is_comparable() {
+        let full = checksum(b"abc", 1024, 3);
+        assert!(full.comparable("MD5-of-0MD5-of-512CRC32C"));
+        assert!(!full.comparable("MD5-of-0MD5-of-512CRC32"));
+        assert!(!full.comparable("MD5-of-0MD5-of-1024CRC32C"));
+        let empty = checksum(b"", 1024, 1);
+        assert!(empty.comparable("MD5-of-0MD5-of-0CRC32"));
     }
 
     #[test]

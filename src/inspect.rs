@@ -182,10 +182,13 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
         .and_then(|block_size| entry.current.hdfs.iter().find(|h| h.block_size == block_size));
     let Some(recorded) = recorded.filter(|_| size == entry.current.size) else { return present };
     match copy.native_checksum(path) {
-        Some(Ok((found, length))) if recorded.matches(&found, length) => present,
-        Some(Ok((found, _))) => {
-            Observed::ChecksumDiffers { size, found, expected: recorded.bytes.clone() }
-        }
+        Some(Ok(theirs)) if !recorded.comparable(&theirs.algorithm) => present,
+        Some(Ok(theirs)) if recorded.matches(&theirs.bytes, theirs.length) => present,
+        Some(Ok(theirs)) => Observed::ChecksumDiffers {
+            size,
+            found: theirs.bytes,
+            expected: recorded.bytes.clone(),
+        },
         Some(Err(e)) => Observed::Unreadable(e.to_string()),
         None => present,
     }

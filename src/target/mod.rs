@@ -40,6 +40,16 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A checksum a target kind computes itself (HDFS's GETFILECHECKSUM), as it reports it.
+#[derive(Clone, Debug)]
+pub struct NativeChecksum {
+    /// e.g. `MD5-of-0MD5-of-512CRC32C`.
+    pub algorithm: String,
+    /// Hex; only the first `length` bytes count.
+    pub bytes: String,
+    pub length: usize,
+}
+
 /// An open temporary file that will become a copy once installed.
 pub trait Staging: Write + Send {
     /// Sets the modification time and closes. Durability comes from [`Target::sync`], which
@@ -113,9 +123,9 @@ pub trait Target: Send + Sync {
     fn native_checksum_block_size(&self) -> Option<u64> {
         None
     }
-    /// The kind's own checksum of a copy, fetched without reading its data: HDFS's `bytes`
-    /// hex and `length`. `None` when the kind has none.
-    fn native_checksum(&self, _path: &RelPath) -> Option<io::Result<(String, usize)>> {
+    /// The kind's own checksum of a copy, fetched without reading its data. `None` when the
+    /// kind has none.
+    fn native_checksum(&self, _path: &RelPath) -> Option<io::Result<NativeChecksum>> {
         None
     }
 }

@@ -18,15 +18,14 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode, redirect};
 use serde::Deserialize;
 
-use super::{FileStat, Listing, Skipped, Staged, Staging, Target};
+use super::{FileStat, Listing, NativeChecksum, Skipped, Staged, Staging, Target};
 use crate::config::WebHdfsSpec;
 use crate::relpath::{RelPath, STATE_DIR};
 
@@ -44,11 +43,15 @@ struct Conn {
     doas: Option<String>,
     retries: u32,
     block_size: u64,
+    timeout: Duration,
     /// Metadata requests: a timeout, no redirects followed (CREATE's first step needs that).
     meta: Client,
-    /// Data transfers: redirects to DataNodes followed, no overall timeout (a large file
-    /// takes as long as it takes), a connect timeout only.
+    /// Downloads: redirects to DataNodes followed; the timeout bounds the wait for the
+    /// reply and each read of the body, not the whole transfer.
     data: Client,
+    /// Uploads: no timeout in the client (a large file takes as long as it takes); a stall is
+    /// caught by [`Upload`] instead.
+    upload: Client,
 }
 
 pub struct WebHdfsDir {
@@ -111,6 +114,7 @@ struct ChecksumReply {
 
 #[derive(Deserialize)]
 struct ChecksumInner {
+    algorithm: String,
     bytes: String,
     length: usize,
 }
@@ -139,6 +143,12 @@ impl WebHdfsDir {
             .expect("a client with no custom TLS settings always builds");
         let data = Client::builder()
             .redirect(redirect::Policy::limited(5))
+            .timeout(spec.timeout)
+            .connect_timeout(spec.timeout)
+            .build()
+            .expect("a client with no custom TLS settings always builds");
+        let upload = Client::builder()
+            .redirect(redirect::Policy::none())
             .timeout(None)
             .connect_timeout(spec.timeout)
             .build()
@@ -149,8 +159,10 @@ impl WebHdfsDir {
             doas: spec.doas.clone(),
             retries: spec.retries,
             block_size: spec.block_size,
+            timeout: spec.timeout,
             meta,
             data,
+            upload,
         };
         WebHdfsDir::with_root(
             name,
@@ -186,17 +198,46 @@ impl WebHdfsDir {
     /// Replaces `to` with `from`: a plain rename, or two when `to` exists (see the module
     /// comment for the window).
     fn swap_into_place(&self, from: &str, to: &str) -> io::Result<()> {
-        if self.conn.status(to)?.is_some() {
-            let aside = self.temp_beside(to);
-            self.conn.rename(to, &aside)?;
-            if let Err(e) = self.conn.rename(from, to) {
-                let _ = self.conn.rename(&aside, to);
-                return Err(e);
+        match self.conn.status(to)? {
+            Some(existing) if existing.kind != "FILE" => {
+                Err(io::Error::other(format!("{to}: a folder stands where the copy goes")))
             }
-            let _ = self.conn.delete(&aside, false);
-            Ok(())
-        } else {
-            self.conn.rename(from, to)
+            Some(_) => {
+                let aside = self.temp_beside(to);
+                self.rename_checked(to, &aside)?;
+                if let Err(e) = self.rename_checked(from, to) {
+                    let _ = self.rename_checked(&aside, to);
+                    return Err(e);
+                }
+                let _ = self.conn.delete(&aside, false);
+                Ok(())
+            }
+            None => self.rename_checked(from, to),
+        }
+    }
+
+    /// A RENAME whose `false` is double-checked: a retried request whose first reply was
+    /// lost answers `false` although the rename happened.
+    fn rename_checked(&self, from: &str, to: &str) -> io::Result<()> {
+        match self.conn.rename(from, to) {
+            Ok(()) => Ok(()),
+            Err(e) => match (self.conn.status(from), self.conn.status(to)) {
+                (Ok(None), Ok(Some(_))) => Ok(()),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Makes sure `dir` exists, creating it (and its parents) only below a root that is
+    /// still there: MKDIRS and CREATE would otherwise silently recreate a removed root.
+    fn ensure_dir(&self, dir: &str) -> io::Result<()> {
+        match self.conn.status(dir)? {
+            Some(s) if s.kind == "DIRECTORY" => Ok(()),
+            Some(_) => Err(io::Error::other(format!("{dir}: a file stands where a folder goes"))),
+            None => {
+                self.check_root()?;
+                self.conn.mkdirs(dir)
+            }
         }
     }
 
@@ -331,20 +372,25 @@ impl Conn {
     }
 
     /// CREATE's second step: streams `body` to the DataNode.
-    fn put_body(&self, location: &str, abs: &str, body: Body) -> io::Result<()> {
-        let resp = self
-            .data
+    fn put_body(&self, client: &Client, location: &str, abs: &str, body: Body) -> io::Result<()> {
+        let resp = client
             .put(location)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body)
             .send()
-            .map_err(|e| io::Error::other(format!("{abs}: uploading: {}", one_line_error(&e))))?;
+            .map_err(|e| {
+                // A refused connection can surface as a broken body stream: name the cause.
+                let cause = if e.is_connect() { None } else { unreachable_cause(location) };
+                let text = cause.unwrap_or_else(|| one_line_error(&e));
+                io::Error::other(format!("{abs}: uploading: {text}"))
+            })?;
         check(resp, abs).map(drop)
     }
 
     fn create_with(&self, abs: &str, bytes: Vec<u8>) -> io::Result<()> {
         let location = self.create_location(abs)?;
-        self.put_body(&location, abs, Body::from(bytes))
+        // A small body: the client's timeout may bound the whole request.
+        self.put_body(&self.data, &location, abs, Body::from(bytes))
     }
 
     fn open(&self, abs: &str, offset: u64) -> io::Result<Response> {
@@ -358,7 +404,8 @@ impl Conn {
 /// streams to the DataNode.
 struct Upload {
     queue: Option<SyncSender<io::Result<Vec<u8>>>>,
-    thread: Option<JoinHandle<io::Result<()>>>,
+    /// The upload thread's outcome.
+    result: Option<Receiver<io::Result<()>>>,
     temp: String,
     conn: Conn,
 }
@@ -390,13 +437,37 @@ impl Read for QueueReader {
 }
 
 impl Write for Upload {
+    /// Queues a chunk; a DataNode that takes nothing for the whole timeout is given up on.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let queue = self.queue.as_ref().ok_or_else(|| io::Error::other("upload already closed"))?;
-        if queue.send(Ok(buf.to_vec())).is_err() {
-            // The upload thread has stopped: its error is the one to report.
-            return Err(self.join().err().unwrap_or_else(|| io::Error::other("upload stopped")));
+        let mut chunk = Ok(buf.to_vec());
+        let deadline = Instant::now() + self.conn.timeout;
+        loop {
+            match queue.try_send(chunk) {
+                Ok(()) => return Ok(buf.len()),
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    chunk = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.queue.take();
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{}: the DataNode took no data for {:?}",
+                            self.temp, self.conn.timeout
+                        ),
+                    ));
+                }
+                // The upload thread has stopped: its error is the one to report.
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(self
+                        .join()
+                        .err()
+                        .unwrap_or_else(|| io::Error::other("upload stopped")));
+                }
+            }
         }
-        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -404,12 +475,21 @@ impl Write for Upload {
 }
 
 impl Upload {
+    /// Ends the body and waits for the DataNode's answer, at most the timeout; a thread that
+    /// never hears back is left behind rather than waited for.
     fn join(&mut self) -> io::Result<()> {
         self.queue.take();
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(io::Error::other("upload thread panicked")),
-            None => Ok(()),
+        let Some(result) = self.result.take() else { return Ok(()) };
+        match result.recv_timeout(self.conn.timeout) {
+            Ok(outcome) => outcome,
+            Err(RecvTimeoutError::Timeout) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: no answer from the DataNode within {:?}",
+                    self.temp, self.conn.timeout
+                ),
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("upload thread stopped")),
         }
     }
 }
@@ -428,7 +508,7 @@ impl Staging for Upload {
 
     fn abandon(mut self: Box<Self>) {
         if let Some(queue) = self.queue.take() {
-            let _ = queue.send(Err(io::Error::other("abandoned")));
+            let _ = queue.try_send(Err(io::Error::other("abandoned")));
         }
         let _ = self.join();
         let _ = self.conn.delete(&self.temp, false);
@@ -538,19 +618,20 @@ impl Target for WebHdfsDir {
             ));
         }
         let abs = self.abs(path);
-        self.conn.mkdirs(WebHdfsDir::parent_of(&abs))?;
+        self.ensure_dir(WebHdfsDir::parent_of(&abs))?;
         let temp = self.temp_beside(&abs);
         let location = self.conn.create_location(&temp)?;
         let (queue, receiver) = sync_channel(UPLOAD_QUEUE);
+        let (done, result) = sync_channel(1);
         let conn = self.conn.clone();
         let thread_temp = temp.clone();
-        let thread = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let body = Body::new(QueueReader { queue: receiver, chunk: Vec::new(), pos: 0 });
-            conn.put_body(&location, &thread_temp, body)
+            let _ = done.send(conn.put_body(&conn.upload, &location, &thread_temp, body));
         });
         Ok(Box::new(Upload {
             queue: Some(queue),
-            thread: Some(thread),
+            result: Some(result),
             temp,
             conn: self.conn.clone(),
         }))
@@ -670,7 +751,7 @@ impl Target for WebHdfsDir {
         Some(self.conn.block_size)
     }
 
-    fn native_checksum(&self, path: &RelPath) -> Option<io::Result<(String, usize)>> {
+    fn native_checksum(&self, path: &RelPath) -> Option<io::Result<NativeChecksum>> {
         let abs = self.abs(path);
         let url = self.conn.url(&abs, "GETFILECHECKSUM", &[]);
         let reply = self
@@ -678,7 +759,11 @@ impl Target for WebHdfsDir {
             .send(&|| self.conn.data.get(&url))
             .and_then(|resp| check(resp, &abs))
             .and_then(|resp| json::<ChecksumReply>(resp, &abs));
-        Some(reply.map(|r| (r.checksum.bytes, r.checksum.length)))
+        Some(reply.map(|r| NativeChecksum {
+            algorithm: r.checksum.algorithm,
+            bytes: r.checksum.bytes,
+            length: r.checksum.length,
+        }))
     }
 }
 
@@ -723,6 +808,17 @@ fn boolean(resp: Response, abs: &str, what: &str) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::other(format!("{abs}: {what} did nothing (the server answered false)")))
+    }
+}
+
+/// Why the host in `url` cannot be reached, if it cannot: a quick TCP connect.
+fn unreachable_cause(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let addrs = url.socket_addrs(|| None).ok()?;
+    let addr = addrs.first()?;
+    match std::net::TcpStream::connect_timeout(addr, Duration::from_secs(2)) {
+        Ok(_) => None,
+        Err(e) => Some(format!("the DataNode at {addr} cannot be reached: {e}")),
     }
 }
 

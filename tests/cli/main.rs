@@ -10,3 +10,4 @@ mod features;
 mod hdfs;
 mod repair;
 mod verify;
+mod webhdfs;
