@@ -2,9 +2,17 @@
 //! records BLAKE3 digests in a replicated manifest, and heals silent corruption by majority
 //! vote across the copies.
 //!
-//! The layout: `cli` parses, `config` validates, `commands/` hold one file per command that
-//! gathers facts and acts, `plan`, `vote` and `assess` are the pure core, `target/` is where
-//! copies live, and `report` is the only writer to stdout.
+//! The layout:
+//! - `cli` parses and `config` validates; `workspace` opens a locked run over one config.
+//! - `commands/` hold one file per command: gather facts, call the pure core, act.
+//! - The pure core: `plan` (what a backup must do), `vote` and `assess` (which content is
+//!   right, what each copy is), `durability` (how safe the data is), `manifest::choose`.
+//! - Facts and I/O: `target/` (one file per kind of copy, behind one trait), `inspect`
+//!   (stat and hash every copy), `fanout` (one read streamed to every target), `mosaic`
+//!   (block-verified reads across copies), `digest` and `hdfs_checksum`.
+//! - Records: `manifest` (replicated), `verified` (the verification ledger), `history`.
+//! - Reporting: `findings` are values; `report` is the only writer to stdout; `exit` says what
+//!   each exit code means; `progress` is the only user of indicatif.
 
 pub mod assess;
 pub mod cli;
