@@ -164,8 +164,15 @@ pub fn assess(
             }
             Observed::Absent => ballots.push(Ballot { copy: *id, seen: Seen::Missing }),
             Observed::Unreadable(_) => ballots.push(Ballot { copy: *id, seen: Seen::Unreadable }),
-            Observed::Present { digest: Some(digest), .. } => {
-                if pending.iter().any(|p| p.blake3 == *digest) && *digest != current.blake3 {
+            Observed::Present { size, digest: Some(digest) } => {
+                if *digest == current.blake3 && *size != current.size {
+                    // The recorded digest with another size: the manifest contradicts itself
+                    // (a crafted or damaged record). Not a good copy, and not a vote for it.
+                    copies.push((
+                        *id,
+                        CopyVerdict::WrongSize { size: *size, expected: current.size },
+                    ));
+                } else if pending.iter().any(|p| p.blake3 == *digest) && *digest != current.blake3 {
                     copies.push((*id, CopyVerdict::Pending { why: PendingWhy::InterruptedBackup }));
                 } else {
                     ballots.push(Ballot { copy: *id, seen: Seen::Holds(*digest) });

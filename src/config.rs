@@ -155,6 +155,9 @@ impl Config {
                     file.display()
                 ));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return usage(format!("{}: not a TOML config (not UTF-8 text)", file.display()));
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("reading config file {}", file.display()));
             }
@@ -174,6 +177,9 @@ impl Config {
         let fail = |message: String| usage::<Config>(format!("{}: {message}", file.display()));
         let base = absolute(file.parent().unwrap_or(Path::new(".")))?;
 
+        if raw.source.contains(['\0', '\n', '\r']) {
+            return fail("source contains a NUL, newline or carriage return".into());
+        }
         let source = base.join(&raw.source);
         let source = match std::fs::metadata(&source) {
             Ok(meta) if meta.is_dir() => source.canonicalize().unwrap_or(source),
@@ -289,6 +295,9 @@ fn valid_name(name: &str) -> bool {
 pub fn parse_location(base: &Path, raw: &str) -> Result<Location, String> {
     if raw.is_empty() {
         return Err("location is empty".into());
+    }
+    if raw.contains(['\0', '\n', '\r']) {
+        return Err(format!("location {raw:?} contains a NUL, newline or carriage return"));
     }
     let Some((scheme, rest)) = raw.split_once("://") else {
         return Ok(Location::Local(normalize(&base.join(raw))));

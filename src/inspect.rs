@@ -128,6 +128,12 @@ fn observe(
             let Some(listing) = listing else {
                 return (id, Some(Observed::Unreachable));
             };
+            if let Some(reason) = listing.unreadable_reason(path) {
+                return (
+                    id,
+                    Some(Observed::Unreadable(format!("its folder cannot be read: {reason}"))),
+                );
+            }
             let Some(stat) = listing.files.get(path) else {
                 return (id, Some(Observed::Absent));
             };

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::digest::{BLOCK_SIZE, Digest, FileDigest, block_count};
 use crate::hdfs_checksum::HdfsChecksum;
@@ -38,6 +38,7 @@ pub struct Manifest {
     /// RFC 3339, UTC.
     pub written_at: String,
     pub block_size: u64,
+    #[serde(deserialize_with = "unique_paths")]
     pub files: BTreeMap<RelPath, Entry>,
 }
 
@@ -285,12 +286,44 @@ pub struct Chosen {
     pub statuses: Vec<ReplicaStatus>,
     /// True when no replica was valid (a first backup, or every replica lost).
     pub none_valid: bool,
+    /// A replica written by a newer redundo: its holder's index and the format version. No
+    /// run may write over it, or it would downgrade the set.
+    pub future: Option<(usize, u32)>,
+}
+
+/// The `files` map, refusing a path that appears twice (JSON allows it; a manifest must not).
+fn unique_paths<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<RelPath, Entry>, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<RelPath, Entry>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map from paths to entries")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut files = BTreeMap::new();
+            while let Some((path, entry)) = map.next_entry::<RelPath, Entry>()? {
+                if files.contains_key(&path) {
+                    return Err(serde::de::Error::custom(format!("path {path} appears twice")));
+                }
+                files.insert(path, entry);
+            }
+            Ok(files)
+        }
+    }
+    d.deserialize_map(Unique)
 }
 
 /// Chooses the manifest: the newest generation wins (a later generation is only ever written
 /// after an earlier one, by the run holding the lock); among replicas of that generation the
 /// content held by most wins, ties broken by digest so the choice never depends on order.
 pub fn choose(found: &[ReplicaFound]) -> Chosen {
+    let future = found.iter().enumerate().find_map(|(i, f)| match f {
+        ReplicaFound::Defective(ReplicaDefect::FutureVersion(v)) => Some((i, *v)),
+        _ => None,
+    });
     let newest = found
         .iter()
         .filter_map(|f| match f {
@@ -305,6 +338,7 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
             disputed: BTreeMap::new(),
             statuses,
             none_valid: true,
+            future,
         };
     };
     // Group the newest replicas by content.
@@ -350,7 +384,7 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
             other => status_without_winner(other),
         })
         .collect();
-    Chosen { manifest: winner.clone(), disputed, statuses, none_valid: false }
+    Chosen { manifest: winner.clone(), disputed, statuses, none_valid: false, future }
 }
 
 fn status_without_winner(found: &ReplicaFound) -> ReplicaStatus {

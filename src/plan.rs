@@ -54,16 +54,23 @@ pub struct TargetFiles<'a> {
     pub mtime_granularity_ns: i64,
 }
 
+/// What the source walk found: its files, and the folders it could not read.
+#[derive(Clone, Copy)]
+pub struct SourceFiles<'a> {
+    pub files: &'a BTreeMap<RelPath, FileStat>,
+    pub unreadable: &'a [(RelPath, String)],
+}
+
 /// `targets[i]` is target i's listing, or `None` when it is unreachable this run.
 pub fn plan_backup(
-    source: &BTreeMap<RelPath, FileStat>,
+    source: SourceFiles,
     manifest: &Manifest,
     targets: &[Option<TargetFiles>],
     checksum: bool,
 ) -> BackupPlan {
     let mut plan = BackupPlan::default();
     let reachable = || targets.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l)));
-    for (path, &stat) in source {
+    for (path, &stat) in source.files {
         let sink = |(i, listing): (usize, TargetFiles)| {
             (
                 Sink { target: i, existing: listing.files.get(path).copied() },
@@ -92,7 +99,15 @@ pub fn plan_backup(
             }
         }
     }
-    plan.deleted = manifest.files.keys().filter(|p| !source.contains_key(*p)).cloned().collect();
+    // A file below a folder the walk could not read is unknown, not deleted: never pruned.
+    let unreadable =
+        |p: &RelPath| source.unreadable.iter().any(|(dir, _)| p.starts_with(dir.as_str()));
+    plan.deleted = manifest
+        .files
+        .keys()
+        .filter(|p| !source.files.contains_key(*p) && !unreadable(p))
+        .cloned()
+        .collect();
     plan
 }
 
@@ -125,6 +140,10 @@ mod tests {
         m
     }
 
+    fn src(files: &BTreeMap<RelPath, FileStat>) -> SourceFiles<'_> {
+        SourceFiles { files, unreadable: &[] }
+    }
+
     fn at(files: &BTreeMap<RelPath, FileStat>) -> Option<TargetFiles<'_>> {
         Some(TargetFiles { files, mtime_granularity_ns: 1 })
     }
@@ -137,7 +156,7 @@ mod tests {
     fn unchanged_files_with_matching_copies_are_not_read() {
         let files = [("a", st(1, 10)), ("b", st(2, 20))];
         let t = listing(&files);
-        let plan = plan_backup(&listing(&files), &manifest(&files), &[at(&t), at(&t)], false);
+        let plan = plan_backup(src(&listing(&files)), &manifest(&files), &[at(&t), at(&t)], false);
         assert_eq!(plan.unchanged, 2);
         assert!(plan.jobs.is_empty());
     }
@@ -148,7 +167,7 @@ mod tests {
         let m = manifest(&[("changed", st(4, 50)), ("gap", st(3, 3)), ("gone", st(1, 1))]);
         let full = listing(&[("changed", st(4, 50)), ("gap", st(3, 3)), ("gone", st(1, 1))]);
         let holed = listing(&[("changed", st(4, 50)), ("gap", st(3, 7))]);
-        let plan = plan_backup(&source, &m, &[at(&full), None, at(&holed)], false);
+        let plan = plan_backup(src(&source), &m, &[at(&full), None, at(&holed)], false);
 
         let kinds: Vec<(&str, JobKind, Vec<usize>)> = plan
             .jobs
@@ -168,10 +187,20 @@ mod tests {
     }
 
     #[test]
+    fn files_in_an_unreadable_source_folder_are_not_deleted() {
+        let source = listing(&[("ok", st(1, 1))]);
+        let m = manifest(&[("ok", st(1, 1)), ("locked/a", st(2, 2)), ("gone", st(3, 3))]);
+        let unreadable = [(p("locked"), "Permission denied".to_string())];
+        let plan =
+            plan_backup(SourceFiles { files: &source, unreadable: &unreadable }, &m, &[], false);
+        assert_eq!(plan.deleted, vec![p("gone")]);
+    }
+
+    #[test]
     fn checksum_rereads_unchanged_files_even_without_gaps() {
         let files = [("a", st(1, 10))];
         let t = listing(&files);
-        let plan = plan_backup(&listing(&files), &manifest(&files), &[at(&t)], true);
+        let plan = plan_backup(src(&listing(&files)), &manifest(&files), &[at(&t)], true);
         assert_eq!(plan.jobs.len(), 1);
         assert_eq!(plan.jobs[0].kind, JobKind::Refresh);
         assert!(plan.jobs[0].sinks.is_empty());

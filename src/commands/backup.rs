@@ -30,7 +30,7 @@ use crate::findings::{Findings, NoticeKind, ProblemKind};
 use crate::history::{BackupRecord, History};
 use crate::inspect::hash_copy;
 use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
-use crate::plan::{Job, JobKind, TargetFiles, plan_backup};
+use crate::plan::{Job, JobKind, SourceFiles, TargetFiles, plan_backup};
 use crate::progress::{Progress, Silent};
 use crate::relpath::RelPath;
 use crate::target::{FileStat, Listing, Staged, Target};
@@ -99,7 +99,7 @@ pub fn run(
 ) -> Result<BackupReport> {
     let mut report = BackupReport::default();
     let mut findings = Findings::default();
-    let (mut reachable, replicas) = open_run(ws, &mut findings);
+    let (mut reachable, replicas) = open_run(ws, &mut findings)?;
     let mut manifest = replicas.chosen.manifest.clone();
     if manifest.set_id.is_empty() {
         manifest.set_id = ws.local_set_id().unwrap_or_else(|| new_set_id(&ws.config));
@@ -122,6 +122,14 @@ pub fn run(
         );
     }
     remove_leftovers(ws.source.as_ref(), &source);
+    for (dir, reason) in &source.unreadable {
+        findings.problem(
+            ProblemKind::ReadFailed,
+            Some("source"),
+            Some(dir.as_str()),
+            format!("cannot read the folder: {reason}"),
+        );
+    }
 
     let listings: Vec<Option<Listing>> = ws
         .targets
@@ -161,7 +169,8 @@ pub fn run(
             })
         })
         .collect();
-    let plan = plan_backup(&source.files, &manifest, &target_files, options.checksum);
+    let source_files = SourceFiles { files: &source.files, unreadable: &source.unreadable };
+    let plan = plan_backup(source_files, &manifest, &target_files, options.checksum);
     report.unchanged = plan.unchanged;
 
     let total: u64 = plan.jobs.iter().map(|j| j.stat.size).sum();
@@ -279,19 +288,6 @@ pub fn run(
         || replicas_stale
         || manifest.generation != replicas.chosen.manifest.generation
     {
-        for (id, status) in replicas.holders.iter().zip(&replicas.chosen.statuses) {
-            if let ReplicaStatus::Defective { reason } | ReplicaStatus::Unreadable { reason } =
-                status
-                && holders.contains(id)
-            {
-                findings.notice(
-                    NoticeKind::Done,
-                    Some(&ws.copy_name(*id)),
-                    None,
-                    format!("rewrote the manifest replica (it was unusable: {reason})"),
-                );
-            }
-        }
         if contents_changed
             || replicas.chosen.none_valid
             || manifest.generation != replicas.chosen.manifest.generation
@@ -299,7 +295,18 @@ pub fn run(
             manifest.generation += 1;
         }
         manifest.written_at = now_rfc3339();
-        write_manifest(ws, &manifest, &holders, &mut findings)?;
+        let failed = write_manifest(ws, &manifest, &holders, &mut findings)?;
+        for (id, status) in replicas.holders.iter().zip(&replicas.chosen.statuses) {
+            let written =
+                holders.contains(id) && !matches!(id, CopyId::Target(i) if failed.contains(i));
+            if let ReplicaStatus::Defective { reason } | ReplicaStatus::Unreadable { reason } =
+                status
+                && written
+            {
+                let detail = format!("rewrote the manifest replica (it was unusable: {reason})");
+                findings.notice(NoticeKind::Done, Some(&ws.copy_name(*id)), None, detail);
+            }
+        }
     }
     for path in pruned {
         let keep = (ws.config.keep_versions > 0).then_some(base_generation);

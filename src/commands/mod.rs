@@ -42,9 +42,21 @@ pub(crate) fn reach_targets(ws: &Workspace, findings: &mut Findings) -> Vec<bool
 /// Which targets answer, and what the manifest replicas say. A target holding another backup
 /// set's manifest is reported (exit 2: two configs share its folder) and left out of the run
 /// like an unreachable one, so neither set's copies or manifest are touched there.
-pub(crate) fn open_run(ws: &Workspace, findings: &mut Findings) -> (Vec<bool>, Replicas) {
+pub(crate) fn open_run(
+    ws: &Workspace,
+    findings: &mut Findings,
+) -> anyhow::Result<(Vec<bool>, Replicas)> {
     let mut reachable = reach_targets(ws, findings);
     let replicas = ws.read_replicas(&reachable);
+    if let Some((holder, version)) = replicas.chosen.future {
+        let name = match replicas.holders[holder] {
+            CopyId::Source => format!("the state folder {}", ws.config.state_dir.display()),
+            id => format!("target {:?}", ws.copy_name(id)),
+        };
+        return crate::exit::usage(format!(
+            "the manifest in {name} was written by a newer redundo (format version {version}); upgrade redundo to work on this backup set (nothing was changed)"
+        ));
+    }
     for (i, set_id) in &replicas.foreign {
         reachable[*i] = false;
         findings.problem(
@@ -58,7 +70,7 @@ pub(crate) fn open_run(ws: &Workspace, findings: &mut Findings) -> (Vec<bool>, R
             ),
         );
     }
-    (reachable, replicas)
+    Ok((reachable, replicas))
 }
 
 /// Refuses (exit 2) a command that needs a manifest when no replica was ever written.

@@ -45,7 +45,7 @@ pub struct CopyStatus {
 
 pub fn run(ws: &Workspace) -> Result<StatusReport> {
     let mut findings = Findings::default();
-    let (reachable, replicas) = open_run(ws, &mut findings);
+    let (reachable, replicas) = open_run(ws, &mut findings)?;
     let chosen = &replicas.chosen;
     if !chosen.none_valid {
         replica_findings(ws, &replicas, &reachable, &mut findings);

@@ -84,6 +84,37 @@ impl LocalDir {
         Ok(())
     }
 
+    /// A path inside this copy's state folder. In a target (whose state folder is inside its
+    /// root) every folder on the way is checked with `lstat`, so a symlink planted in place of
+    /// `.redundo` or of a folder in it never leads a write outside the root.
+    fn state_path(&self, name: &str) -> io::Result<PathBuf> {
+        let path = self.state.join(name);
+        if !self.state.starts_with(&self.root) {
+            return Ok(path);
+        }
+        let mut dir = self.root.clone();
+        let inside = path.strip_prefix(&self.root).expect("state is inside the root");
+        let parts: Vec<_> = inside.components().collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(io::Error::other(format!(
+                        "{} is not a folder (a symlink or file stands in its place)",
+                        dir.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir)?,
+                Err(e) => return Err(e),
+            }
+        }
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(io::Error::other(format!("{} is a symlink", path.display())));
+        }
+        Ok(path)
+    }
+
     fn is_own_state(&self, path: &Path) -> bool {
         path == self.state || path == self.root.join(STATE_DIR)
     }
@@ -196,14 +227,28 @@ impl Target for LocalDir {
         while let Some(entry) = walk.next() {
             let entry = match entry {
                 Ok(entry) => entry,
-                Err(e) => {
-                    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
-                    return Err(io::Error::other(format!("walking {path}: {e}")));
-                }
+                // A folder that cannot be read is reported and the walk goes on: its files
+                // are unknown, not deleted.
+                Err(e) => match e.path().map(|p| RelPath::from_walk(&self.root, p)) {
+                    Some(Ok(rel)) => {
+                        let reason =
+                            e.io_error().map_or_else(|| e.to_string(), |io| io.to_string());
+                        listing.unreadable.push((rel, reason));
+                        continue;
+                    }
+                    _ => {
+                        let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                        return Err(io::Error::other(format!("walking {path}: {e}")));
+                    }
+                },
             };
             let name = entry.file_name().to_string_lossy();
             if entry.depth() == 1 && name == STATE_DIR || self.is_own_state(entry.path()) {
-                walk.skip_current_dir();
+                // Only a real folder is descended into; skipping from any other entry would
+                // skip the rest of its parent folder instead.
+                if entry.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
                 continue;
             }
             if name.starts_with(TEMP_PREFIX) && entry.file_type().is_file() {
@@ -317,7 +362,7 @@ impl Target for LocalDir {
     fn keep(&self, path: &RelPath, folder: &str, note: &str) -> io::Result<String> {
         self.check_parents(path)?;
         let from = path.under(&self.root);
-        let folder = self.state.join(folder);
+        let folder = self.state_path(folder)?;
         let to = path.under(&folder);
         fs::create_dir_all(to.parent().expect("kept paths have a folder"))?;
         // A hard link keeps the bytes without copying them; where the quarantine is on another
@@ -384,6 +429,14 @@ impl Target for LocalDir {
     }
 
     fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        if self.state.starts_with(&self.root)
+            && fs::symlink_metadata(&self.state).is_ok_and(|m| !m.is_dir())
+        {
+            return Err(io::Error::other(format!(
+                "{} is not a folder (a symlink or file stands in its place)",
+                self.state.display()
+            )));
+        }
         match fs::read(self.state.join(name)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -393,7 +446,7 @@ impl Target for LocalDir {
 
     fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         self.check_root()?;
-        let path = self.state.join(name);
+        let path = self.state_path(name)?;
         fs::create_dir_all(path.parent().expect("state files live in a folder"))?;
         write_atomically(&path, bytes)
     }

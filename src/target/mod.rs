@@ -32,6 +32,18 @@ pub struct Listing {
     pub leftovers: Vec<String>,
     /// Entries that are not copied: symlinks, sockets, names that are not valid paths.
     pub skipped: Vec<Skipped>,
+    /// Folders that could not be read, with why: what is below them is unknown.
+    pub unreadable: Vec<(RelPath, String)>,
+}
+
+impl Listing {
+    /// Why `path` could not be looked at, if it lies in a folder that could not be read.
+    pub fn unreadable_reason(&self, path: &RelPath) -> Option<&str> {
+        self.unreadable
+            .iter()
+            .find(|(dir, _)| path.starts_with(dir.as_str()))
+            .map(|(_, r)| r.as_str())
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
