@@ -211,7 +211,15 @@ fn finding_line<K>(finding: &Finding<K>, label: &str) -> String {
     }
     parts.push(label);
     parts.push(&finding.detail);
-    parts.join(": ")
+    printable(&parts.join(": "))
+}
+
+/// One report line stays one line: control characters (a newline in a file name, say) are
+/// escaped, so a name can never forge a line of its own.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 pub fn human_bytes(bytes: u64) -> String {

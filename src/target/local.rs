@@ -259,7 +259,12 @@ impl Target for LocalDir {
                 Ok(rel) => rel,
                 Err(e) => {
                     listing.skipped.push(Skipped {
-                        path: entry.path().display().to_string(),
+                        path: entry
+                            .path()
+                            .strip_prefix(&self.root)
+                            .unwrap_or(entry.path())
+                            .to_string_lossy()
+                            .into_owned(),
                         reason: format!("not a usable name: {e}"),
                     });
                     if entry.file_type().is_dir() {
