@@ -148,6 +148,23 @@ impl StreamHasher {
     }
 }
 
+thread_local! {
+    static BLOCK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's block buffer (allocated and zeroed once per thread).
+pub fn with_block_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BLOCK_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() != BLOCK_SIZE {
+                buf.resize(BLOCK_SIZE, 0);
+            }
+            f(&mut buf)
+        }
+        Err(_) => f(&mut vec![0u8; BLOCK_SIZE]),
+    })
+}
+
 /// Reads from `reader` until `buf` is full or the stream ends; returns how many bytes were read.
 pub fn read_block(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -164,20 +181,21 @@ pub fn read_block(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Hashes a whole stream with bounded memory, calling `progress` with each block's length.
 pub fn hash_stream(reader: &mut dyn Read, progress: &mut dyn FnMut(u64)) -> io::Result<FileDigest> {
-    let mut hasher = StreamHasher::default();
-    let mut buf = vec![0u8; BLOCK_SIZE];
-    loop {
-        let n = read_block(reader, &mut buf)?;
-        if n == 0 {
-            break;
+    with_block_buf(|buf| {
+        let mut hasher = StreamHasher::default();
+        loop {
+            let n = read_block(reader, buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update_block(&buf[..n]);
+            progress(n as u64);
+            if n < BLOCK_SIZE {
+                break;
+            }
         }
-        hasher.update_block(&buf[..n]);
-        progress(n as u64);
-        if n < BLOCK_SIZE {
-            break;
-        }
-    }
-    Ok(hasher.finish())
+        Ok(hasher.finish())
+    })
 }
 
 #[cfg(test)]

@@ -50,38 +50,43 @@ pub fn fan_out(
     block_sizes.sort_unstable();
     block_sizes.dedup();
     let mut hasher = StreamHasher::with_hdfs(&block_sizes);
-    let mut buf = vec![0u8; BLOCK_SIZE];
-    loop {
-        let n = match read_block(reader, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                for (_, out) in outs {
-                    if let Ok(staging) = out {
+    let read = crate::digest::with_block_buf(|buf| -> io::Result<()> {
+        loop {
+            let n = match read_block(reader, buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(e);
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let block = &buf[..n];
+            hasher.update_block(block);
+            for (_, out) in outs.iter_mut() {
+                if let Ok(staging) = out
+                    && let Err(e) = staging.write_all(block)
+                {
+                    let failed = std::mem::replace(out, Err(e));
+                    if let Ok(staging) = failed {
                         staging.abandon();
                     }
                 }
-                return Err(e);
             }
-        };
-        if n == 0 {
-            break;
-        }
-        let block = &buf[..n];
-        hasher.update_block(block);
-        for (_, out) in outs.iter_mut() {
-            if let Ok(staging) = out
-                && let Err(e) = staging.write_all(block)
-            {
-                let failed = std::mem::replace(out, Err(e));
-                if let Ok(staging) = failed {
-                    staging.abandon();
-                }
+            progress.advance(n as u64);
+            if n < BLOCK_SIZE {
+                break;
             }
         }
-        progress.advance(n as u64);
-        if n < BLOCK_SIZE {
-            break;
+        Ok(())
+    });
+    if let Err(e) = read {
+        for (_, out) in outs {
+            if let Ok(staging) = out {
+                staging.abandon();
+            }
         }
+        return Err(e);
     }
     let staged = outs
         .into_iter()

@@ -208,22 +208,23 @@ pub fn hash_copy(
     progress: &dyn Progress,
 ) -> io::Result<(u64, Digest)> {
     let mut reader = copy.open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; BLOCK_SIZE];
-    let mut size = 0u64;
-    loop {
-        let n = read_block(&mut *reader, &mut buf)?;
-        if n == 0 {
-            break;
+    crate::digest::with_block_buf(|buf| {
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            let n = read_block(&mut *reader, buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update_rayon(&buf[..n]);
+            size += n as u64;
+            progress.advance(n as u64);
+            if n < BLOCK_SIZE {
+                break;
+            }
         }
-        hasher.update_rayon(&buf[..n]);
-        size += n as u64;
-        progress.advance(n as u64);
-        if n < BLOCK_SIZE {
-            break;
-        }
-    }
-    Ok((size, hasher.finalize().into()))
+        Ok((size, hasher.finalize().into()))
+    })
 }
 
 /// Files the manifest does not know, per reachable target.

@@ -320,6 +320,19 @@ fn unique_paths<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<RelPath, Ent
 /// after an earlier one, by the run holding the lock); among replicas of that generation the
 /// content held by most wins, ties broken by digest so the choice never depends on order.
 pub fn choose(found: &[ReplicaFound]) -> Chosen {
+    let digests: Vec<Option<Digest>> = found
+        .iter()
+        .map(|f| match f {
+            ReplicaFound::Valid(m) => Some(Digest::of(&m.encode())),
+            _ => None,
+        })
+        .collect();
+    choose_with(found, &digests)
+}
+
+/// [`choose`] with each valid replica's canonical digest already known (computing it is most
+/// of the cost for a large manifest).
+pub fn choose_with(found: &[ReplicaFound], digests: &[Option<Digest>]) -> Chosen {
     let future = found.iter().enumerate().find_map(|(i, f)| match f {
         ReplicaFound::Defective(ReplicaDefect::FutureVersion(v)) => Some((i, *v)),
         _ => None,
@@ -343,11 +356,11 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
     };
     // Group the newest replicas by content.
     let mut groups: BTreeMap<Digest, (usize, &Manifest)> = BTreeMap::new();
-    for f in found {
-        if let ReplicaFound::Valid(m) = f
+    for (f, d) in found.iter().zip(digests) {
+        if let (ReplicaFound::Valid(m), Some(d)) = (f, d)
             && m.generation == newest
         {
-            groups.entry(Digest::of(&m.encode())).or_insert((0, m)).0 += 1;
+            groups.entry(*d).or_insert((0, m)).0 += 1;
         }
     }
     let (&winner_digest, &(_, winner)) = groups
@@ -373,13 +386,12 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
 
     let statuses = found
         .iter()
-        .map(|f| match f {
+        .zip(digests)
+        .map(|(f, d)| match f {
             ReplicaFound::Valid(m) if m.generation < newest => {
                 ReplicaStatus::Stale { generation: m.generation }
             }
-            ReplicaFound::Valid(m) if Digest::of(&m.encode()) == winner_digest => {
-                ReplicaStatus::Current
-            }
+            ReplicaFound::Valid(_) if *d == Some(winner_digest) => ReplicaStatus::Current,
             ReplicaFound::Valid(_) => ReplicaStatus::Divergent,
             other => status_without_winner(other),
         })

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::assess::CopyId;
 use crate::config::Config;
+use crate::digest::Digest;
 use crate::lock::RunLock;
 use crate::manifest::{self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
 use crate::target::{self, Target};
@@ -27,6 +28,9 @@ pub struct Replicas {
     /// Targets holding another backup set's manifest, with that set's id.
     pub foreign: Vec<(usize, String)>,
 }
+
+/// A replica decoded once, with its canonical digest.
+type Decoded = Result<(Manifest, Digest), manifest::ReplicaDefect>;
 
 impl Workspace {
     /// Loads the config and takes the run lock.
@@ -70,24 +74,45 @@ impl Workspace {
     /// Reads every replica: the local one and one per reachable target.
     pub fn read_replicas(&self, reachable: &[bool]) -> Replicas {
         let holders: Vec<CopyId> = self.copy_ids().collect();
-        let found: Vec<ReplicaFound> = holders
+        // Read every replica's bytes; decode (and digest) each distinct content only once.
+        let raw: Vec<Result<Option<Vec<u8>>, String>> = holders
             .par_iter()
             .map(|&id| match id {
-                CopyId::Target(i) if !reachable[i] => {
-                    ReplicaFound::Unreadable("target unreachable".into())
-                }
-                _ => match self.copy(id).read_state(REPLICA_NAME) {
-                    Ok(None) => ReplicaFound::Missing,
-                    Ok(Some(bytes)) => match Manifest::decode(&bytes) {
-                        Ok(m) => ReplicaFound::Valid(m),
-                        Err(defect) => ReplicaFound::Defective(defect),
-                    },
-                    Err(e) => ReplicaFound::Unreadable(e.to_string()),
-                },
+                CopyId::Target(i) if !reachable[i] => Err("target unreachable".into()),
+                _ => self.copy(id).read_state(REPLICA_NAME).map_err(|e| e.to_string()),
             })
             .collect();
+        let mut decoded: Vec<(&[u8], Decoded)> = Vec::new();
+        let mut found = Vec::new();
+        let mut digests = Vec::new();
+        for r in &raw {
+            let (f, d) = match r {
+                Err(e) => (ReplicaFound::Unreadable(e.clone()), None),
+                Ok(None) => (ReplicaFound::Missing, None),
+                Ok(Some(bytes)) => {
+                    let idx = match decoded.iter().position(|(b, _)| *b == bytes.as_slice()) {
+                        Some(i) => i,
+                        None => {
+                            let result = Manifest::decode(bytes).map(|m| {
+                                let d = Digest::of(&m.encode());
+                                (m, d)
+                            });
+                            decoded.push((bytes.as_slice(), result));
+                            decoded.len() - 1
+                        }
+                    };
+                    match &decoded[idx].1 {
+                        Ok((m, d)) => (ReplicaFound::Valid(m.clone()), Some(*d)),
+                        Err(defect) => (ReplicaFound::Defective(defect.clone()), None),
+                    }
+                }
+            };
+            found.push(f);
+            digests.push(d);
+        }
+        drop(decoded);
         let (found, foreign) = set_apart_foreign(&holders, found, self.local_set_id());
-        Replicas { holders, chosen: manifest::choose(&found), foreign }
+        Replicas { holders, chosen: manifest::choose_with(&found, &digests), foreign }
     }
 
     /// Writes `manifest` to the given holders, in parallel; one result per holder.

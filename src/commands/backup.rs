@@ -109,10 +109,19 @@ pub fn run(
     })?;
 
     let excludes = &ws.config.excludes;
-    let source = ws
-        .source
-        .list(&|p| excludes.excludes(p))
-        .with_context(|| format!("walking the source {}", ws.config.source.display()))?;
+    // The source and every target are walked at the same time.
+    let (source, walked) = rayon::join(
+        || ws.source.list(&|p| excludes.excludes(p)),
+        || -> Vec<Option<Result<Listing, String>>> {
+            ws.targets
+                .par_iter()
+                .enumerate()
+                .map(|(i, t)| reachable[i].then(|| t.list(&|_| false).map_err(|e| e.to_string())))
+                .collect()
+        },
+    );
+    let source =
+        source.with_context(|| format!("walking the source {}", ws.config.source.display()))?;
     for skipped in &source.skipped {
         findings.notice(
             NoticeKind::Skipped,
@@ -131,13 +140,7 @@ pub fn run(
         );
     }
 
-    let listings: Vec<Option<Listing>> = ws
-        .targets
-        .par_iter()
-        .enumerate()
-        .map(|(i, t)| reachable[i].then(|| t.list(&|_| false)))
-        .map(|walk| walk.map(|r| r.map_err(|e| e.to_string())))
-        .collect::<Vec<_>>()
+    let listings: Vec<Option<Listing>> = walked
         .into_iter()
         .enumerate()
         .map(|(i, walk)| match walk {

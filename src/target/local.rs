@@ -222,7 +222,7 @@ impl Target for LocalDir {
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {
         self.check_root()?;
         let mut listing = Listing::default();
-        let mut walk = WalkDir::new(&self.root).follow_links(false).sort_by_file_name().into_iter();
+        let mut walk = WalkDir::new(&self.root).follow_links(false).into_iter();
         walk.next(); // the root itself
         while let Some(entry) = walk.next() {
             let entry = match entry {
