@@ -172,6 +172,9 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
         let delay = Duration::from_micros(rng.below(budget.as_micros() as u64));
         if run_and_kill(&env, &["backup"], delay) {
             killed += 1;
+        } else {
+            // The run beat the kill (the machine got faster): aim earlier from now on.
+            budget = (budget * 2 / 3).max(Duration::from_millis(2));
         }
         checked += assert_no_torn_copy(&env, &versions, kill);
         let verify = env.run(&["verify", "--json"]);
@@ -194,7 +197,7 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
     );
     // Not a timing assertion: a guard that the kills really land inside runs at all.
     assert!(
-        killed * 4 >= kills(),
+        killed * 3 >= kills(),
         "only {killed} runs were killed mid-run: the test tests nothing"
     );
 }
