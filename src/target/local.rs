@@ -44,27 +44,8 @@ impl LocalDir {
 
     /// Creates the folders leading to `path`, refusing to pass through a symlink.
     fn make_parents(&self, path: &RelPath) -> io::Result<PathBuf> {
-        let mut dir = self.root.clone();
         let parts: Vec<&str> = path.as_str().split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            dir.push(part);
-            match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(io::Error::other(format!(
-                        "{} is not a folder (a symlink or file stands in its place)",
-                        dir.display()
-                    )));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(dir)
+        make_real_dirs(&self.root, &parts[..parts.len() - 1])
     }
 
     /// `lstat` of `path`'s folders, so a planted symlink is never followed.
@@ -92,23 +73,9 @@ impl LocalDir {
         if !self.state.starts_with(&self.root) {
             return Ok(path);
         }
-        let mut dir = self.root.clone();
         let inside = path.strip_prefix(&self.root).expect("state is inside the root");
-        let parts: Vec<_> = inside.components().collect();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            dir.push(part);
-            match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(io::Error::other(format!(
-                        "{} is not a folder (a symlink or file stands in its place)",
-                        dir.display()
-                    )));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir)?,
-                Err(e) => return Err(e),
-            }
-        }
+        let parts: Vec<&std::ffi::OsStr> = inside.iter().collect();
+        make_real_dirs(&self.root, &parts[..parts.len().saturating_sub(1)])?;
         if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(io::Error::other(format!("{} is a symlink", path.display())));
         }
@@ -118,6 +85,31 @@ impl LocalDir {
     fn is_own_state(&self, path: &Path) -> bool {
         path == self.state || path == self.root.join(STATE_DIR)
     }
+}
+
+/// Creates the folders `parts` below `root` one by one, checking each with `lstat`: a symlink
+/// or file standing in place of a folder is refused, never followed. Returns the last folder.
+fn make_real_dirs<P: AsRef<Path>>(root: &Path, parts: &[P]) -> io::Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for part in parts {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a folder (a symlink or file stands in its place)",
+                    dir.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dir)
 }
 
 pub(crate) fn mtime_ns(meta: &fs::Metadata) -> i64 {
