@@ -226,6 +226,18 @@ pub fn versions_folder(generation: u64) -> String {
 
 pub const VERSIONS_DIR: &str = "versions";
 
+/// The generations whose versions a target keeps, oldest first.
+pub fn kept_generations(target: &dyn Target) -> Vec<u64> {
+    let mut kept: Vec<u64> = target
+        .kept_folders(VERSIONS_DIR)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| name.parse().ok())
+        .collect();
+    kept.sort_unstable();
+    kept
+}
+
 /// The file in the local state folder naming the backup set.
 pub const SET_ID_NAME: &str = "set-id";
 

@@ -36,7 +36,7 @@ use crate::relpath::RelPath;
 use crate::target::{FileStat, Listing, Staged, Target};
 use crate::verified::Ledger;
 use crate::workspace::{
-    VERSIONS_DIR, Workspace, new_set_id, now_rfc3339, quarantine_folder, quarantine_stamp,
+    Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder, quarantine_stamp,
     versions_folder,
 };
 
@@ -677,14 +677,8 @@ fn record_versions(ws: &Workspace, base: &Manifest, reachable: &[bool], findings
                 format!("cannot record the manifest of the versions kept: {e}"),
             );
         }
-        let mut kept: Vec<u64> = target
-            .kept_folders(VERSIONS_DIR)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|name| name.parse().ok())
-            .collect();
-        kept.sort_unstable_by(|a, b| b.cmp(a));
-        for old in kept.iter().skip(ws.config.keep_versions) {
+        let kept = kept_generations(target.as_ref());
+        for old in kept.iter().rev().skip(ws.config.keep_versions) {
             let folder = versions_folder(*old);
             let dropped = target
                 .remove_kept(&folder)

@@ -19,7 +19,7 @@ use crate::mosaic::MosaicReader;
 use crate::progress::{Progress, Silent};
 use crate::relpath::{RelPath, STATE_DIR};
 use crate::target::{LocalDir, Target};
-use crate::workspace::{VERSIONS_DIR, Workspace, versions_folder};
+use crate::workspace::{Workspace, kept_generations, versions_folder};
 
 /// Blocks read per copy name.
 type BlocksUsed = std::collections::BTreeMap<String, usize>;
@@ -125,18 +125,6 @@ pub fn run(
     findings.sort();
     report.findings = findings;
     Ok(report)
-}
-
-/// The generations whose versions a target keeps, oldest first.
-fn kept_generations(target: &dyn Target) -> Vec<u64> {
-    let mut kept: Vec<u64> = target
-        .kept_folders(VERSIONS_DIR)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|name| name.parse().ok())
-        .collect();
-    kept.sort_unstable();
-    kept
 }
 
 /// The manifest of an old generation, as kept beside its versions on some target.

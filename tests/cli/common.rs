@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -131,4 +132,36 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
             (state >> 33) as u8
         })
         .collect()
+}
+
+/// Every file and folder under the workspace with its content digest and mtime, except the
+/// state folder's own bookkeeping (lock, run history, verification ledger), which every run
+/// may update; the state folder's manifest and quarantine are kept.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let meta = entry.metadata().unwrap();
+        let bookkeeping = entry.depth() == 2
+            && rel.starts_with(".redundo/")
+            && meta.is_file()
+            && rel != ".redundo/manifest";
+        if bookkeeping {
+            continue;
+        }
+        let value = if meta.is_file() {
+            let mtime = filetime::FileTime::from_last_modification_time(&meta);
+            format!(
+                "file {} {}.{}",
+                blake3::hash(&std::fs::read(entry.path()).unwrap()).to_hex(),
+                mtime.unix_seconds(),
+                mtime.nanoseconds()
+            )
+        } else {
+            "dir".to_string()
+        };
+        out.insert(rel, value);
+    }
+    out
 }

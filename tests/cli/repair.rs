@@ -2,10 +2,9 @@
 //! damaged bytes are kept in a quarantine, source rot is healed from the targets, manifest
 //! replicas are rewritten, and when no content can be chosen nothing at all is written.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::{Env, Run, bytes, flip_byte};
+use crate::common::{Env, Run, bytes, flip_byte, snapshot};
 
 const A: &str = "a.txt";
 const B: &str = "sub/deep/b.bin";
@@ -64,38 +63,6 @@ fn quarantines(root: &Path) -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_dir() && e.file_name() == "quarantine")
         .map(|e| e.path().to_path_buf())
         .collect()
-}
-
-/// Every file and folder under the workspace with its content digest and mtime, except the
-/// state folder's own bookkeeping (lock, run history, verification ledger), which every run
-/// may update; the state folder's manifest and quarantine are kept.
-fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
-        let meta = entry.metadata().unwrap();
-        let bookkeeping = entry.depth() == 2
-            && rel.starts_with(".redundo/")
-            && meta.is_file()
-            && rel != ".redundo/manifest";
-        if bookkeeping {
-            continue;
-        }
-        let value = if meta.is_file() {
-            let mtime = filetime::FileTime::from_last_modification_time(&meta);
-            format!(
-                "file {} {}.{}",
-                blake3::hash(&std::fs::read(entry.path()).unwrap()).to_hex(),
-                mtime.unix_seconds(),
-                mtime.nanoseconds()
-            )
-        } else {
-            "dir".to_string()
-        };
-        out.insert(rel, value);
-    }
-    out
 }
 
 fn has_line(run: &Run, prefix: &str) -> bool {

@@ -2,10 +2,9 @@
 //! path), edits since the last backup are pending rather than damage, manifest replicas are
 //! checked too, and verify never writes to a copy.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{Env, Run, bytes, flip_byte};
+use crate::common::{Env, Run, bytes, flip_byte, snapshot};
 
 const A: &str = "a.txt";
 const B: &str = "sub/deep/b.bin";
@@ -75,39 +74,6 @@ fn assert_one_problem(run: &Run, copy: &str, path: &str, label: &str) {
     assert_eq!(problems.len(), 1, "expected one problem line: {run:?}");
     assert!(problems[0].starts_with(&prefix), "expected a line starting {prefix:?}: {run:?}");
     assert!(summary(run).contains("PROBLEMS FOUND"), "summary should say PROBLEMS FOUND: {run:?}");
-}
-
-/// Every file and folder under the workspace (source, targets and their `.redundo/`, the
-/// state folder's manifest and quarantine) with its content digest and mtime; only the state
-/// folder's own bookkeeping (lock, run history, verification ledger), which every run may
-/// update, is left out.
-fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
-        let meta = entry.metadata().unwrap();
-        let bookkeeping = entry.depth() == 2
-            && rel.starts_with(".redundo/")
-            && meta.is_file()
-            && rel != ".redundo/manifest";
-        if bookkeeping {
-            continue;
-        }
-        let value = if meta.is_file() {
-            let mtime = filetime::FileTime::from_last_modification_time(&meta);
-            format!(
-                "file {} {}.{}",
-                blake3::hash(&std::fs::read(entry.path()).unwrap()).to_hex(),
-                mtime.unix_seconds(),
-                mtime.nanoseconds()
-            )
-        } else {
-            "dir".to_string()
-        };
-        out.insert(rel, value);
-    }
-    out
 }
 
 #[test]
