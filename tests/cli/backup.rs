@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{Env, Run, bytes, flip_byte};
+use crate::common::{Env, Run, bytes, flip_byte, run_as};
 
 /// Every regular file under `root` except redundo's own state, as path -> (bytes, mtime).
 fn tree(root: &Path) -> BTreeMap<String, (Vec<u8>, filetime::FileTime)> {
@@ -463,23 +463,6 @@ fn chown_tree(root: &Path, uid: u32) {
         let rc = unsafe { libc::lchown(path.as_ptr(), uid, uid) };
         assert_eq!(rc, 0, "chown {}", entry.path().display());
     }
-}
-
-/// `redundo ARGS` as user `uid` (tests run as root, for whom a mode-000 file is readable).
-fn run_as(env: &Env, uid: u32, args: &[&str]) -> std::io::Result<Run> {
-    use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redundo"))
-        .args(args)
-        .current_dir(env.root())
-        .env_remove("REDUNDO_CONFIG")
-        .uid(uid)
-        .gid(uid)
-        .output()?;
-    Ok(Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
 }
 
 #[test]

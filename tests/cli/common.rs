@@ -23,6 +23,16 @@ impl Run {
     }
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
@@ -82,17 +92,18 @@ impl Env {
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_redundo"));
-        command.args(args).current_dir(self.root()).env_remove("REDUNDO_CONFIG");
+        let mut command = self.command(args);
         for (key, value) in env {
             command.env(key, value);
         }
-        let out = command.output().expect("running redundo");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(command.output().expect("running redundo"))
+    }
+
+    /// `redundo ARGS` in the workspace folder, with no `$REDUNDO_CONFIG`, not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_redundo"));
+        command.args(args).current_dir(self.root()).env_remove("REDUNDO_CONFIG");
+        command
     }
 
     /// Runs a command and asserts its exit code.
@@ -164,4 +175,23 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
         out.insert(rel, value);
     }
     out
+}
+
+/// `redundo ARGS` in the workspace as user `uid` (tests run as root, for whom a mode-000
+/// file is readable).
+pub fn run_as(env: &Env, uid: u32, args: &[&str]) -> std::io::Result<Run> {
+    use std::os::unix::process::CommandExt;
+    Ok(Run::from(env.command(args).uid(uid).gid(uid).output()?))
+}
+
+/// The one `<stamp>` folder in a quarantine, which must exist (files beside it, such as
+/// notes, are not stamps).
+pub fn only_stamp(quarantine: &Path) -> PathBuf {
+    let stamps: Vec<PathBuf> = std::fs::read_dir(quarantine)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", quarantine.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(stamps.len(), 1, "one stamp folder in {quarantine:?}: {stamps:?}");
+    stamps.into_iter().next().unwrap()
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, bytes, flip_byte};
@@ -97,14 +97,7 @@ fn random_content(rng: &mut Rng) -> Vec<u8> {
 /// Runs `redundo ARGS` and kills it with SIGKILL after `delay`; true if it was killed
 /// before it finished.
 fn run_and_kill(env: &Env, args: &[&str], delay: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redundo"))
-        .args(args)
-        .current_dir(env.root())
-        .env_remove("REDUNDO_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(delay);
     let finished = child.try_wait().unwrap().is_some();
     let _ = child.kill();

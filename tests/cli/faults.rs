@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, Run, bytes};
+use crate::common::{Env, Run, bytes, run_as};
 
 pub(crate) const NOBODY: u32 = 65534;
 
@@ -157,23 +157,6 @@ pub(crate) fn chown_tree(root: &Path, uid: u32) {
     }
 }
 
-/// `redundo ARGS` in the workspace as user `uid` (with no supplementary groups).
-pub(crate) fn run_as(env: &Env, uid: u32, args: &[&str]) -> std::io::Result<Run> {
-    use std::os::unix::process::CommandExt;
-    let out = Command::new(env!("CARGO_BIN_EXE_redundo"))
-        .args(args)
-        .current_dir(env.root())
-        .env_remove("REDUNDO_CONFIG")
-        .uid(uid)
-        .gid(uid)
-        .output()?;
-    Ok(Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
-
 /// Runs as nobody when root (so that modes bite), else as ourselves; `None` (after a SKIPPED
 /// note) when root cannot switch users.
 fn run_unprivileged(env: &Env, test: &str, args: &[&str]) -> Option<Run> {
@@ -196,14 +179,7 @@ fn chmod(path: &Path, mode: u32) {
 
 /// Starts `redundo ARGS` in the workspace, output captured.
 pub(crate) fn spawn(env: &Env, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_redundo"))
-        .args(args)
-        .current_dir(env.root())
-        .env_remove("REDUNDO_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    env.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 pub(crate) fn finish(child: Child) -> Run {

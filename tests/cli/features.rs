@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::common::{Env, Run, bytes, flip_byte};
+use crate::common::{Env, Run, bytes, flip_byte, only_stamp};
 
 const MIB: usize = 1 << 20;
 
@@ -27,23 +27,7 @@ fn has_line(run: &Run, prefix: &str, contains: &str) -> bool {
 
 /// Runs `redundo ARGS` in the workspace and keeps stdout as raw bytes (for `cat`).
 fn run_raw(env: &Env, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_redundo"))
-        .args(args)
-        .current_dir(env.root())
-        .env_remove("REDUNDO_CONFIG")
-        .output()
-        .expect("running redundo")
-}
-
-/// The one `<stamp>` folder in a quarantine (notes files beside it are not stamps).
-fn only_stamp(quarantine: &Path) -> PathBuf {
-    let stamps: Vec<PathBuf> = std::fs::read_dir(quarantine)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", quarantine.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(stamps.len(), 1, "one stamp folder in {quarantine:?}: {stamps:?}");
-    stamps.into_iter().next().unwrap()
+    env.command(args).output().expect("running redundo")
 }
 
 /// The `<stamp>.notes` file that sits beside a quarantine's `<stamp>` folder.
@@ -711,14 +695,8 @@ fn completions_man_and_cat_into_a_closed_pipe_exit_quietly() {
     for args in [&["completions", "bash"][..], &["man"], &["cat", BIG]] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_redundo"))
-            .args(args)
-            .current_dir(env.root())
-            .env_remove("REDUNDO_CONFIG")
-            .stdout(Stdio::from(writer))
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
+        let out =
+            env.command(args).stdout(Stdio::from(writer)).stderr(Stdio::piped()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains("panicked") || out.status.code() != Some(0) {
             failures.push(format!("redundo {}: exit {:?}: {stderr}", args.join(" "), out.status));

@@ -217,11 +217,7 @@ fn real_hdfs_serves_cat_and_restore_when_the_local_copy_is_damaged() {
     env.ok(&["backup", "--quiet"]);
     crate::common::flip_byte(&env.path("local/models/weights.bin"), 10);
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redundo"))
-        .args(["cat", "models/weights.bin"])
-        .current_dir(env.root())
-        .output()
-        .unwrap();
+    let out = env.command(&["cat", "models/weights.bin"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == env.read("data/models/weights.bin"), "cat read around the damage");
 

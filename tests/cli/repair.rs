@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{Env, Run, bytes, flip_byte, snapshot};
+use crate::common::{Env, Run, bytes, flip_byte, only_stamp, snapshot};
 
 const A: &str = "a.txt";
 const B: &str = "sub/deep/b.bin";
@@ -41,18 +41,6 @@ fn mtime(path: &Path) -> filetime::FileTime {
 
 fn truncate(path: &Path, len: u64) {
     std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
-}
-
-/// The one `<stamp>` folder in a quarantine, which must exist (files beside it, such as
-/// notes, are not stamps).
-fn only_stamp(quarantine: &Path) -> PathBuf {
-    let stamps: Vec<PathBuf> = std::fs::read_dir(quarantine)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", quarantine.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(stamps.len(), 1, "one stamp folder in {quarantine:?}: {stamps:?}");
-    stamps.into_iter().next().unwrap()
 }
 
 /// Every quarantine folder anywhere in the workspace.

@@ -1508,11 +1508,9 @@ fn a_folder_standing_where_a_copy_goes_is_left_alone() {
 
 /// Runs redundo, killing it if it has not finished after `limit` (a hang, not a timing).
 fn run_or_kill(env: &Env, args: &[&str], limit: Duration) -> Option<Run> {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redundo"))
-        .args(args)
-        .current_dir(env.root())
-        .env_remove("REDUNDO_CONFIG")
+    use std::process::Stdio;
+    let mut child = env
+        .command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
