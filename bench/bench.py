@@ -81,7 +81,7 @@ def cmd_many(args):
 
 
 def cmd_manifest(args):
-    """A replica in redundo's on-disk format (see src/manifest.rs): header line with the
+    """A replica in redundo's on-disk format (see src/record/manifest.rs): header line with the
     BLAKE3 of the body, then the JSON body. Files are 1-64 KiB, so no block lists."""
     rng = random.Random(args.seed)
     lo, hi = math.log(1 * KIB), math.log(64 * KIB)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::exit::EXIT_CODES_HELP;
+use crate::report::exit::EXIT_CODES_HELP;
 
 #[derive(Debug, Parser)]
 #[command(

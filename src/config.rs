@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::exit::{UsageError, usage};
-use crate::relpath::{RelPath, STATE_DIR};
+use crate::record::relpath::{RelPath, STATE_DIR};
+use crate::report::exit::{UsageError, usage};
 
 pub const DEFAULT_CONFIG: &str = "redundo.toml";
 

@@ -2,41 +2,38 @@
 //! records BLAKE3 digests in a replicated manifest, and heals silent corruption by majority
 //! vote across the copies.
 //!
-//! The layout:
-//! - `cli` parses and `config` validates; `workspace` opens a locked run over one config.
-//! - `commands/` hold one file per command: gather facts, call the pure core, act.
-//! - The pure core: `plan` (what a backup must do), `vote` and `assess` (which content is
-//!   right, what each copy is), `durability` (how safe the data is), `manifest::choose`.
-//! - Facts and I/O: `target/` (one file per kind of copy, behind one trait), `inspect`
-//!   (stat and hash every copy), `fanout` (one read streamed to every target), `mosaic`
-//!   (block-verified reads across copies), `digest` and `hdfs_checksum`.
-//! - Records: `manifest` (replicated), `verified` (the verification ledger), `history`.
-//! - Reporting: `findings` are values; `report` is the only writer to stdout; `exit` says what
-//!   each exit code means; `progress` is the only user of indicatif.
+//! The layout is the architecture. Each folder is a layer, and a layer imports only the
+//! layers below it (a test in `layout_tests` checks this on every `cargo test`):
+//!
+//! - `commands/`: one file per command, a short sequence of named steps over the layers below.
+//! - `run/`: the running of a command over one locked workspace: stores opened, replicas
+//!   read, one read fanned out to every target, copies inspected, block-verified reads.
+//! - `store/` and `report/`, side by side (neither imports the other):
+//!   - `store/`: where copies live; one trait, [`store::Store`], that the source and every
+//!     target implement, one file per kind, and the one factory, [`store::open_store`].
+//!   - `report/`: findings and each command's outcome as values, exit codes, progress, and
+//!     the one writer to stdout.
+//! - `decide/`: the pure core; which copy is right, what each copy is, what a backup must
+//!   do, how durable the data is. No I/O.
+//! - `record/`: what redundo writes down and the values it is made of: the manifest, the
+//!   verification ledger, the history, digests, relative paths. Imports nothing above it.
+//!
+//! Beside the layers, at the edge: `cli` (clap only, no I/O) and `config` (TOML to a validated
+//! [`config::Config`], the one place strings become locations). `config` imports only
+//! `record` and `report::exit`; any layer from `store` up may read a `Config`. This file holds
+//! the one dispatch on the command; `main.rs` maps its outcome to an exit code.
 
-pub mod assess;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod digest;
-pub mod durability;
-pub mod exit;
-pub mod fanout;
-pub mod findings;
-pub mod hdfs_checksum;
-pub mod history;
-pub mod inspect;
-pub mod lock;
-pub mod manifest;
-pub mod mosaic;
-pub mod plan;
-pub mod progress;
-pub mod relpath;
+pub mod decide;
+pub mod record;
 pub mod report;
-pub mod target;
-pub mod verified;
-pub mod vote;
-pub mod workspace;
+pub mod run;
+pub mod store;
+
+#[cfg(test)]
+mod layout_tests;
 
 use anyhow::Result;
 
@@ -44,15 +41,15 @@ use clap::CommandFactory;
 use cli::{Cli, Command};
 
 use commands::{backup, cat, init, repair, restore, status, verify};
-use exit::Exit;
+use report::exit::Exit;
 use report::{Output, Report};
-use workspace::Workspace;
+use run::workspace::Workspace;
 
 /// Runs one command and prints its report; returns the exit code to use.
 pub fn run(cli: &Cli) -> Result<Exit> {
     let common = cli.command.common();
     let output = Output { json: common.json, quiet: common.quiet, verbose: common.verbose > 0 };
-    let progress = progress::for_run(common.json, common.quiet);
+    let progress = report::progress::for_run(common.json, common.quiet);
     let report = match &cli.command {
         Command::Init { source, targets, force, common } => {
             Report::Init(init::run(&init::InitOptions {

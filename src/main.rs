@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use redundo::cli::Cli;
-use redundo::exit::Exit;
 use redundo::report;
+use redundo::report::exit::Exit;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

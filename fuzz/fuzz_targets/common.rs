@@ -2,7 +2,7 @@
 
 use std::path::{Component, Path};
 
-use redundo::manifest::Manifest;
+use redundo::record::manifest::Manifest;
 
 pub fn check_accepted(manifest: &Manifest) {
     let bytes = manifest.encode();

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redundo::digest::Digest;
-use redundo::manifest::Manifest;
+use redundo::record::digest::Digest;
+use redundo::record::manifest::Manifest;
 
 #[path = "common.rs"]
 mod common;

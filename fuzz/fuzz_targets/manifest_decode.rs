@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redundo::manifest::Manifest;
+use redundo::record::manifest::Manifest;
 
 #[path = "common.rs"]
 mod common;

@@ -21,24 +21,24 @@
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use serde::Serialize;
 
 use super::open_run;
-use crate::assess::CopyId;
-use crate::fanout::{ReadFailure, stream_to_targets};
-use crate::findings::{Findings, NoticeKind, ProblemKind};
-use crate::history::{BackupRecord, History};
-use crate::inspect::hash_copy;
-use crate::manifest::{FileVersion, Manifest, ReplicaStatus};
-use crate::plan::{Job, JobKind, SourceFiles, TargetFiles, plan_backup};
-use crate::progress::{Progress, Silent};
-use crate::relpath::RelPath;
-use crate::target::{FileStat, Listing, Staged, Target};
-use crate::verified::Ledger;
-use crate::workspace::{
+use crate::decide::assess::CopyId;
+use crate::decide::plan::{Job, JobKind, SourceFiles, TargetFiles, plan_backup};
+use crate::record::history::{BackupRecord, History};
+use crate::record::manifest::{FileVersion, Manifest, ReplicaStatus};
+use crate::record::relpath::RelPath;
+use crate::record::verified::Ledger;
+use crate::report::findings::{Findings, NoticeKind, ProblemKind};
+use crate::report::outcome::{BackupReport, Copied};
+use crate::report::progress::{Progress, Silent};
+use crate::run::fanout::{ReadFailure, stream_to_targets};
+use crate::run::inspect::hash_copy;
+use crate::run::workspace::{
     Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder, quarantine_stamp,
     versions_folder,
 };
+use crate::store::{FileStat, Listing, Staged, Store};
 
 /// How often a file that changes while being read is tried before it is reported.
 const READ_ATTEMPTS: usize = 3;
@@ -48,35 +48,6 @@ pub struct BackupOptions {
     pub prune: bool,
     /// List every file copied (`-v`).
     pub list_copied: bool,
-}
-
-/// One file a backup copied, and where to.
-#[derive(Debug, Serialize)]
-pub struct Copied {
-    pub path: String,
-    pub kind: JobKind,
-    pub targets: Vec<String>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct BackupReport {
-    pub generation: u64,
-    pub files: usize,
-    pub new: usize,
-    pub changed: usize,
-    pub unchanged: usize,
-    /// Unchanged files copied again to targets that lacked a matching copy.
-    pub gaps_filled: usize,
-    pub pruned: usize,
-    /// Deleted from the source, still kept on the targets (until `--prune`).
-    pub deleted_kept: usize,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    /// Every file copied, when asked for with `-v`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub copied: Vec<Copied>,
-    #[serde(flatten)]
-    pub findings: Findings,
 }
 
 /// What one job left behind.
@@ -238,7 +209,7 @@ pub fn run(
                 (JobKind::New, Some(version)) if installed => {
                     manifest.files.insert(
                         job.path.clone(),
-                        crate::manifest::Entry { current: version, pending: Vec::new() },
+                        crate::record::manifest::Entry { current: version, pending: Vec::new() },
                     );
                     report.new += 1;
                 }
@@ -414,7 +385,7 @@ fn discard_staged(
 fn stage_job(ws: &Workspace, job: &Job, manifest: &Manifest, progress: &dyn Progress) -> JobResult {
     let mut result = JobResult::default();
     let path = job.path.as_str();
-    let sinks: Vec<(usize, &dyn Target)> =
+    let sinks: Vec<(usize, &dyn Store)> =
         job.sinks.iter().map(|s| (s.target, ws.targets[s.target].as_ref())).collect();
 
     let mut attempt = 0;
@@ -459,7 +430,7 @@ fn stage_job(ws: &Workspace, job: &Job, manifest: &Manifest, progress: &dyn Prog
         let recorded = &manifest.files[&job.path].current;
         if version.blake3 != recorded.blake3 || !recorded.same_stat(version.size, version.mtime_ns)
         {
-            crate::fanout::discard_all(&sinks, streamed.staged);
+            crate::run::fanout::discard_all(&sinks, streamed.staged);
             if version.blake3 != recorded.blake3
                 && recorded.same_stat(version.size, version.mtime_ns)
             {
@@ -544,7 +515,7 @@ fn install_job(
 /// same content is kept (a run killed after its rename); anything else is moved to the
 /// quarantine first, never overwritten.
 fn install_over(
-    copy: &dyn Target,
+    copy: &dyn Store,
     staged: Staged,
     path: &RelPath,
     existing: Option<FileStat>,
@@ -656,7 +627,7 @@ fn prune(
 }
 
 /// Keeps the copy now at `path` as the version of `generation`.
-fn keep_version(copy: &dyn Target, path: &RelPath, generation: u64) -> std::io::Result<String> {
+fn keep_version(copy: &dyn Store, path: &RelPath, generation: u64) -> std::io::Result<String> {
     copy.keep(path, &versions_folder(generation), &format!("version of generation {generation}"))
 }
 
@@ -698,7 +669,7 @@ fn record_versions(ws: &Workspace, base: &Manifest, reachable: &[bool], findings
 
 /// Deletes temporary files left by killed runs; a live process's files are left alone (two
 /// configs may share a target).
-fn remove_leftovers(copy: &dyn Target, listing: &Listing) {
+fn remove_leftovers(copy: &dyn Store, listing: &Listing) {
     for leftover in &listing.leftovers {
         let pid = leftover
             .rsplit('/')

@@ -7,11 +7,11 @@ use std::io::{self, Write};
 
 use anyhow::Result;
 
-use crate::exit::{DamageError, usage};
-use crate::mosaic::MosaicReader;
-use crate::relpath::RelPath;
-use crate::target::Target;
-use crate::workspace::Workspace;
+use crate::record::relpath::RelPath;
+use crate::report::exit::{DamageError, usage};
+use crate::run::mosaic::MosaicReader;
+use crate::run::workspace::Workspace;
+use crate::store::Store;
 
 pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
     let reachable: Vec<bool> = ws.reach_targets().iter().map(|r| r.is_ok()).collect();
@@ -23,7 +23,7 @@ pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
     let Some(entry) = replicas.chosen.manifest.files.get(&path) else {
         return usage(format!("no backed-up file at {raw_path:?}"));
     };
-    let mut copies: Vec<(String, &dyn Target)> = ws
+    let mut copies: Vec<(String, &dyn Store)> = ws
         .targets
         .iter()
         .enumerate()
@@ -33,7 +33,7 @@ pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
     copies.push(("source".into(), ws.source.as_ref()));
     let mut reader = MosaicReader::new(copies, &path, &entry.current);
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; crate::digest::BLOCK_SIZE];
+    let mut buf = vec![0u8; crate::record::digest::BLOCK_SIZE];
     loop {
         let n = match io::Read::read(&mut reader, &mut buf) {
             Ok(0) => break,
@@ -45,7 +45,7 @@ pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
         out.write_all(&buf[..n])?;
     }
     out.flush()?;
-    if crate::digest::Digest::from(hasher.finalize()) != entry.current.blake3 {
+    if crate::record::digest::Digest::from(hasher.finalize()) != entry.current.blake3 {
         return Err(DamageError(format!(
             "{path}: the verified blocks do not add up to the recorded digest"
         ))

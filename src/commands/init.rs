@@ -6,34 +6,19 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use crate::config::{self, Config, Location, RawConfig, RawTarget};
-use crate::exit::usage;
-use crate::findings::Findings;
-use crate::target;
-use crate::workspace::new_set_id;
+use crate::report::exit::usage;
+use crate::report::findings::Findings;
+use crate::report::outcome::{InitReport, InitTarget};
+use crate::run::workspace::new_set_id;
+use crate::store;
 
 pub struct InitOptions {
     pub config: PathBuf,
     pub source: String,
     pub targets: Vec<String>,
     pub force: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct InitReport {
-    pub config: String,
-    #[serde(flatten)]
-    pub findings: Findings,
-    pub source: String,
-    pub targets: Vec<InitTarget>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct InitTarget {
-    pub name: String,
-    pub location: String,
 }
 
 pub fn run(options: &InitOptions) -> Result<InitReport> {
@@ -81,13 +66,13 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
     // backup refuses a missing one), then write the config through a temporary and a rename.
     let config = Config::from_text(&options.config, &text)?;
     for spec in &config.targets {
-        let copy = target::open_target(spec);
+        let copy = store::open_target(spec);
         copy.create_root()
             .with_context(|| format!("creating target {:?} at {}", spec.name, copy.location()))?;
     }
     // A new config starts a new backup set, unless its state folder already names one (a
     // re-init with --force of the same setup).
-    let set_file = config.state_dir.join(crate::workspace::SET_ID_NAME);
+    let set_file = config.state_dir.join(crate::run::workspace::SET_ID_NAME);
     if !set_file.exists() {
         std::fs::create_dir_all(&config.state_dir)
             .and_then(|()| std::fs::write(&set_file, format!("{}\n", new_set_id(&config))))

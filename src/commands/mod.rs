@@ -10,13 +10,14 @@ pub mod restore;
 pub mod status;
 pub mod verify;
 
-use crate::assess::{Assessment, CopyId, CopyVerdict};
-use crate::findings::{Findings, NoticeKind, ProblemKind};
-use crate::history::CopyCounts;
-use crate::manifest::ReplicaStatus;
-use crate::relpath::RelPath;
-use crate::vote::NoWinner;
-use crate::workspace::{Replicas, Workspace};
+use crate::decide::assess::{Assessment, CopyId};
+use crate::decide::vote::NoWinner;
+use crate::record::history::CopyCounts;
+use crate::record::manifest::ReplicaStatus;
+use crate::record::relpath::RelPath;
+use crate::record::verdict::CopyVerdict;
+use crate::report::findings::{Findings, NoticeKind, ProblemKind};
+use crate::run::workspace::{Replicas, Workspace};
 
 /// Checks every target's root; an unreachable one is a problem (exit 3) and is left out of
 /// the run, so the others are still served.
@@ -53,7 +54,7 @@ pub(crate) fn open_run(
             CopyId::Source => format!("the state folder {}", ws.config.state_dir.display()),
             id => format!("target {:?}", ws.copy_name(id)),
         };
-        return crate::exit::usage(format!(
+        return crate::report::exit::usage(format!(
             "the manifest in {name} was written by a newer redundo (format version {version}); upgrade redundo to work on this backup set (nothing was changed)"
         ));
     }
@@ -66,7 +67,7 @@ pub(crate) fn open_run(
             format!(
                 "{} holds the manifest of another backup set ({set_id}): two configs share this target folder; give each config a folder of its own (if this config should continue that set, put its id in {})",
                 ws.targets[*i].location(),
-                ws.config.state_dir.join(crate::workspace::SET_ID_NAME).display()
+                ws.config.state_dir.join(crate::run::workspace::SET_ID_NAME).display()
             ),
         );
     }
@@ -86,7 +87,7 @@ pub(crate) fn require_backup(
             .iter()
             .all(|s| matches!(s, ReplicaStatus::Missing | ReplicaStatus::Unreadable { .. }));
     if never {
-        return crate::exit::usage(format!(
+        return crate::report::exit::usage(format!(
             "nothing to {command}: no manifest in {} or any target (run `redundo backup` first)",
             ws.config.state_dir.display()
         ));
@@ -160,11 +161,11 @@ pub(crate) fn file_findings(
             CopyVerdict::Ok => {}
             CopyVerdict::Pending { why } => {
                 let detail = match why {
-                    crate::assess::PendingWhy::SourceChanged => "changed since the last backup",
-                    crate::assess::PendingWhy::SourceDeleted => {
+                    crate::record::verdict::PendingWhy::SourceChanged => "changed since the last backup",
+                    crate::record::verdict::PendingWhy::SourceDeleted => {
                         "deleted from the source; kept on the targets until `backup --prune`"
                     }
-                    crate::assess::PendingWhy::InterruptedBackup => {
+                    crate::record::verdict::PendingWhy::InterruptedBackup => {
                         "holds the version an interrupted backup was installing"
                     }
                 };

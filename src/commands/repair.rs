@@ -10,53 +10,28 @@
 use std::io::Read;
 
 use anyhow::Result;
-use serde::Serialize;
 
 use super::verify::unix_now;
 use super::{file_findings, open_run, replica_findings, require_backup};
-use crate::assess::{Assessment, CopyId, CopyVerdict};
-use crate::digest::Digest;
-use crate::fanout::{discard_all, fan_out};
-use crate::findings::{Findings, NoticeKind, ProblemKind};
-use crate::history::{CopyCounts, History, VerifyRecord};
-use crate::inspect::{Scope, hash_copy, inspect};
-use crate::manifest::{FileVersion, Manifest};
-use crate::mosaic::MosaicReader;
-use crate::progress::{Progress, Silent};
-use crate::relpath::RelPath;
-use crate::target::Target;
-use crate::verified::Ledger;
-use crate::vote::NoWinner;
-use crate::workspace::{Workspace, now_rfc3339, quarantine_folder, quarantine_stamp};
+use crate::decide::assess::{Assessment, CopyId};
+use crate::decide::vote::NoWinner;
+use crate::record::digest::Digest;
+use crate::record::history::{CopyCounts, History, VerifyRecord};
+use crate::record::manifest::{FileVersion, Manifest};
+use crate::record::relpath::RelPath;
+use crate::record::verdict::CopyVerdict;
+use crate::record::verified::Ledger;
+use crate::report::findings::{Findings, NoticeKind, ProblemKind};
+use crate::report::outcome::{Action, RepairReport};
+use crate::report::progress::{Progress, Silent};
+use crate::run::fanout::{discard_all, fan_out};
+use crate::run::inspect::{Scope, hash_copy, inspect};
+use crate::run::mosaic::MosaicReader;
+use crate::run::workspace::{Workspace, now_rfc3339, quarantine_folder, quarantine_stamp};
+use crate::store::Store;
 
 pub struct RepairOptions {
     pub dry_run: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RepairReport {
-    pub dry_run: bool,
-    pub generation: u64,
-    pub files: usize,
-    /// Copies rewritten (or, with `--dry-run`, that would be).
-    pub copies_healed: usize,
-    pub replicas_rewritten: usize,
-    pub actions: Vec<Action>,
-    /// What is still wrong after the run.
-    #[serde(flatten)]
-    pub findings: Findings,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Action {
-    pub path: String,
-    pub copy: String,
-    /// Where the good bytes came from: a copy's name, or `blocks of a, b` for a mosaic.
-    pub from: String,
-    /// What was wrong with the copy.
-    pub was: CopyVerdict,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quarantined_to: Option<String>,
 }
 
 /// Where the good bytes of a file come from.
@@ -271,7 +246,7 @@ fn plan_file(
                 let copy = ws.copy(from);
                 let stat = copy.stat(path).ok()??;
                 let mut reader = copy.open(path).ok()?;
-                let digest = crate::digest::hash_stream(&mut *reader, &mut |_| {}).ok()?;
+                let digest = crate::record::digest::hash_stream(&mut *reader, &mut |_| {}).ok()?;
                 FileVersion::new(stat.size, stat.mtime_ns, digest)
             } else {
                 recorded.clone()
@@ -350,7 +325,7 @@ struct Healed {
 fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> Healed {
     let mut healed = Healed { done: Vec::new(), findings: Findings::default() };
     let p = Some(path.as_str());
-    let outs: Vec<(usize, &dyn Target)> =
+    let outs: Vec<(usize, &dyn Store)> =
         plan.damaged.iter().enumerate().map(|(n, (id, _))| (n, ws.copy(*id))).collect();
     let (reader, from): (Result<Box<dyn Read + '_>, std::io::Error>, String) = match &plan.good {
         GoodBytes::Copy(id) => {
@@ -479,7 +454,7 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
 /// corrected, under a new generation). Returns how many were written.
 fn rewrite_replicas(
     ws: &Workspace,
-    replicas: &crate::workspace::Replicas,
+    replicas: &crate::run::workspace::Replicas,
     reachable: &[bool],
     manifest: &mut Manifest,
     findings: &mut Findings,

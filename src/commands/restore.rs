@@ -7,22 +7,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use serde::Serialize;
 
 use super::{open_run, require_backup};
-use crate::exit::usage;
-use crate::fanout::{discard_all, fan_out};
-use crate::findings::{Findings, ProblemKind};
-use crate::inspect::hash_copy;
-use crate::manifest::{FileVersion, Manifest};
-use crate::mosaic::MosaicReader;
-use crate::progress::{Progress, Silent};
-use crate::relpath::{RelPath, STATE_DIR};
-use crate::target::{LocalDir, Target};
-use crate::workspace::{Workspace, kept_generations, versions_folder};
-
-/// Blocks read per copy name.
-type BlocksUsed = std::collections::BTreeMap<String, usize>;
+use crate::record::manifest::{FileVersion, Manifest};
+use crate::record::relpath::{RelPath, STATE_DIR};
+use crate::report::exit::usage;
+use crate::report::findings::{Findings, ProblemKind};
+use crate::report::outcome::{BlocksUsed, RestoreReport};
+use crate::report::progress::{Progress, Silent};
+use crate::run::fanout::{discard_all, fan_out};
+use crate::run::inspect::hash_copy;
+use crate::run::mosaic::MosaicReader;
+use crate::run::workspace::{Workspace, kept_generations, versions_folder};
+use crate::store::{LocalDir, Store};
 
 pub struct RestoreOptions {
     pub to: PathBuf,
@@ -30,18 +27,6 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Restore the tree as it was at this generation (from the versions kept).
     pub generation: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RestoreReport {
-    pub to: String,
-    pub generation: u64,
-    pub files: usize,
-    pub bytes: u64,
-    /// Blocks read per copy: more than one name means some copy was damaged or missing.
-    pub blocks_from: BlocksUsed,
-    #[serde(flatten)]
-    pub findings: Findings,
 }
 
 pub fn run(
@@ -64,8 +49,8 @@ pub fn run(
 
     // Targets first, in config order, each followed (for an old generation) by the versions
     // it kept from that generation on; the source last (it may be what is being replaced).
-    let mut views: Vec<(String, Box<dyn Target>)> = Vec::new();
-    let mut copies: Vec<(String, &dyn Target)> = Vec::new();
+    let mut views: Vec<(String, Box<dyn Store>)> = Vec::new();
+    let mut copies: Vec<(String, &dyn Store)> = Vec::new();
     for (i, target) in ws.targets.iter().enumerate().filter(|(i, _)| reachable[*i]) {
         copies.push((target.name().to_string(), target.as_ref()));
         if let Some(generation) = wanted {
@@ -149,7 +134,7 @@ fn snapshot_of(ws: &Workspace, reachable: &[bool], generation: u64) -> Result<Ma
 
 /// The manifest entries named by `paths` (exact files or folder prefixes); all when empty.
 fn select(
-    files: &std::collections::BTreeMap<RelPath, crate::manifest::Entry>,
+    files: &std::collections::BTreeMap<RelPath, crate::record::manifest::Entry>,
     paths: &[String],
 ) -> Result<Vec<(RelPath, FileVersion)>> {
     let all = || files.iter().map(|(p, e)| (p.clone(), e.current.clone()));
@@ -203,14 +188,14 @@ fn prepare_destination(ws: &Workspace, to: &Path, force: bool) -> Result<()> {
 
 /// Restores one file; the blocks used per copy, or why it could not be restored.
 fn restore_file(
-    copies: &[(String, &dyn Target)],
+    copies: &[(String, &dyn Store)],
     destination: &LocalDir,
     path: &RelPath,
     version: &FileVersion,
     progress: &dyn Progress,
 ) -> Result<BlocksUsed, String> {
     let mut reader = MosaicReader::new(copies.to_vec(), path, version);
-    let outs = [(0usize, destination as &dyn Target)];
+    let outs = [(0usize, destination as &dyn Store)];
     let fanned =
         fan_out(&mut reader, path, &outs, version.mtime_ns, progress).map_err(|e| e.to_string())?;
     if fanned.digest.whole != version.blake3 {

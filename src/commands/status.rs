@@ -4,44 +4,15 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use serde::Serialize;
 
 use super::{open_run, replica_findings};
-use crate::assess::CopyId;
-use crate::durability::{Durability, durability};
-use crate::findings::{Findings, NoticeKind, ProblemKind};
-use crate::history::{BackupRecord, CopyCounts, History};
-use crate::manifest::ReplicaStatus;
-use crate::verified::Ledger;
-use crate::workspace::Workspace;
-
-#[derive(Debug, Serialize)]
-pub struct StatusReport {
-    pub config: String,
-    pub source: String,
-    pub generation: u64,
-    pub manifest_written_at: Option<String>,
-    pub files: usize,
-    pub bytes: u64,
-    pub min_copies: usize,
-    pub last_backup: Option<BackupRecord>,
-    pub last_verify_at: Option<String>,
-    pub last_verify_mode: Option<String>,
-    pub copies: Vec<CopyStatus>,
-    pub durability: Durability,
-    #[serde(flatten)]
-    pub findings: Findings,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CopyStatus {
-    pub name: String,
-    pub location: String,
-    pub reachable: bool,
-    pub manifest_replica: ReplicaStatus,
-    /// What the last verify found on this copy.
-    pub last_verify: Option<CopyCounts>,
-}
+use crate::decide::assess::CopyId;
+use crate::decide::durability::durability;
+use crate::record::history::{CopyCounts, History};
+use crate::record::verified::Ledger;
+use crate::report::findings::{Findings, NoticeKind, ProblemKind};
+use crate::report::outcome::{CopyStatus, StatusReport};
+use crate::run::workspace::Workspace;
 
 pub fn run(ws: &Workspace) -> Result<StatusReport> {
     let mut findings = Findings::default();

@@ -5,17 +5,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use serde::Serialize;
 
 use super::{file_findings, open_run, replica_findings, require_backup};
-use crate::assess::CopyVerdict;
-use crate::findings::{Findings, NoticeKind, ProblemKind};
-use crate::history::{CopyCounts, History, VerifyRecord};
-use crate::inspect::{Scope, inspect, unknown_files};
-use crate::progress::Progress;
-use crate::relpath::RelPath;
-use crate::verified::{Ledger, pick_sample};
-use crate::workspace::{Workspace, now_rfc3339};
+use crate::record::history::{History, VerifyRecord};
+use crate::record::relpath::RelPath;
+use crate::record::verdict::CopyVerdict;
+use crate::record::verified::{Ledger, pick_sample};
+use crate::report::findings::{Findings, NoticeKind, ProblemKind};
+use crate::report::outcome::{Coverage, OkCopy, VerifyReport};
+use crate::report::progress::Progress;
+use crate::run::inspect::{Scope, inspect, unknown_files};
+use crate::run::workspace::{Workspace, now_rfc3339};
 
 pub struct VerifyOptions {
     pub fast: bool,
@@ -24,45 +24,6 @@ pub struct VerifyOptions {
     pub sample: Option<f64>,
     /// Stop starting new files after this long.
     pub max_duration: Option<Duration>,
-}
-
-/// How much of the tree a sampled or time-boxed run covered.
-#[derive(Debug, Serialize)]
-pub struct Coverage {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sample_percent: Option<f64>,
-    /// Files chosen for this run.
-    pub selected: usize,
-    pub checked: usize,
-    /// Files chosen but left unchecked because `--max-duration` was spent.
-    pub unchecked: usize,
-    /// Files in the manifest.
-    pub total: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct VerifyReport {
-    pub mode: &'static str,
-    pub generation: u64,
-    pub files: usize,
-    /// Per copy ("source" or a target name).
-    pub copies: BTreeMap<String, CopyCounts>,
-    pub replicas_current: usize,
-    pub replicas_total: usize,
-    pub below_min_copies: usize,
-    pub min_copies: usize,
-    pub coverage: Coverage,
-    #[serde(flatten)]
-    pub findings: Findings,
-    /// Every good copy, when asked for with `-v`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ok: Vec<OkCopy>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct OkCopy {
-    pub copy: String,
-    pub path: String,
 }
 
 pub fn run(

@@ -13,10 +13,10 @@ use proptest::prelude::*;
 use proptest::sample::SizeRange;
 use serde_json::{Value, json};
 
-use redundo::digest::Digest;
-use redundo::manifest::{Manifest, ReplicaDefect, ReplicaFound, ReplicaStatus, choose};
-use redundo::relpath::RelPath;
-use redundo::vote::{Ballot, Claim, NoWinner, Seen, Verdict, decide};
+use redundo::decide::vote::{Ballot, Claim, NoWinner, Seen, Verdict, decide};
+use redundo::record::digest::Digest;
+use redundo::record::manifest::{Manifest, ReplicaDefect, ReplicaFound, ReplicaStatus, choose};
+use redundo::record::relpath::RelPath;
 
 const BLOCK: u64 = 1 << 20;
 

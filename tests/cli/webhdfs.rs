@@ -641,7 +641,8 @@ fn handle(shared: &Shared, req: &Req, body: &[u8], action: Option<Action>) -> Re
                         checksum_json_as("MD5-of-0MD5-of-0CRC32", EMPTY_FILE_CHECKSUM),
                     );
                 }
-                let mut c = redundo::hdfs_checksum::HdfsChecksummer::new(block_size_of(&req.path));
+                let mut c =
+                    redundo::record::hdfs_checksum::HdfsChecksummer::new(block_size_of(&req.path));
                 c.update(&data);
                 Reply::json(200, checksum_json(&c.finish().bytes))
             }
@@ -1380,7 +1381,7 @@ fn verify_fast_accepts_a_checksum_equal_to_the_recorded_one() {
     env.ok(&["backup"]);
     // The checksum HDFS would give for these bytes and that block size, with a longer
     // `bytes` than `length` (as some versions send) and in upper case.
-    let mut c = redundo::hdfs_checksum::HdfsChecksummer::new(1 << 20);
+    let mut c = redundo::record::hdfs_checksum::HdfsChecksummer::new(1 << 20);
     c.update(&big);
     let hex = c.finish().bytes.to_uppercase();
     let target = format!("{ROOT}/big.bin");
@@ -1606,7 +1607,7 @@ fn verify_fast_does_not_call_a_copy_corrupt_when_hdfs_uses_another_checksum_algo
 
 #[test]
 fn hdfs_checksum_matches_known_hadoop_values() {
-    use redundo::hdfs_checksum::HdfsChecksummer;
+    use redundo::record::hdfs_checksum::HdfsChecksummer;
     let sum = |data: &[&[u8]], block_size: u64| {
         let mut c = HdfsChecksummer::new(block_size);
         for piece in data {

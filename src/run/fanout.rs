@@ -7,10 +7,10 @@
 
 use std::io::{self, Read, Write};
 
-use crate::digest::{BLOCK_SIZE, FileDigest, StreamHasher, read_block};
-use crate::progress::Progress;
-use crate::relpath::RelPath;
-use crate::target::{FileStat, Staged, Staging, Target};
+use crate::record::digest::{BLOCK_SIZE, FileDigest, StreamHasher, read_block};
+use crate::record::relpath::RelPath;
+use crate::report::progress::Progress;
+use crate::store::{FileStat, Staged, Staging, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadFailure {
@@ -39,7 +39,7 @@ pub struct Streamed {
 pub fn fan_out(
     reader: &mut dyn Read,
     path: &RelPath,
-    targets: &[(usize, &dyn Target)],
+    targets: &[(usize, &dyn Store)],
     mtime_ns: i64,
     progress: &dyn Progress,
 ) -> io::Result<Fanned> {
@@ -50,7 +50,7 @@ pub fn fan_out(
     block_sizes.sort_unstable();
     block_sizes.dedup();
     let mut hasher = StreamHasher::with_hdfs(&block_sizes);
-    let read = crate::digest::with_block_buf(|buf| -> io::Result<()> {
+    let read = crate::record::digest::with_block_buf(|buf| -> io::Result<()> {
         loop {
             let n = match read_block(reader, buf) {
                 Ok(n) => n,
@@ -98,9 +98,9 @@ pub fn fan_out(
 /// Reads `path` from `source` once and fans it out to `targets`, with the copies' mtime set
 /// to the source's.
 pub fn stream_to_targets(
-    source: &dyn Target,
+    source: &dyn Store,
     path: &RelPath,
-    targets: &[(usize, &dyn Target)],
+    targets: &[(usize, &dyn Store)],
     progress: &dyn Progress,
 ) -> Result<Streamed, ReadFailure> {
     let before = source.stat(path)?.ok_or(ReadFailure::Vanished)?;
@@ -115,7 +115,7 @@ pub fn stream_to_targets(
 }
 
 /// Throws away every staged copy that was finished.
-pub fn discard_all(targets: &[(usize, &dyn Target)], staged: Vec<(usize, io::Result<Staged>)>) {
+pub fn discard_all(targets: &[(usize, &dyn Store)], staged: Vec<(usize, io::Result<Staged>)>) {
     for (index, result) in staged {
         if let (Ok(staged), Some((_, target))) = (result, targets.iter().find(|(i, _)| *i == index))
         {

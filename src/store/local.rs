@@ -1,7 +1,7 @@
 //! A copy in a local folder (a mounted disk, a NAS mount, or the source itself).
 //!
 //! Writes go to a temporary sibling (`.redundo-tmp-<pid>-<n>`) with the final mtime set; the
-//! caller flushes the whole file system once ([`Target::sync`], one `syncfs`) and only then
+//! caller flushes the whole file system once ([`Store::sync`], one `syncfs`) and only then
 //! renames the temporaries over the final names, and flushes again before any manifest
 //! records them. A reader of the final name therefore sees the old file or the new one, never
 //! a torn one, even after a power cut. Folders on the way to a copy are checked with
@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use walkdir::WalkDir;
 
-use super::{FileStat, Listing, Skipped, Staged, Staging, Target};
-use crate::relpath::{RelPath, STATE_DIR};
+use super::{FileStat, Listing, Skipped, Staged, Staging, Store};
+use crate::record::relpath::{RelPath, STATE_DIR};
 
 const TEMP_PREFIX: &str = ".redundo-tmp-";
 
@@ -165,7 +165,7 @@ impl Write for LocalStaging {
 impl Staging for LocalStaging {
     fn finish(mut self: Box<Self>, mtime_ns: i64) -> io::Result<Staged> {
         let file = self.file.take().expect("finished once");
-        // Not fsynced here: the caller flushes the whole target once (`Target::sync`) before
+        // Not fsynced here: the caller flushes the whole target once (`Store::sync`) before
         // it renames anything into place.
         let mtime = filetime_of(mtime_ns);
         let result = filetime::set_file_handle_times(&file, Some(mtime), Some(mtime));
@@ -185,7 +185,7 @@ impl Staging for LocalStaging {
     }
 }
 
-impl Target for LocalDir {
+impl Store for LocalDir {
     fn name(&self) -> &str {
         &self.name
     }
@@ -393,7 +393,7 @@ impl Target for LocalDir {
         }
     }
 
-    fn kept_view(&self, folder: &str) -> Box<dyn Target> {
+    fn kept_view(&self, folder: &str) -> Box<dyn Store> {
         let root = self.state.join(folder);
         Box::new(LocalDir::new(&format!("{}:{folder}", self.name), &root, &root.join(STATE_DIR)))
     }

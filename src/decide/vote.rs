@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::digest::Digest;
+use crate::record::digest::Digest;
 
 /// What the manifest replicas say the file's digest is.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,15 +8,16 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::assess::{Assessment, CopyId, CopyVerdict, Observed, assess};
-use crate::digest::{BLOCK_SIZE, Digest, hash_stream, read_block};
-use crate::manifest::{Chosen, Entry};
-use crate::mosaic::damaged_ranges;
-use crate::progress::Progress;
-use crate::relpath::RelPath;
-use crate::target::{Listing, Target};
-use crate::vote::Claim;
-use crate::workspace::Workspace;
+use crate::decide::assess::{Assessment, CopyId, Observed, assess};
+use crate::decide::vote::Claim;
+use crate::record::digest::{BLOCK_SIZE, Digest, hash_stream, read_block};
+use crate::record::manifest::{Chosen, Entry};
+use crate::record::relpath::RelPath;
+use crate::record::verdict::CopyVerdict;
+use crate::report::progress::Progress;
+use crate::run::mosaic::damaged_ranges;
+use crate::run::workspace::Workspace;
+use crate::store::{Listing, Store};
 
 /// Which files to check, in order, and until when.
 pub struct Scope {
@@ -137,7 +138,8 @@ fn observe(
             let Some(stat) = listing.files.get(path) else {
                 return (id, Some(Observed::Absent));
             };
-            let recorded = |v: &crate::manifest::FileVersion| v.same_stat(stat.size, stat.mtime_ns);
+            let recorded =
+                |v: &crate::record::manifest::FileVersion| v.same_stat(stat.size, stat.mtime_ns);
             if id == CopyId::Source
                 && !recorded(&entry.current)
                 && !entry.pending.iter().any(recorded)
@@ -203,12 +205,12 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
 /// Reads one copy whole and returns its size and BLAKE3. Buffers are one block, so memory
 /// stays bounded; big blocks use BLAKE3's multi-threaded path.
 pub fn hash_copy(
-    copy: &dyn Target,
+    copy: &dyn Store,
     path: &RelPath,
     progress: &dyn Progress,
 ) -> io::Result<(u64, Digest)> {
     let mut reader = copy.open(path)?;
-    crate::digest::with_block_buf(|buf| {
+    crate::record::digest::with_block_buf(|buf| {
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         loop {

@@ -7,17 +7,17 @@ use std::path::Path;
 use anyhow::Result;
 use rayon::prelude::*;
 
-use crate::assess::CopyId;
 use crate::config::Config;
-use crate::digest::Digest;
-use crate::lock::RunLock;
-use crate::manifest::{self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
-use crate::target::{self, Target};
+use crate::decide::assess::CopyId;
+use crate::record::digest::Digest;
+use crate::record::manifest::{self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
+use crate::run::lock::RunLock;
+use crate::store::{self, Store};
 
 pub struct Workspace {
     pub config: Config,
-    pub source: Box<dyn Target>,
-    pub targets: Vec<Box<dyn Target>>,
+    pub source: Box<dyn Store>,
+    pub targets: Vec<Box<dyn Store>>,
     _lock: Option<RunLock>,
 }
 
@@ -50,12 +50,12 @@ impl Workspace {
             let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
         }
         let lock = if lock { Some(RunLock::acquire(&config.state_dir)?) } else { None };
-        let source = target::open_source(&config);
-        let targets = config.targets.iter().map(target::open_target).collect();
+        let source = store::open_source(&config);
+        let targets = config.targets.iter().map(store::open_target).collect();
         Ok(Workspace { config, source, targets, _lock: lock })
     }
 
-    pub fn copy(&self, id: CopyId) -> &dyn Target {
+    pub fn copy(&self, id: CopyId) -> &dyn Store {
         match id {
             CopyId::Source => self.source.as_ref(),
             CopyId::Target(i) => self.targets[i].as_ref(),
@@ -227,7 +227,7 @@ pub fn versions_folder(generation: u64) -> String {
 pub const VERSIONS_DIR: &str = "versions";
 
 /// The generations whose versions a target keeps, oldest first.
-pub fn kept_generations(target: &dyn Target) -> Vec<u64> {
+pub fn kept_generations(target: &dyn Store) -> Vec<u64> {
     let mut kept: Vec<u64> = target
         .kept_folders(VERSIONS_DIR)
         .unwrap_or_default()

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::hdfs_checksum::{HdfsChecksum, HdfsChecksummer};
+use crate::record::hdfs_checksum::{HdfsChecksum, HdfsChecksummer};
 
 pub const BLOCK_SIZE: usize = 1 << 20;
 

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::digest::{BLOCK_SIZE, Digest, FileDigest, block_count};
-use crate::hdfs_checksum::HdfsChecksum;
-use crate::relpath::RelPath;
+use crate::record::digest::{BLOCK_SIZE, Digest, FileDigest, block_count};
+use crate::record::hdfs_checksum::HdfsChecksum;
+use crate::record::relpath::RelPath;
 
 pub const FORMAT_VERSION: u32 = 1;
 const MAX_GENERATION: u64 = 1 << 53;
@@ -115,7 +115,7 @@ impl FileVersion {
 
     /// Whether a copy with this stat, on a kind that keeps mtimes to `granularity_ns`, looks
     /// like this version (copies are written with the source's mtime).
-    pub fn held_by(&self, stat: crate::target::FileStat, granularity_ns: i64) -> bool {
+    pub fn held_by(&self, stat: crate::record::stat::FileStat, granularity_ns: i64) -> bool {
         let truncated = self.mtime_ns - self.mtime_ns.rem_euclid(granularity_ns.max(1));
         self.size == stat.size && stat.mtime_ns == truncated
     }
@@ -414,7 +414,7 @@ mod tests {
     use super::*;
 
     fn version(content: &[u8], mtime_ns: i64) -> FileVersion {
-        let digest = crate::digest::hash_stream(&mut &content[..], &mut |_| {}).unwrap();
+        let digest = crate::record::digest::hash_stream(&mut &content[..], &mut |_| {}).unwrap();
         FileVersion::new(content.len() as u64, mtime_ns, digest)
     }
 

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::assess::CopyVerdict;
-use crate::relpath::RelPath;
+use crate::record::relpath::RelPath;
+use crate::record::verdict::CopyVerdict;
 
 const FILE: &str = "verified.json";
 

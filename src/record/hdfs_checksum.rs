@@ -6,6 +6,10 @@
 //! check an HDFS copy without downloading it. Two quirks of Hadoop are reproduced: the block
 //! MD5s are hashed from a buffer zero-padded to 32, 64, 128... bytes (an empty file gives the
 //! MD5 of 32 zero bytes), and `crcPerBlock` is 0 for a file of at most one block.
+//!
+//! It sits with the records rather than beside `store/webhdfs.rs`: the manifest records it,
+//! and `digest` computes it in the same pass as BLAKE3 while the source is read, before any
+//! store is involved. The WebHDFS store only compares it with what the NameNode reports.
 
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::exit::Exit;
+use crate::report::exit::Exit;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,4 +1,5 @@
-//! Where copies live. One small trait, one file per kind, one factory.
+//! Where copies live: one small trait, [`Store`], one file per kind, one factory,
+//! [`open_store`], the only code that knows the kinds.
 //!
 //! The source folder is a copy too: it is opened through the same trait (with its state in
 //! the config's state folder), so verify and repair treat it like any other copy.
@@ -7,22 +8,16 @@ mod local;
 mod webhdfs;
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
 use crate::config::{Config, Location, TargetSpec};
-use crate::relpath::RelPath;
+use crate::record::relpath::RelPath;
+pub use crate::record::stat::FileStat;
 
 pub use local::LocalDir;
 pub use webhdfs::WebHdfsDir;
-
-/// Size and modification time of a regular file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileStat {
-    pub size: u64,
-    pub mtime_ns: i64,
-}
 
 /// Everything a walk of a copy found.
 #[derive(Debug, Default)]
@@ -64,21 +59,21 @@ pub struct NativeChecksum {
 
 /// An open temporary file that will become a copy once installed.
 pub trait Staging: Write + Send {
-    /// Sets the modification time and closes. Durability comes from [`Target::sync`], which
+    /// Sets the modification time and closes. Durability comes from [`Store::sync`], which
     /// callers run before installing.
     fn finish(self: Box<Self>, mtime_ns: i64) -> io::Result<Staged>;
     /// Removes the temporary file.
     fn abandon(self: Box<Self>);
 }
 
-/// A finished temporary file, waiting for [`Target::install`].
+/// A finished temporary file, waiting for [`Store::install`].
 #[derive(Debug)]
 pub struct Staged {
     pub(crate) temp: PathBuf,
 }
 
 /// One place that holds a copy of the source tree.
-pub trait Target: Send + Sync {
+pub trait Store: Send + Sync {
     /// The name used in reports: a target's name, or "source".
     fn name(&self) -> &str;
     /// Where it is, for messages.
@@ -113,7 +108,7 @@ pub trait Target: Send + Sync {
     /// The names of the folders below `parent` in the state folder (e.g. the versions kept).
     fn kept_folders(&self, parent: &str) -> io::Result<Vec<String>>;
     /// A kept folder seen as a copy, to read old versions from.
-    fn kept_view(&self, folder: &str) -> Box<dyn Target>;
+    fn kept_view(&self, folder: &str) -> Box<dyn Store>;
     /// Removes a kept folder and everything in it.
     fn remove_kept(&self, folder: &str) -> io::Result<()>;
     fn remove(&self, path: &RelPath) -> io::Result<()>;
@@ -142,15 +137,37 @@ pub trait Target: Send + Sync {
     }
 }
 
-/// The one place a configured target becomes a [`Target`].
-pub fn open_target(spec: &TargetSpec) -> Box<dyn Target> {
-    match &spec.location {
-        Location::Local(root) => Box::new(LocalDir::target(&spec.name, root)),
-        Location::WebHdfs(hdfs) => Box::new(WebHdfsDir::target(&spec.name, hdfs)),
+/// Which copy a store holds, and so where its own state (manifest replica, quarantine, kept
+/// versions) lives.
+#[derive(Clone, Copy, Debug)]
+pub enum Role<'a> {
+    /// A target keeps its state in `.redundo/` below its own root.
+    Target,
+    /// The user's source keeps nothing in its tree: its state lives in the config's state folder.
+    Source { state_dir: &'a Path },
+}
+
+/// The one place a configured location becomes a [`Store`], for the source and every target.
+pub fn open_store(name: &str, location: &Location, role: Role) -> Box<dyn Store> {
+    match (location, role) {
+        (Location::Local(root), Role::Target) => Box::new(LocalDir::target(name, root)),
+        (Location::Local(root), Role::Source { state_dir }) => {
+            Box::new(LocalDir::source(root, state_dir))
+        }
+        (Location::WebHdfs(hdfs), Role::Target) => Box::new(WebHdfsDir::target(name, hdfs)),
+        (Location::WebHdfs(_), Role::Source { .. }) => {
+            unreachable!("config accepts only a local folder as the source")
+        }
     }
 }
 
-/// The source folder, as a target whose state lives in the config's state folder.
-pub fn open_source(config: &Config) -> Box<dyn Target> {
-    Box::new(LocalDir::source(&config.source, &config.state_dir))
+/// A configured target as a [`Store`].
+pub fn open_target(spec: &TargetSpec) -> Box<dyn Store> {
+    open_store(&spec.name, &spec.location, Role::Target)
+}
+
+/// The source folder, as a store whose state lives in the config's state folder.
+pub fn open_source(config: &Config) -> Box<dyn Store> {
+    let location = Location::Local(config.source.clone());
+    open_store("source", &location, Role::Source { state_dir: &config.state_dir })
 }

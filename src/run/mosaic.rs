@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use crate::digest::{BLOCK_SIZE, Digest, read_block};
-use crate::manifest::FileVersion;
-use crate::relpath::RelPath;
-use crate::target::Target;
+use crate::record::digest::{BLOCK_SIZE, Digest, read_block};
+use crate::record::manifest::FileVersion;
+use crate::record::relpath::RelPath;
+use crate::store::Store;
 
 pub struct MosaicReader<'a> {
-    copies: Vec<(String, &'a dyn Target)>,
+    copies: Vec<(String, &'a dyn Store)>,
     path: RelPath,
     version: FileVersion,
     next_block: usize,
@@ -29,7 +29,7 @@ pub struct MosaicReader<'a> {
 impl<'a> MosaicReader<'a> {
     /// `copies` in order of preference, with their names for messages.
     pub fn new(
-        copies: Vec<(String, &'a dyn Target)>,
+        copies: Vec<(String, &'a dyn Store)>,
         path: &RelPath,
         version: &FileVersion,
     ) -> Self {
@@ -111,7 +111,7 @@ pub fn damaged_ranges(
     found_size: u64,
 ) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let blocks = crate::digest::block_count(version.size.max(found_size));
+    let blocks = crate::record::digest::block_count(version.size.max(found_size));
     for index in 0..blocks {
         let recorded = version.block_digest(index);
         if recorded.is_some() && recorded == found_blocks.get(index).copied() {
@@ -130,8 +130,8 @@ pub fn damaged_ranges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::hash_stream;
-    use crate::target::LocalDir;
+    use crate::record::digest::hash_stream;
+    use crate::store::LocalDir;
 
     fn version_of(data: &[u8]) -> FileVersion {
         let digest = hash_stream(&mut &data[..], &mut |_| {}).unwrap();
@@ -151,7 +151,7 @@ mod tests {
         }
         let copies: Vec<LocalDir> = dirs.iter().map(|d| LocalDir::target("t", d.path())).collect();
         let named =
-            copies.iter().enumerate().map(|(i, c)| (format!("t{i}"), c as &dyn Target)).collect();
+            copies.iter().enumerate().map(|(i, c)| (format!("t{i}"), c as &dyn Store)).collect();
         let mut reader = MosaicReader::new(named, &path, &version);
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
@@ -170,7 +170,7 @@ mod tests {
         let copy = LocalDir::target("t", dir.path());
         let path = RelPath::new("m.bin").unwrap();
         let mut reader =
-            MosaicReader::new(vec![("t".into(), &copy as &dyn Target)], &path, &version);
+            MosaicReader::new(vec![("t".into(), &copy as &dyn Store)], &path, &version);
         let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("block 1 (bytes 1048576..1048586)"), "{err}");
     }

@@ -25,9 +25,9 @@ use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode, redirect};
 use serde::Deserialize;
 
-use super::{FileStat, Listing, NativeChecksum, Skipped, Staged, Staging, Target};
+use super::{FileStat, Listing, NativeChecksum, Skipped, Staged, Staging, Store};
 use crate::config::WebHdfsSpec;
-use crate::relpath::{RelPath, STATE_DIR};
+use crate::record::relpath::{RelPath, STATE_DIR};
 
 const TEMP_PREFIX: &str = ".redundo-tmp-";
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -515,7 +515,7 @@ impl Staging for Upload {
     }
 }
 
-impl Target for WebHdfsDir {
+impl Store for WebHdfsDir {
     fn name(&self) -> &str {
         &self.name
     }
@@ -683,7 +683,7 @@ impl Target for WebHdfsDir {
         }
     }
 
-    fn kept_view(&self, folder: &str) -> Box<dyn Target> {
+    fn kept_view(&self, folder: &str) -> Box<dyn Store> {
         let root = format!("{}/{folder}", self.state);
         Box::new(WebHdfsDir::with_root(
             &format!("{}:{folder}", self.name),

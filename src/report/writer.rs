@@ -10,15 +10,12 @@ use std::io::{self, Write};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::commands::backup::BackupReport;
-use crate::commands::init::InitReport;
-use crate::commands::repair::RepairReport;
-use crate::commands::restore::RestoreReport;
-use crate::commands::status::StatusReport;
-use crate::commands::verify::VerifyReport;
-use crate::exit::Exit;
-use crate::findings::{Finding, Findings};
-use crate::history::CopyCounts;
+use super::exit::Exit;
+use super::findings::{Finding, Findings};
+use super::outcome::{
+    BackupReport, InitReport, RepairReport, RestoreReport, StatusReport, VerifyReport,
+};
+use crate::record::history::CopyCounts;
 
 pub struct Output {
     pub json: bool,
@@ -117,9 +114,9 @@ impl Report {
                 if output.verbose {
                     for c in &r.copied {
                         let kind = match c.kind {
-                            crate::plan::JobKind::New => "new",
-                            crate::plan::JobKind::Changed => "changed",
-                            crate::plan::JobKind::Refresh => "filled",
+                            crate::decide::plan::JobKind::New => "new",
+                            crate::decide::plan::JobKind::Changed => "changed",
+                            crate::decide::plan::JobKind::Refresh => "filled",
                         };
                         writeln!(out, "{kind}: {} -> {}", c.path, c.targets.join(", "))?;
                     }
@@ -353,7 +350,7 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> io::Result<()> {
     }
     for copy in &r.copies {
         let replica = match &copy.manifest_replica {
-            crate::manifest::ReplicaStatus::Current => "current".to_string(),
+            crate::record::manifest::ReplicaStatus::Current => "current".to_string(),
             other => serde_json::to_value(other)
                 .ok()
                 .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string))

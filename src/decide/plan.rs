@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::manifest::Manifest;
-use crate::relpath::RelPath;
-use crate::target::FileStat;
+use crate::record::manifest::Manifest;
+use crate::record::relpath::RelPath;
+use crate::record::stat::FileStat;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,8 +114,8 @@ pub fn plan_backup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
-    use crate::manifest::{Entry, FileVersion};
+    use crate::record::digest::Digest;
+    use crate::record::manifest::{Entry, FileVersion};
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()

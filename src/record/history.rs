@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::assess::CopyVerdict;
+use crate::record::verdict::CopyVerdict;
 
 const FILE: &str = "history.json";
 

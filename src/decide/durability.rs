@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::history::CopyCounts;
-use crate::manifest::Entry;
-use crate::relpath::RelPath;
-use crate::verified::Ledger;
+use crate::record::history::CopyCounts;
+use crate::record::manifest::Entry;
+use crate::record::relpath::RelPath;
+use crate::record::verified::Ledger;
 
 /// At most this many example paths are listed for files below `min_copies`.
 const EXAMPLES: usize = 10;
@@ -107,8 +107,8 @@ fn reliability(targets: &[String], counts: &BTreeMap<String, CopyCounts>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
-    use crate::manifest::FileVersion;
+    use crate::record::digest::Digest;
+    use crate::record::manifest::FileVersion;
 
     fn files(n: usize) -> BTreeMap<RelPath, Entry> {
         (0..n)

@@ -1,0 +1,10 @@
+//! The pure core: every decision redundo makes about copies, as functions over plain values
+//! (records and observations in, verdicts and plans out). Nothing here touches a disk, the
+//! network or the clock, so each rule is tested by tables of cases.
+//!
+//! Imports only `record`.
+
+pub mod assess;
+pub mod durability;
+pub mod plan;
+pub mod vote;

@@ -1,0 +1,81 @@
+//! What a look at one copy of one file concluded. The pure assessment (`decide::assess`)
+//! produces these; the verification ledger and the run history record them, which is why
+//! they live with the records.
+
+use serde::Serialize;
+
+use super::digest::Digest;
+
+/// The judgement on one copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CopyVerdict {
+    Ok,
+    /// Not damage: the source changed since the last backup, or a backup was interrupted
+    /// while installing a new version and this copy already holds it.
+    Pending {
+        why: PendingWhy,
+    },
+    Missing,
+    WrongSize {
+        size: u64,
+        expected: u64,
+    },
+    Corrupt {
+        found: Digest,
+        expected: Digest,
+        /// Byte ranges `[start, end)` whose blocks differ from the record, when known.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        damaged: Vec<(u64, u64)>,
+    },
+    Unreadable {
+        reason: String,
+    },
+    /// Found by the target's own checksum, without reading the data (`verify --fast`).
+    ChecksumDiffers {
+        found: String,
+        expected: String,
+    },
+    /// No content could be chosen, so this copy could not be judged; `found` is evidence.
+    Disputed {
+        found: Digest,
+    },
+    /// Not judged: the target was unreachable.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingWhy {
+    SourceChanged,
+    SourceDeleted,
+    InterruptedBackup,
+}
+
+impl CopyVerdict {
+    /// One word (or two) for reports.
+    pub fn word(&self) -> &'static str {
+        match self {
+            CopyVerdict::Ok => "ok",
+            CopyVerdict::Pending { .. } => "pending",
+            CopyVerdict::Missing => "missing",
+            CopyVerdict::WrongSize { .. } => "wrong size",
+            CopyVerdict::Corrupt { .. } => "corrupt",
+            CopyVerdict::Unreadable { .. } => "unreadable",
+            CopyVerdict::ChecksumDiffers { .. } => "checksum differs",
+            CopyVerdict::Disputed { .. } => "disputed",
+            CopyVerdict::Unknown => "unknown",
+        }
+    }
+
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            CopyVerdict::Missing
+                | CopyVerdict::WrongSize { .. }
+                | CopyVerdict::Corrupt { .. }
+                | CopyVerdict::Unreadable { .. }
+                | CopyVerdict::ChecksumDiffers { .. }
+        )
+    }
+}

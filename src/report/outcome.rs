@@ -1,0 +1,188 @@
+//! What each command did and found, as plain values: the core fills them in and returns
+//! them; [`super::writer`] alone turns them into human lines or JSON. Their field names are
+//! the `--json` document's keys.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::findings::Findings;
+use crate::decide::durability::Durability;
+use crate::decide::plan::JobKind;
+use crate::record::history::{BackupRecord, CopyCounts};
+use crate::record::manifest::ReplicaStatus;
+use crate::record::verdict::CopyVerdict;
+
+// `redundo backup`
+
+/// One file a backup copied, and where to.
+#[derive(Debug, Serialize)]
+pub struct Copied {
+    pub path: String,
+    pub kind: JobKind,
+    pub targets: Vec<String>,
+}
+
+/// What a backup did.
+#[derive(Debug, Default, Serialize)]
+pub struct BackupReport {
+    pub generation: u64,
+    pub files: usize,
+    pub new: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    /// Unchanged files copied again to targets that lacked a matching copy.
+    pub gaps_filled: usize,
+    pub pruned: usize,
+    /// Deleted from the source, still kept on the targets (until `--prune`).
+    pub deleted_kept: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Every file copied, when asked for with `-v`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<Copied>,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+// `redundo init`
+
+/// What `init` wrote.
+#[derive(Debug, Serialize)]
+pub struct InitReport {
+    pub config: String,
+    #[serde(flatten)]
+    pub findings: Findings,
+    pub source: String,
+    pub targets: Vec<InitTarget>,
+}
+
+/// One target `init` set up.
+#[derive(Debug, Serialize)]
+pub struct InitTarget {
+    pub name: String,
+    pub location: String,
+}
+
+// `redundo repair`
+
+/// What a repair did, or with `--dry-run` would do.
+#[derive(Debug, Serialize)]
+pub struct RepairReport {
+    pub dry_run: bool,
+    pub generation: u64,
+    pub files: usize,
+    /// Copies rewritten (or, with `--dry-run`, that would be).
+    pub copies_healed: usize,
+    pub replicas_rewritten: usize,
+    pub actions: Vec<Action>,
+    /// What is still wrong after the run.
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One copy a repair rewrote.
+#[derive(Debug, Serialize)]
+pub struct Action {
+    pub path: String,
+    pub copy: String,
+    /// Where the good bytes came from: a copy's name, or `blocks of a, b` for a mosaic.
+    pub from: String,
+    /// What was wrong with the copy.
+    pub was: CopyVerdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined_to: Option<String>,
+}
+
+// `redundo restore`
+
+/// Blocks read per copy name.
+pub type BlocksUsed = BTreeMap<String, usize>;
+
+/// What a restore wrote.
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub to: String,
+    pub generation: u64,
+    pub files: usize,
+    pub bytes: u64,
+    /// Blocks read per copy: more than one name means some copy was damaged or missing.
+    pub blocks_from: BlocksUsed,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+// `redundo status`
+
+/// How safe the backed-up data is, from records only (nothing is read).
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub config: String,
+    pub source: String,
+    pub generation: u64,
+    pub manifest_written_at: Option<String>,
+    pub files: usize,
+    pub bytes: u64,
+    pub min_copies: usize,
+    pub last_backup: Option<BackupRecord>,
+    pub last_verify_at: Option<String>,
+    pub last_verify_mode: Option<String>,
+    pub copies: Vec<CopyStatus>,
+    pub durability: Durability,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One copy, as `status` sees it.
+#[derive(Debug, Serialize)]
+pub struct CopyStatus {
+    pub name: String,
+    pub location: String,
+    pub reachable: bool,
+    pub manifest_replica: ReplicaStatus,
+    /// What the last verify found on this copy.
+    pub last_verify: Option<CopyCounts>,
+}
+
+// `redundo verify`
+
+/// How much of the tree a sampled or time-boxed run covered.
+#[derive(Debug, Serialize)]
+pub struct Coverage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_percent: Option<f64>,
+    /// Files chosen for this run.
+    pub selected: usize,
+    pub checked: usize,
+    /// Files chosen but left unchecked because `--max-duration` was spent.
+    pub unchecked: usize,
+    /// Files in the manifest.
+    pub total: usize,
+}
+
+/// What a verify found.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub mode: &'static str,
+    pub generation: u64,
+    pub files: usize,
+    /// Per copy ("source" or a target name).
+    pub copies: BTreeMap<String, CopyCounts>,
+    pub replicas_current: usize,
+    pub replicas_total: usize,
+    pub below_min_copies: usize,
+    pub min_copies: usize,
+    pub coverage: Coverage,
+    #[serde(flatten)]
+    pub findings: Findings,
+    /// Every good copy, when asked for with `-v`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ok: Vec<OkCopy>,
+}
+
+/// One copy verified good (listed with `-v`).
+#[derive(Debug, Serialize)]
+pub struct OkCopy {
+    pub copy: String,
+    pub path: String,
+}
