@@ -1,6 +1,6 @@
 //! redundo keeps several verified plain-file copies of a directory on several targets,
-//! records BLAKE3 digests in a replicated manifest, and heals silent corruption by majority
-//! vote across the copies.
+//! records BLAKE3 digests in a replicated manifest, and heals silent corruption from the copies
+//! that hold the recorded content (the rule is in `decide::vote`).
 //!
 //! The layout is the architecture. Each folder is a layer, and a layer imports only the
 //! layers below it (a test in `layout_tests` checks this on every `cargo test`):

@@ -207,6 +207,33 @@ pub(crate) fn file_findings(
                     ),
                 );
             }
+            CopyVerdict::Foreign { found, size, expected } => {
+                let others: Vec<String> = assessment
+                    .copies
+                    .iter()
+                    .filter(|(other, v)| {
+                        other != id && matches!(v, CopyVerdict::Foreign { found: f, .. } if f == found)
+                    })
+                    .map(|(other, _)| ws.copy_name(*other))
+                    .collect();
+                findings.problem(
+                    ProblemKind::ForeignContent,
+                    copy,
+                    p,
+                    format!(
+                        "holds blake3 {} ({size} bytes), as {} also do{}, but the record says {}: identical copies are a write, not rot{}",
+                        found.short(),
+                        others.join(", "),
+                        if others.len() == 1 { "es" } else { "" },
+                        expected.short(),
+                        if *id == CopyId::Source {
+                            "; the source is never overwritten with it, and repair leaves this file alone"
+                        } else {
+                            ""
+                        },
+                    ),
+                );
+            }
             CopyVerdict::Unreadable { reason } => {
                 findings.problem(
                     ProblemKind::ReadFailed,
@@ -226,7 +253,7 @@ pub(crate) fn file_findings(
             None,
             p,
             format!(
-                "a strict majority of the copies hold {}, not what the manifest records",
+                "the manifest replicas disagree about this file; a strict majority of the copies, two or more, hold {}, which one replica records",
                 winner.short()
             ),
         );
@@ -244,13 +271,16 @@ pub(crate) fn file_findings(
                 .iter()
                 .map(|(id, v)| {
                     let held = match v {
-                        CopyVerdict::Corrupt { found, .. } | CopyVerdict::Disputed { found } => found.short(),
+                        CopyVerdict::Corrupt { found, .. }
+                        | CopyVerdict::Disputed { found }
+                        | CopyVerdict::Foreign { found, .. } => found.short(),
                         CopyVerdict::Ok => "agreed".into(),
                         CopyVerdict::Missing => "missing".into(),
                         CopyVerdict::Unreadable { .. } => "unreadable".into(),
                         CopyVerdict::ChecksumDiffers { .. } => "checksum differs".into(),
                         CopyVerdict::Pending { .. } => "pending".into(),
-                        CopyVerdict::WrongSize { .. } | CopyVerdict::Unknown => "?".into(),
+                        CopyVerdict::WrongSize { .. } => "?".into(),
+                        CopyVerdict::Unknown => "unreachable".into(),
                     };
                     format!("{}={held}", ws.copy_name(*id))
                 })
@@ -259,7 +289,7 @@ pub(crate) fn file_findings(
                 ProblemKind::NoMajority,
                 None,
                 p,
-                format!("the manifest is in doubt and no content has a strict majority; nothing will be written ({})", evidence.join(", ")),
+                format!("the manifest replicas disagree and no content they record is held by a strict majority of the copies and by two or more; nothing will be written ({})", evidence.join(", ")),
             );
         }
         None => {}

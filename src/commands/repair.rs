@@ -234,6 +234,15 @@ fn plan_file(
     let damaged = |pred: fn(&CopyVerdict) -> bool| -> Vec<(CopyId, CopyVerdict)> {
         assessment.copies.iter().filter(|(_, v)| pred(v)).map(|(id, v)| (*id, v.clone())).collect()
     };
+    let source_written_by_someone = assessment
+        .copies
+        .iter()
+        .any(|(id, v)| *id == CopyId::Source && matches!(v, CopyVerdict::Foreign { .. }));
+    if source_written_by_someone {
+        // The source holds content that other copies hold too: a write, not rot. The source
+        // is the user's, so nothing is rewritten until the user says which content is right.
+        return None;
+    }
     match (assessment.winner, assessment.no_winner) {
         (Some(winner), _) => {
             let damaged = damaged(CopyVerdict::is_damage);
@@ -259,7 +268,12 @@ fn plan_file(
                 .copies
                 .iter()
                 .filter(|(_, v)| {
-                    matches!(v, CopyVerdict::Corrupt { .. } | CopyVerdict::WrongSize { .. })
+                    matches!(
+                        v,
+                        CopyVerdict::Corrupt { .. }
+                            | CopyVerdict::WrongSize { .. }
+                            | CopyVerdict::Foreign { .. }
+                    )
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -312,6 +326,11 @@ fn quarantine_note(was: &CopyVerdict) -> String {
         }
         CopyVerdict::WrongSize { size, expected } => {
             format!("wrong size: {size} bytes, expected {expected}")
+        }
+        CopyVerdict::Foreign { found, size, expected } => {
+            format!(
+                "foreign content held by other copies too: blake3 {found} ({size} bytes), expected {expected}"
+            )
         }
         other => format!("{other:?}"),
     }

@@ -80,7 +80,7 @@ pub fn assess(
 
     for (id, seen) in observed {
         match seen {
-            Observed::Unreachable => copies.push((*id, CopyVerdict::Unknown)),
+            Observed::Unreachable => ballots.push(Ballot { copy: *id, seen: Seen::Unreachable }),
             Observed::SourceChanged => {
                 copies.push((*id, CopyVerdict::Pending { why: PendingWhy::SourceChanged }))
             }
@@ -134,7 +134,7 @@ pub fn assess(
             let verdict = match ballot.seen {
                 Seen::Missing => CopyVerdict::Missing,
                 Seen::Unreadable => CopyVerdict::Unreadable { reason: reason_of(ballot.copy) },
-                Seen::Holds(_) => CopyVerdict::Unknown,
+                Seen::Holds(_) | Seen::Unreachable => CopyVerdict::Unknown,
             };
             copies.push((ballot.copy, verdict));
         }
@@ -142,34 +142,43 @@ pub fn assess(
         return Assessment { copies, winner: None, manifest_overruled: false, no_winner: None };
     }
 
-    if ballots.is_empty() {
+    if ballots.iter().all(|b| b.seen == Seen::Unreachable) {
         // Every copy is pending or out of reach: nothing to judge, nothing damaged.
+        copies.extend(ballots.iter().map(|b| (b.copy, CopyVerdict::Unknown)));
         copies.sort_by_key(|(id, _)| *id);
         return Assessment { copies, winner: None, manifest_overruled: false, no_winner: None };
     }
     let verdict = vote::decide(claim, &ballots);
+    let foreign = vote::foreign(claim, &ballots);
     let (winner, manifest_overruled, no_winner) = match &verdict {
         Verdict::Settled { winner, manifest_overruled, .. } => {
             (Some(*winner), *manifest_overruled, None)
         }
         Verdict::NoWinner(why) => (None, false, Some(*why)),
     };
-    for ballot in &ballots {
-        let size_of = |id: CopyId| {
-            observed.iter().find_map(|(i, o)| match o {
-                Observed::Present { size, .. } if *i == id => Some(*size),
-                _ => None,
-            })
-        };
-        // With no winner but a trusted manifest, copies are still judged against the record.
-        let reference = winner.or(match (claim, no_winner) {
-            (Claim::Agreed(recorded), Some(NoWinner::NoGoodCopy)) => Some(*recorded),
+    // With no winner but an agreed record, copies are still judged against the record.
+    let reference = winner.or(match (claim, no_winner) {
+        (Claim::Agreed(recorded), Some(NoWinner::NoGoodCopy)) => Some(*recorded),
+        _ => None,
+    });
+    let size_of = |id: CopyId| {
+        observed.iter().find_map(|(i, o)| match o {
+            Observed::Present { size, .. } if *i == id => Some(*size),
             _ => None,
-        });
+        })
+    };
+    let is_foreign = |found: Digest| foreign.iter().any(|(digest, _)| *digest == found);
+    for ballot in &ballots {
         let judged = match (ballot.seen, reference) {
+            (Seen::Unreachable, _) => CopyVerdict::Unknown,
             (Seen::Missing, _) => CopyVerdict::Missing,
             (Seen::Unreadable, _) => CopyVerdict::Unreadable { reason: reason_of(ballot.copy) },
             (Seen::Holds(found), Some(reference)) if found == reference => CopyVerdict::Ok,
+            (Seen::Holds(found), Some(expected)) if is_foreign(found) => CopyVerdict::Foreign {
+                found,
+                size: size_of(ballot.copy).unwrap_or_default(),
+                expected,
+            },
             (Seen::Holds(found), Some(reference)) => match size_of(ballot.copy) {
                 Some(size) if !manifest_overruled && size != current.size => {
                     CopyVerdict::WrongSize { size, expected: current.size }
@@ -332,5 +341,98 @@ mod tests {
         );
         assert_eq!(got.copies[0].1, CopyVerdict::Unknown);
         assert_eq!(got.winner, Some(e.current.blake3));
+    }
+
+    const T2: CopyId = CopyId::Target(2);
+
+    /// A case: its name, what was observed, each copy's verdict word, the winner.
+    type Case = (&'static str, Vec<(CopyId, Observed)>, Vec<&'static str>, Option<Digest>);
+
+    fn verdicts(got: &Assessment) -> Vec<&str> {
+        got.copies.iter().map(|(_, v)| v.word()).collect()
+    }
+
+    #[test]
+    fn the_record_decides_against_copies_that_agree_on_something_else() {
+        let e = entry(b"hello");
+        let claim = Claim::Agreed(e.current.blake3);
+        let cases: Vec<Case> = vec![
+            (
+                "matching source, three identical foreign targets",
+                vec![
+                    (S, present(b"hello")),
+                    (T0, present(b"jello")),
+                    (T1, present(b"jello")),
+                    (T2, present(b"jello")),
+                ],
+                vec!["ok", "foreign content", "foreign content", "foreign content"],
+                Some(e.current.blake3),
+            ),
+            (
+                "two targets truncated to zero",
+                vec![(S, present(b"hello")), (T0, present(b"")), (T1, present(b""))],
+                vec!["ok", "foreign content", "foreign content"],
+                Some(e.current.blake3),
+            ),
+            (
+                "edited source, two targets overwritten alike, one holds the record",
+                vec![
+                    (S, Observed::SourceChanged),
+                    (T0, present(b"jello")),
+                    (T1, present(b"jello")),
+                    (T2, present(b"hello")),
+                ],
+                vec!["pending", "foreign content", "foreign content", "ok"],
+                Some(e.current.blake3),
+            ),
+            (
+                "single reachable voter with rot",
+                vec![(S, Observed::Absent), (T0, Observed::Unreachable), (T1, present(b"hellp"))],
+                vec!["pending", "unknown", "corrupt"],
+                None,
+            ),
+            (
+                "wrong size on half the copies",
+                vec![
+                    (S, present(b"hello")),
+                    (T0, present(b"hell")),
+                    (T1, present(b"hello")),
+                    (T2, present(b"hel")),
+                ],
+                vec!["ok", "wrong size", "ok", "wrong size"],
+                Some(e.current.blake3),
+            ),
+        ];
+        for (name, observed, expected, winner) in cases {
+            let got = assess(&e, &claim, &observed, true);
+            assert_eq!(verdicts(&got), expected, "{name}");
+            assert_eq!(got.winner, winner, "{name}");
+            assert!(!got.manifest_overruled, "{name}: an agreed record is never overruled");
+        }
+    }
+
+    #[test]
+    fn divergent_replicas_are_settled_only_by_two_agreeing_copies_of_a_majority() {
+        let e = entry(b"hello");
+        let claim = Claim::Disputed(vec![Digest::of(b"hello"), Digest::of(b"jello")]);
+        let got = assess(
+            &e,
+            &claim,
+            &[(S, present(b"jello")), (T0, present(b"jello")), (T1, present(b"hello"))],
+            true,
+        );
+        assert_eq!(got.winner, Some(Digest::of(b"jello")));
+        assert!(got.manifest_overruled);
+        assert_eq!(verdicts(&got), ["ok", "ok", "corrupt"]);
+
+        let got = assess(
+            &e,
+            &claim,
+            &[(S, Observed::Absent), (T0, present(b"jello")), (T1, Observed::Unreachable)],
+            true,
+        );
+        assert_eq!(got.winner, None, "one reachable copy is never a majority");
+        assert_eq!(got.no_winner, Some(NoWinner::NoMajority));
+        assert!(got.copies.iter().all(|(_, v)| !matches!(v, CopyVerdict::Ok)));
     }
 }

@@ -1,10 +1,21 @@
 //! Which content of a file is right: a pure decision over what each copy holds.
 //!
-//! The rule: a copy whose BLAKE3 equals the manifest's digest is good. The manifest is in
-//! doubt when its replicas disagree about the file, or when a strict majority of the copies
-//! agree on a different digest; then the digest held by a strict majority of the voters (all
-//! copies expected to hold the file, missing and unreadable ones included) wins. With no
-//! winner nothing may be written: the caller reports the evidence.
+//! The rule, in order:
+//! 1. **The record decides.** When the manifest replicas agree about the file, the recorded
+//!    digest is the truth: a copy holding it is good, every other copy is damaged, however
+//!    many copies agree on something else. If no copy holds it, there is no winner
+//!    ([`NoWinner::NoGoodCopy`]); the caller may rebuild it from intact blocks, never from a
+//!    majority.
+//! 2. **Agreement on unrecorded content is a write, not rot.** Random damage never makes two
+//!    copies agree, so a digest the record does not know, held by two or more copies, is
+//!    reported as foreign content ([`foreign`]), never counted as rot nor allowed to win.
+//! 3. **Copies vote only when the record is in doubt** (the newest replicas disagree). Then a
+//!    digest one of the replicas claims wins only if a strict majority of the copies expected
+//!    to hold the file hold it, *and* at least two of them do: one reachable copy is never a
+//!    majority. Unreachable, missing and unreadable copies count among the expected copies.
+//!
+//! The caller passes one ballot per *independent* copy: two paths to the same file on disk
+//! are one voter.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +35,8 @@ pub enum Seen {
     Holds(Digest),
     Missing,
     Unreadable,
+    /// Expected to hold the file but out of reach: counts among the voters, holds nothing.
+    Unreachable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,9 +49,11 @@ pub struct Ballot<C> {
 pub enum Verdict<C> {
     Settled {
         winner: Digest,
-        /// The copies outvoted the manifest: it must be corrected to `winner`.
+        /// The record was in doubt and the copies settled it: the manifest must be corrected
+        /// to `winner`.
         manifest_overruled: bool,
         good: Vec<C>,
+        /// Reachable copies that do not hold the winner.
         damaged: Vec<C>,
     },
     NoWinner(NoWinner),
@@ -46,10 +61,10 @@ pub enum Verdict<C> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoWinner {
-    /// The manifest is trusted but no copy holds its digest, and no other digest has a
-    /// strict majority.
+    /// The record is agreed but no copy holds it whole.
     NoGoodCopy,
-    /// The manifest is in doubt and no digest has a strict majority of the voters.
+    /// The record is in doubt and no claimed digest is held by a strict majority of the
+    /// expected copies and by at least two of them.
     NoMajority,
 }
 
@@ -59,31 +74,57 @@ impl<C> Verdict<C> {
     }
 }
 
-pub fn decide<C: Clone>(claim: &Claim, ballots: &[Ballot<C>]) -> Verdict<C> {
+/// How many ballots hold each digest.
+fn tally<C>(ballots: &[Ballot<C>]) -> BTreeMap<Digest, usize> {
     let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
     for ballot in ballots {
         if let Seen::Holds(digest) = ballot.seen {
             *tally.entry(digest).or_default() += 1;
         }
     }
-    let majority =
-        tally.iter().find(|&(_, &count)| count * 2 > ballots.len()).map(|(&digest, _)| digest);
+    tally
+}
 
-    let (winner, manifest_overruled) = match (claim, majority) {
-        (Claim::Agreed(recorded), Some(major)) if major != *recorded => (major, true),
-        (Claim::Agreed(recorded), _) if tally.contains_key(recorded) => (*recorded, false),
-        (Claim::Agreed(_), _) => return Verdict::NoWinner(NoWinner::NoGoodCopy),
-        (Claim::Disputed(_), Some(major)) => (major, true),
-        (Claim::Disputed(_), None) => return Verdict::NoWinner(NoWinner::NoMajority),
+pub fn decide<C: Clone>(claim: &Claim, ballots: &[Ballot<C>]) -> Verdict<C> {
+    let tally = tally(ballots);
+    let (winner, manifest_overruled) = match claim {
+        Claim::Agreed(recorded) if tally.contains_key(recorded) => (*recorded, false),
+        Claim::Agreed(_) => return Verdict::NoWinner(NoWinner::NoGoodCopy),
+        Claim::Disputed(claimed) => {
+            let wins = |(digest, count): (&Digest, &usize)| {
+                claimed.contains(digest) && *count >= 2 && count * 2 > ballots.len()
+            };
+            match tally.iter().find(|&entry| wins(entry)) {
+                Some((digest, _)) => (*digest, true),
+                None => return Verdict::NoWinner(NoWinner::NoMajority),
+            }
+        }
     };
-    let (good, damaged): (Vec<_>, Vec<_>) =
-        ballots.iter().partition(|b| b.seen == Seen::Holds(winner));
+    let reachable = ballots.iter().filter(|b| b.seen != Seen::Unreachable);
+    let (good, damaged): (Vec<_>, Vec<_>) = reachable.partition(|b| b.seen == Seen::Holds(winner));
     Verdict::Settled {
         winner,
         manifest_overruled,
         good: good.into_iter().map(|b| b.copy.clone()).collect(),
         damaged: damaged.into_iter().map(|b| b.copy.clone()).collect(),
     }
+}
+
+/// Digests that no replica records but two or more copies hold, with those copies: content
+/// something wrote, not rot.
+pub fn foreign<C: Clone>(claim: &Claim, ballots: &[Ballot<C>]) -> Vec<(Digest, Vec<C>)> {
+    let recorded = |d: &Digest| match claim {
+        Claim::Agreed(recorded) => recorded == d,
+        Claim::Disputed(claimed) => claimed.contains(d),
+    };
+    tally(ballots)
+        .into_iter()
+        .filter(|(digest, count)| *count >= 2 && !recorded(digest))
+        .map(|(digest, _)| {
+            let holders = ballots.iter().filter(|b| b.seen == Seen::Holds(digest));
+            (digest, holders.map(|b| b.copy.clone()).collect())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -133,13 +174,37 @@ mod tests {
                 settled(a, false, &[0, 2], &[1]),
             ),
             (
-                "1 good of 3, manifest trusted",
+                "1 good of 3, record agreed",
                 Claim::Agreed(a),
                 vec![Holds(b), Holds(c), Holds(a)],
                 settled(a, false, &[2], &[0, 1]),
             ),
             (
-                "1/1/1 with manifest in doubt",
+                "agreed record against identical foreign copies: the record decides",
+                Claim::Agreed(a),
+                vec![Holds(a), Holds(b), Holds(b), Holds(b)],
+                settled(a, false, &[0], &[1, 2, 3]),
+            ),
+            (
+                "a majority against an agreed record never wins",
+                Claim::Agreed(a),
+                vec![Holds(b), Holds(b), Holds(a)],
+                settled(a, false, &[2], &[0, 1]),
+            ),
+            (
+                "agreed record, no copy holds it, copies agree on another digest",
+                Claim::Agreed(a),
+                vec![Holds(b), Holds(b), Missing],
+                Verdict::NoWinner(NoWinner::NoGoodCopy),
+            ),
+            (
+                "single reachable voter with rot, record agreed",
+                Claim::Agreed(a),
+                vec![Holds(b), Unreachable],
+                Verdict::NoWinner(NoWinner::NoGoodCopy),
+            ),
+            (
+                "1/1/1 with record in doubt",
                 Claim::Disputed(vec![a, b]),
                 vec![Holds(a), Holds(b), Holds(c)],
                 Verdict::NoWinner(NoWinner::NoMajority),
@@ -157,39 +222,57 @@ mod tests {
                 settled(a, false, &[0, 2], &[1]),
             ),
             (
-                "majority against manifest",
+                "unreachable copies are neither good nor damaged",
                 Claim::Agreed(a),
-                vec![Holds(b), Holds(b), Holds(a)],
-                settled(b, true, &[0, 1], &[2]),
+                vec![Holds(a), Unreachable, Holds(b)],
+                settled(a, false, &[0], &[2]),
             ),
             (
-                "manifest replicas split, copies decide",
+                "record in doubt, copies decide with a two-copy majority",
                 Claim::Disputed(vec![a, b]),
                 vec![Holds(b), Holds(a), Holds(b), Missing, Holds(b)],
                 settled(b, true, &[0, 2, 4], &[1, 3]),
             ),
             (
-                "manifest replicas split, copies tie",
+                "record in doubt, copies tie",
                 Claim::Disputed(vec![a, b]),
                 vec![Holds(a), Holds(a), Holds(b), Holds(b)],
                 Verdict::NoWinner(NoWinner::NoMajority),
             ),
             (
-                "half is not a strict majority",
-                Claim::Agreed(a),
-                vec![Holds(b), Holds(b), Holds(a), Holds(a)],
-                settled(a, false, &[2, 3], &[0, 1]),
+                "record in doubt, one copy is never a majority",
+                Claim::Disputed(vec![a, b]),
+                vec![Holds(a)],
+                Verdict::NoWinner(NoWinner::NoMajority),
             ),
             (
-                "no copy holds the manifest digest, no majority",
-                Claim::Agreed(a),
-                vec![Holds(b), Holds(c), Missing],
-                Verdict::NoWinner(NoWinner::NoGoodCopy),
+                "record in doubt, one reachable copy of two is not a majority",
+                Claim::Disputed(vec![a, b]),
+                vec![Holds(a), Unreachable],
+                Verdict::NoWinner(NoWinner::NoMajority),
+            ),
+            (
+                "record in doubt, unreachable copies count among the expected",
+                Claim::Disputed(vec![a, b]),
+                vec![Holds(a), Holds(a), Unreachable, Unreachable],
+                Verdict::NoWinner(NoWinner::NoMajority),
+            ),
+            (
+                "record in doubt, a majority of an unclaimed digest never wins",
+                Claim::Disputed(vec![a, b]),
+                vec![Holds(c), Holds(c), Holds(a)],
+                Verdict::NoWinner(NoWinner::NoMajority),
             ),
             (
                 "missing copies count as voters",
                 Claim::Disputed(vec![a]),
                 vec![Holds(a), Missing, Missing],
+                Verdict::NoWinner(NoWinner::NoMajority),
+            ),
+            (
+                "half is not a strict majority",
+                Claim::Disputed(vec![a, b]),
+                vec![Holds(b), Holds(b), Holds(a), Holds(a)],
                 Verdict::NoWinner(NoWinner::NoMajority),
             ),
         ];
@@ -199,11 +282,48 @@ mod tests {
     }
 
     #[test]
+    fn foreign_content_is_unrecorded_content_on_two_or_more_copies() {
+        let (a, b, c) = (d(1), d(2), d(3));
+        type Case = (&'static str, Claim, Vec<Seen>, Vec<(Digest, Vec<usize>)>);
+        let cases: Vec<Case> = vec![
+            ("all agree with the record", Claim::Agreed(a), vec![Holds(a), Holds(a)], vec![]),
+            ("one rotten copy is rot", Claim::Agreed(a), vec![Holds(a), Holds(b)], vec![]),
+            (
+                "two rotten copies that differ are rot",
+                Claim::Agreed(a),
+                vec![Holds(a), Holds(b), Holds(c)],
+                vec![],
+            ),
+            (
+                "three identical unrecorded copies",
+                Claim::Agreed(a),
+                vec![Holds(a), Holds(b), Holds(b), Holds(b)],
+                vec![(b, vec![1, 2, 3])],
+            ),
+            (
+                "a claimed digest in a dispute is not foreign",
+                Claim::Disputed(vec![a, b]),
+                vec![Holds(b), Holds(b)],
+                vec![],
+            ),
+            (
+                "missing and unreachable copies agree on nothing",
+                Claim::Agreed(a),
+                vec![Missing, Missing, Unreachable, Unreachable],
+                vec![],
+            ),
+        ];
+        for (name, claim, seen, expected) in cases {
+            assert_eq!(foreign(&claim, &ballots(&seen)), expected, "{name}");
+        }
+    }
+
+    #[test]
     fn healthy_means_nothing_to_write() {
         let a = d(1);
         assert!(decide(&Claim::Agreed(a), &ballots(&[Holds(a), Holds(a)])).is_healthy());
         assert!(!decide(&Claim::Agreed(a), &ballots(&[Holds(a), Missing])).is_healthy());
         let b = d(2);
-        assert!(!decide(&Claim::Agreed(a), &ballots(&[Holds(b), Holds(b)])).is_healthy());
+        assert!(!decide(&Claim::Agreed(a), &ballots(&[Holds(a), Holds(b)])).is_healthy());
     }
 }

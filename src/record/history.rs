@@ -18,6 +18,9 @@ pub struct CopyCounts {
     pub missing: usize,
     pub wrong_size: usize,
     pub unreadable: usize,
+    /// Content the record does not know, held by two or more copies.
+    #[serde(default)]
+    pub foreign: usize,
     /// Not judged: unreachable, or no content could be chosen.
     pub unknown: usize,
 }
@@ -32,12 +35,13 @@ impl CopyCounts {
             CopyVerdict::WrongSize { .. } => self.wrong_size += 1,
             CopyVerdict::Corrupt { .. } | CopyVerdict::ChecksumDiffers { .. } => self.corrupt += 1,
             CopyVerdict::Unreadable { .. } => self.unreadable += 1,
+            CopyVerdict::Foreign { .. } => self.foreign += 1,
             CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => self.unknown += 1,
         }
     }
 
     pub fn damaged(&self) -> usize {
-        self.corrupt + self.missing + self.wrong_size + self.unreadable
+        self.corrupt + self.missing + self.wrong_size + self.unreadable + self.foreign
     }
 }
 

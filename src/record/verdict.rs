@@ -31,6 +31,13 @@ pub enum CopyVerdict {
     Unreadable {
         reason: String,
     },
+    /// Content the record does not know that two or more independent copies hold: random
+    /// damage never makes copies agree, so something wrote it.
+    Foreign {
+        found: Digest,
+        size: u64,
+        expected: Digest,
+    },
     /// Found by the target's own checksum, without reading the data (`verify --fast`).
     ChecksumDiffers {
         found: String,
@@ -62,6 +69,7 @@ impl CopyVerdict {
             CopyVerdict::WrongSize { .. } => "wrong size",
             CopyVerdict::Corrupt { .. } => "corrupt",
             CopyVerdict::Unreadable { .. } => "unreadable",
+            CopyVerdict::Foreign { .. } => "foreign content",
             CopyVerdict::ChecksumDiffers { .. } => "checksum differs",
             CopyVerdict::Disputed { .. } => "disputed",
             CopyVerdict::Unknown => "unknown",
@@ -75,6 +83,7 @@ impl CopyVerdict {
                 | CopyVerdict::WrongSize { .. }
                 | CopyVerdict::Corrupt { .. }
                 | CopyVerdict::Unreadable { .. }
+                | CopyVerdict::Foreign { .. }
                 | CopyVerdict::ChecksumDiffers { .. }
         )
     }

@@ -13,6 +13,7 @@ pub enum ProblemKind {
     Missing,
     WrongSize,
     SourceRot,
+    ForeignContent,
     NoMajority,
     NoGoodCopy,
     ManifestOverruled,
@@ -34,9 +35,9 @@ impl ProblemKind {
     pub fn exit(self) -> Exit {
         use ProblemKind::*;
         match self {
-            Corrupt | Missing | WrongSize | SourceRot | NoMajority | NoGoodCopy | KnownDamage
-            | ManifestOverruled | BelowMinCopies | ReplicaMissing | ReplicaDefective
-            | ReplicaDivergent => Exit::Damage,
+            Corrupt | Missing | WrongSize | SourceRot | ForeignContent | NoMajority
+            | NoGoodCopy | KnownDamage | ManifestOverruled | BelowMinCopies | ReplicaMissing
+            | ReplicaDefective | ReplicaDivergent => Exit::Damage,
             ForeignTarget => Exit::Usage,
             TargetUnreachable | WriteFailed | ReadFailed | SourceChanging => Exit::Operational,
         }
@@ -49,6 +50,7 @@ impl ProblemKind {
             Missing => "MISSING",
             WrongSize => "WRONG SIZE",
             SourceRot => "SOURCE ROT",
+            ForeignContent => "FOREIGN CONTENT",
             NoMajority => "NO MAJORITY",
             NoGoodCopy => "NO GOOD COPY",
             ManifestOverruled => "MANIFEST OVERRULED",

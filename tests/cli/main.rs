@@ -12,5 +12,6 @@ mod hdfs;
 mod hostile;
 mod props;
 mod repair;
+mod trust;
 mod verify;
 mod webhdfs;

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::sample::SizeRange;
 use serde_json::{Value, json};
 
-use redundo::decide::vote::{Ballot, Claim, NoWinner, Seen, Verdict, decide};
+use redundo::decide::vote::{Ballot, Claim, NoWinner, Seen, Verdict, decide, foreign};
 use redundo::record::digest::Digest;
 use redundo::record::manifest::{Manifest, ReplicaDefect, ReplicaFound, ReplicaStatus, choose};
 use redundo::record::relpath::RelPath;
@@ -33,6 +33,7 @@ fn seen() -> impl Strategy<Value = Seen> {
         6 => digest().prop_map(Seen::Holds),
         1 => Just(Seen::Missing),
         1 => Just(Seen::Unreadable),
+        1 => Just(Seen::Unreachable),
     ]
 }
 
@@ -48,15 +49,9 @@ fn ballots(seen: &[Seen]) -> Vec<Ballot<usize>> {
     seen.iter().enumerate().map(|(copy, &seen)| Ballot { copy, seen }).collect()
 }
 
-fn strict_majority(seen: &[Seen]) -> Option<Digest> {
-    seen.iter().find_map(|s| match s {
-        Seen::Holds(d)
-            if seen.iter().filter(|t| **t == Seen::Holds(*d)).count() * 2 > seen.len() =>
-        {
-            Some(*d)
-        }
-        _ => None,
-    })
+/// How many copies hold `digest`.
+fn holders(seen: &[Seen], digest: Digest) -> usize {
+    seen.iter().filter(|s| **s == Seen::Holds(digest)).count()
 }
 
 /// A verdict in a comparable form: winner and overruled, good and damaged copies, no winner.
@@ -85,44 +80,59 @@ proptest! {
     fn vote_partitions_the_copies_by_the_winner(claim in claim(), seen in proptest::collection::vec(seen(), 1..9)) {
         if let Verdict::Settled { winner, good, damaged, .. } = decide(&claim, &ballots(&seen)) {
             let holds: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == Seen::Holds(winner)).collect();
-            let others: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] != Seen::Holds(winner)).collect();
+            let others: Vec<usize> = (0..seen.len())
+                .filter(|&i| seen[i] != Seen::Holds(winner) && seen[i] != Seen::Unreachable)
+                .collect();
             prop_assert!(!holds.is_empty(), "the winner must be held by some copy");
             prop_assert_eq!(good, holds);
             prop_assert_eq!(damaged, others);
         }
     }
 
-    /// Content held by a strict majority of all voters (missing and unreadable ones count)
-    /// always wins, and overrules the manifest exactly when the manifest says otherwise.
+    /// An agreed record decides: it wins when any copy holds it, and otherwise nothing wins,
+    /// whatever the other copies agree on.
     #[test]
-    fn vote_strict_majority_always_wins(claim in claim(), seen in proptest::collection::vec(seen(), 1..9)) {
-        if let Some(major) = strict_majority(&seen) {
-            match decide(&claim, &ballots(&seen)) {
-                Verdict::Settled { winner, manifest_overruled, .. } => {
-                    prop_assert_eq!(winner, major);
-                    let agreed = claim == Claim::Agreed(major);
-                    prop_assert_eq!(manifest_overruled, !agreed);
-                }
-                other => prop_assert!(false, "a strict majority must win: {:?}", other),
-            }
+    fn vote_an_agreed_record_is_never_overruled(recorded in digest(), seen in proptest::collection::vec(seen(), 1..9)) {
+        let verdict = decide(&Claim::Agreed(recorded), &ballots(&seen));
+        if holders(&seen, recorded) > 0 {
+            let settled = matches!(verdict, Verdict::Settled { winner, manifest_overruled: false, .. } if winner == recorded);
+            prop_assert!(settled, "{:?}", verdict);
+        } else {
+            prop_assert_eq!(verdict, Verdict::NoWinner(NoWinner::NoGoodCopy));
         }
     }
 
-    /// Without a strict majority the manifest's agreed digest wins if any copy holds it, else
-    /// nothing wins; a manifest in doubt with no majority is never settled.
+    /// A record in doubt is settled only by a digest one replica claims, held by a strict
+    /// majority of all expected copies (missing, unreadable and unreachable ones count) and by
+    /// at least two of them; then the manifest is corrected to it.
     #[test]
-    fn vote_without_majority_trusts_only_an_agreed_manifest(claim in claim(), seen in proptest::collection::vec(seen(), 1..9)) {
-        if strict_majority(&seen).is_some() {
-            return Ok(()); // covered by vote_strict_majority_always_wins
-        }
-        let verdict = decide(&claim, &ballots(&seen));
-        match &claim {
-            Claim::Agreed(recorded) if seen.contains(&Seen::Holds(*recorded)) => {
-                let settled = matches!(verdict, Verdict::Settled { winner, manifest_overruled: false, .. } if winner == *recorded);
-                prop_assert!(settled, "{:?}", verdict);
+    fn vote_a_record_in_doubt_needs_two_agreeing_copies_of_a_strict_majority(claim in claim(), seen in proptest::collection::vec(seen(), 1..9)) {
+        let Claim::Disputed(claimed) = &claim else { return Ok(()) };
+        let expected = claimed
+            .iter()
+            .copied()
+            .find(|d| holders(&seen, *d) >= 2 && holders(&seen, *d) * 2 > seen.len());
+        match (decide(&claim, &ballots(&seen)), expected) {
+            (Verdict::Settled { winner, manifest_overruled, .. }, Some(expected)) => {
+                prop_assert_eq!(winner, expected);
+                prop_assert!(manifest_overruled);
             }
-            Claim::Agreed(_) => prop_assert_eq!(verdict, Verdict::NoWinner(NoWinner::NoGoodCopy)),
-            Claim::Disputed(_) => prop_assert_eq!(verdict, Verdict::NoWinner(NoWinner::NoMajority)),
+            (Verdict::NoWinner(NoWinner::NoMajority), None) => {}
+            (other, expected) => prop_assert!(false, "expected winner {:?}, got {:?}", expected, other),
+        }
+    }
+
+    /// Content no replica records, however many copies agree on it, never wins, and is
+    /// reported exactly when two or more copies hold it.
+    #[test]
+    fn vote_foreign_content_never_wins(claim in claim(), seen in proptest::collection::vec(seen(), 1..9)) {
+        let found = foreign(&claim, &ballots(&seen));
+        for (digest, copies) in &found {
+            prop_assert!(copies.len() >= 2);
+            prop_assert_eq!(copies.len(), holders(&seen, *digest));
+        }
+        if let Verdict::Settled { winner, .. } = decide(&claim, &ballots(&seen)) {
+            prop_assert!(found.iter().all(|(digest, _)| *digest != winner));
         }
     }
 
@@ -144,11 +154,12 @@ proptest! {
         );
     }
 
-    /// Healthy means: settled on the manifest's digest, with every copy holding it.
+    /// Healthy means: settled on the manifest's digest, with every reachable copy holding it.
     #[test]
     fn vote_is_healthy_exactly_when_every_copy_holds_the_recorded_content(recorded in digest(), seen in proptest::collection::vec(seen(), 1..9)) {
         let verdict = decide(&Claim::Agreed(recorded), &ballots(&seen));
-        let all_hold = seen.iter().all(|s| *s == Seen::Holds(recorded));
+        let all_hold = seen.iter().all(|s| *s == Seen::Holds(recorded) || *s == Seen::Unreachable)
+            && seen.contains(&Seen::Holds(recorded));
         prop_assert_eq!(verdict.is_healthy(), all_hold, "{:?}", verdict);
     }
 }

@@ -1,0 +1,152 @@
+//! The record decides: copies that agree on content the manifest does not record never
+//! overrule it, one reachable copy is never a majority, and the user's source is never
+//! overwritten with a guess. Every scenario saves the pristine bytes outside redundo's
+//! folders first and judges the outcome by comparing bytes, not by redundo's report.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{Env, Run, bytes, flip_byte, snapshot};
+
+const FILE: &str = "model/weights.bin";
+
+/// A backed-up set with `targets` targets holding one 200 KB file, and the pristine bytes.
+fn backed_up(targets: usize) -> (Env, Vec<u8>) {
+    let env = Env::with_targets(targets);
+    let pristine = bytes(42, 200_000);
+    env.write(FILE, &pristine);
+    env.ok(&["backup"]);
+    (env, pristine)
+}
+
+fn copy_path(env: &Env, copy: &str) -> PathBuf {
+    let folder = if copy == "source" { "data" } else { copy };
+    env.path(&format!("{folder}/{FILE}"))
+}
+
+/// Replaces a file's bytes in place and puts its mtime back, as a sync job or a careless
+/// script would.
+fn overwrite_keeping_mtime(path: &Path, content: &[u8]) {
+    let mtime = filetime::FileTime::from_last_modification_time(&std::fs::metadata(path).unwrap());
+    std::fs::write(path, content).unwrap();
+    filetime::set_file_mtime(path, mtime).unwrap();
+}
+
+fn has_line(run: &Run, prefix: &str) -> bool {
+    run.stdout.lines().any(|l| l.starts_with(prefix))
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Every file below `root` whose bytes equal `content`.
+fn files_holding(root: &Path, content: &[u8]) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file() && std::fs::read(e.path()).unwrap() == content)
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn identical_foreign_bytes_on_every_target_never_overwrite_the_source() {
+    let (env, pristine) = backed_up(3);
+    let foreign = bytes(7, pristine.len());
+    for t in ["t1", "t2", "t3"] {
+        overwrite_keeping_mtime(&copy_path(&env, t), &foreign);
+    }
+
+    let run = env.expect(&["verify"], 1);
+    for t in ["t1", "t2", "t3"] {
+        assert!(has_line(&run, &format!("{t}: {FILE}: FOREIGN CONTENT: ")), "{run:?}");
+    }
+    assert!(!run.stdout.contains("SOURCE ROT"), "{run:?}");
+
+    let run = env.ok(&["repair"]);
+    assert_eq!(read(&copy_path(&env, "source")), pristine, "the source was overwritten: {run:?}");
+    for t in ["t1", "t2", "t3"] {
+        assert_eq!(read(&copy_path(&env, t)), pristine, "{t} was not healed: {run:?}");
+        // The foreign bytes are kept, not destroyed.
+        let kept = files_holding(&env.path(&format!("{t}/.redundo/quarantine")), &foreign);
+        assert_eq!(kept.len(), 1, "{t}: foreign bytes in quarantine: {kept:?}");
+    }
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn two_targets_truncated_to_zero_never_empty_the_source() {
+    let (env, pristine) = backed_up(2);
+    for t in ["t1", "t2"] {
+        overwrite_keeping_mtime(&copy_path(&env, t), b"");
+    }
+    let run = env.expect(&["verify"], 1);
+    assert!(has_line(&run, &format!("t1: {FILE}: FOREIGN CONTENT: ")), "{run:?}");
+    env.ok(&["repair"]);
+    for copy in ["source", "t1", "t2"] {
+        assert_eq!(read(&copy_path(&env, copy)), pristine, "{copy}");
+    }
+}
+
+#[test]
+fn two_alike_targets_never_outvote_the_last_copy_of_the_recorded_content() {
+    let (env, pristine) = backed_up(3);
+    // The user edits the source, so it is no witness; two targets get the same other bytes.
+    let edited = b"the user's new version".to_vec();
+    std::fs::write(copy_path(&env, "source"), &edited).unwrap();
+    let foreign = bytes(9, pristine.len());
+    for t in ["t1", "t2"] {
+        overwrite_keeping_mtime(&copy_path(&env, t), &foreign);
+    }
+
+    let run = env.expect(&["verify"], 1);
+    assert!(has_line(&run, &format!("t1: {FILE}: FOREIGN CONTENT: ")), "{run:?}");
+    assert!(!run.stdout.lines().any(|l| l.starts_with("t3: ")), "t3 is the good copy: {run:?}");
+
+    env.ok(&["repair"]);
+    assert_eq!(read(&copy_path(&env, "t3")), pristine, "the last good copy was overwritten");
+    assert_eq!(read(&copy_path(&env, "t1")), pristine);
+    assert_eq!(read(&copy_path(&env, "t2")), pristine);
+    assert_eq!(read(&copy_path(&env, "source")), edited, "the user's edit was touched");
+}
+
+#[test]
+fn one_reachable_rotten_copy_is_never_a_majority() {
+    let (env, pristine) = backed_up(2);
+    std::fs::remove_file(copy_path(&env, "source")).unwrap();
+    std::fs::rename(env.path("t2"), env.path("t2-unplugged")).unwrap();
+    flip_byte(&copy_path(&env, "t1"), 100_000);
+    let rotten = read(&copy_path(&env, "t1"));
+    let manifests: Vec<Vec<u8>> =
+        [".redundo/manifest", "t1/.redundo/manifest"].iter().map(|m| env.read(m)).collect();
+
+    let run = env.expect(&["repair"], 3);
+    assert!(has_line(&run, &format!("t1: {FILE}: CORRUPT: ")), "{run:?}");
+    assert!(run.stdout.contains("NO GOOD COPY"), "{run:?}");
+    assert_eq!(read(&copy_path(&env, "t1")), rotten, "nothing may be written");
+    let after: Vec<Vec<u8>> =
+        [".redundo/manifest", "t1/.redundo/manifest"].iter().map(|m| env.read(m)).collect();
+    assert_eq!(after, manifests, "the record must not be rewritten to the rotten content");
+
+    // Restore must not hand out the rotten bytes as verified.
+    let restore = env.run(&["restore", "--to", "out"]);
+    assert_ne!(restore.code, 0, "{restore:?}");
+    assert!(
+        !env.path(&format!("out/{FILE}")).exists()
+            || read(&env.path(&format!("out/{FILE}"))) != rotten,
+        "restore gave back the rotten bytes: {restore:?}"
+    );
+
+    // The disk comes back: its good copy wins and heals the rotten one.
+    std::fs::rename(env.path("t2-unplugged"), env.path("t2")).unwrap();
+    let run = env.expect(&["verify"], 1);
+    assert!(has_line(&run, &format!("t1: {FILE}: CORRUPT: ")), "{run:?}");
+    assert!(!run.stdout.lines().any(|l| l.starts_with("t2: ")), "{run:?}");
+    env.ok(&["repair"]);
+    assert_eq!(read(&copy_path(&env, "t2")), pristine);
+    assert_eq!(read(&copy_path(&env, "t1")), pristine);
+    let before = snapshot(&env.path("t2"));
+    env.ok(&["restore", "--to", "out2"]);
+    assert_eq!(read(&env.path(&format!("out2/{FILE}"))), pristine);
+    assert_eq!(snapshot(&env.path("t2")), before);
+}
