@@ -101,7 +101,6 @@ pub fn run(
             skipped.reason.clone(),
         );
     }
-    remove_leftovers(ws.source.as_ref(), &source);
     for (dir, reason) in &source.unreadable {
         findings.problem(
             ProblemKind::ReadFailed,

@@ -7,6 +7,7 @@
 //! a torn one, even after a power cut. Folders on the way to a copy are checked with
 //! `lstat`: a symlink planted in place of a folder is refused, never followed.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -21,25 +22,69 @@ use crate::record::relpath::{RelPath, STATE_DIR};
 
 const TEMP_PREFIX: &str = ".redundo-tmp-";
 
+/// A folder in the state folder holding one empty file per process that may have left
+/// temporaries below the root, written before its first one. A name like a temporary is
+/// redundo's only if its process is recorded here, so a user's file that happens to have such
+/// a name is never taken for one.
+const TEMP_JOURNAL: &str = "temporaries";
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub struct LocalDir {
     name: String,
     root: PathBuf,
     state: PathBuf,
+    /// Whether names like redundo's temporaries below the root are redundo's to remove. Never
+    /// in the source: a file there is the user's whatever its name, and is backed up as such.
+    owns_temporaries: bool,
+    /// Set once this process is recorded in the temporaries journal.
+    journaled: std::sync::OnceLock<Result<PathBuf, String>>,
 }
 
 impl LocalDir {
     pub fn target(name: &str, root: &Path) -> LocalDir {
-        LocalDir::new(name, root, &root.join(STATE_DIR))
+        LocalDir::new(name, root, &root.join(STATE_DIR), true)
     }
 
     pub fn source(root: &Path, state: &Path) -> LocalDir {
-        LocalDir::new("source", root, state)
+        LocalDir::new("source", root, state, false)
     }
 
-    fn new(name: &str, root: &Path, state: &Path) -> LocalDir {
-        LocalDir { name: name.to_string(), root: root.to_path_buf(), state: state.to_path_buf() }
+    fn new(name: &str, root: &Path, state: &Path, owns_temporaries: bool) -> LocalDir {
+        LocalDir {
+            name: name.to_string(),
+            root: root.to_path_buf(),
+            state: state.to_path_buf(),
+            owns_temporaries,
+            journaled: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records this process in the temporaries journal, once, before its first temporary.
+    fn journal_this_process(&self) -> io::Result<()> {
+        let entry = self.journaled.get_or_init(|| {
+            let record = || -> io::Result<PathBuf> {
+                // `state_path` makes the folders above it and refuses a symlink at it.
+                let folder = self.state_path(TEMP_JOURNAL)?;
+                match fs::create_dir(&folder) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                let entry = folder.join(std::process::id().to_string());
+                File::create(&entry)?;
+                Ok(entry)
+            };
+            record().map_err(|e| format!("cannot record temporaries in the journal: {e}"))
+        });
+        entry.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.clone()))
+    }
+
+    /// The processes the temporaries journal records.
+    fn journaled_pids(&self) -> BTreeSet<u32> {
+        let Ok(entries) = fs::read_dir(self.state.join(TEMP_JOURNAL)) else {
+            return BTreeSet::new();
+        };
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
     }
 
     /// Creates the folders leading to `path`, refusing to pass through a symlink.
@@ -114,6 +159,23 @@ fn make_real_dirs<P: AsRef<Path>>(root: &Path, parts: &[P]) -> io::Result<PathBu
 
 pub(crate) fn mtime_ns(meta: &fs::Metadata) -> i64 {
     meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+}
+
+impl Drop for LocalDir {
+    /// A run that ends normally has discarded or installed every temporary, so its journal
+    /// entry goes; a killed run's stays, and lets the next run remove what it left.
+    fn drop(&mut self) {
+        if let Some(Ok(entry)) = self.journaled.get() {
+            let _ = fs::remove_file(entry);
+        }
+    }
+}
+
+/// The process id in a temporary's name, `.redundo-tmp-<pid>-<n>`; `None` for other names.
+fn temp_pid(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
 }
 
 fn filetime_of(mtime_ns: i64) -> filetime::FileTime {
@@ -214,6 +276,7 @@ impl Store for LocalDir {
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {
         self.check_root()?;
         let mut listing = Listing::default();
+        let journaled = self.journaled_pids();
         let mut walk = WalkDir::new(&self.root).follow_links(false).into_iter();
         walk.next(); // the root itself
         while let Some(entry) = walk.next() {
@@ -243,7 +306,8 @@ impl Store for LocalDir {
                 }
                 continue;
             }
-            if name.starts_with(TEMP_PREFIX) && entry.file_type().is_file() {
+            let ours = temp_pid(&name).is_some_and(|pid| journaled.contains(&pid));
+            if self.owns_temporaries && ours && entry.file_type().is_file() {
                 listing.leftovers.push(entry.path().display().to_string());
                 continue;
             }
@@ -328,6 +392,9 @@ impl Store for LocalDir {
 
     fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>> {
         let dir = self.make_parents(path)?;
+        if self.owns_temporaries {
+            self.journal_this_process()?;
+        }
         let temp = dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
@@ -395,7 +462,12 @@ impl Store for LocalDir {
 
     fn kept_view(&self, folder: &str) -> Box<dyn Store> {
         let root = self.state.join(folder);
-        Box::new(LocalDir::new(&format!("{}:{folder}", self.name), &root, &root.join(STATE_DIR)))
+        Box::new(LocalDir::new(
+            &format!("{}:{folder}", self.name),
+            &root,
+            &root.join(STATE_DIR),
+            true,
+        ))
     }
 
     fn remove_kept(&self, folder: &str) -> io::Result<()> {
@@ -417,8 +489,13 @@ impl Store for LocalDir {
 
     fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
         let path = Path::new(leftover);
-        let is_ours = path.starts_with(&self.root)
-            && path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TEMP_PREFIX));
+        let journaled = self.journaled_pids();
+        let is_ours = self.owns_temporaries
+            && path.starts_with(&self.root)
+            && path
+                .file_name()
+                .and_then(|n| temp_pid(&n.to_string_lossy()))
+                .is_some_and(|pid| journaled.contains(&pid));
         if !is_ours {
             return Err(io::Error::other(format!("{leftover} is not a redundo temporary file")));
         }

@@ -150,3 +150,19 @@ fn one_reachable_rotten_copy_is_never_a_majority() {
     assert_eq!(read(&env.path(&format!("out2/{FILE}"))), pristine);
     assert_eq!(snapshot(&env.path("t2")), before);
 }
+
+#[test]
+fn a_source_file_named_like_a_temporary_is_backed_up_never_deleted() {
+    let env = Env::with_targets(1);
+    // Named as a temporary of a process that no longer runs (pid 2^22 - 1 is above the
+    // default pid_max), which is what the cleanup of a killed run looks for.
+    let name = ".redundo-tmp-4194303-0";
+    let content = bytes(3, 5000);
+    env.write(name, &content);
+    env.write("keep.txt", b"x");
+    env.ok(&["backup"]);
+    env.ok(&["backup"]);
+    assert_eq!(read(&env.path(&format!("data/{name}"))), content, "deleted from the source");
+    assert_eq!(read(&env.path(&format!("t1/{name}"))), content, "not backed up");
+    env.ok(&["verify"]);
+}
