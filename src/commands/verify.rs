@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{file_findings, open_run, replica_findings, require_backup};
+use crate::decide::assess::Assessment;
 use crate::record::history::{History, VerifyRecord};
 use crate::record::relpath::RelPath;
 use crate::record::verdict::CopyVerdict;
@@ -56,29 +57,9 @@ pub fn run(
         ledger.files.retain(|path, _| files.contains_key(path));
         ledger.damaged.retain(|path, _| files.contains_key(path));
         ledger.save(&ws.config.state_dir);
-        // Damage found earlier on files this run did not read is still there: say so.
-        let read: std::collections::BTreeSet<&RelPath> =
-            inspection.files.iter().map(|(p, _)| p).collect();
-        for (path, copies) in &ledger.damaged {
-            if read.contains(path) {
-                continue;
-            }
-            for (copy, damage) in copies {
-                let when = humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + Duration::from_secs(damage.found_at.max(0) as u64),
-                );
-                findings.problem(
-                    ProblemKind::KnownDamage,
-                    Some(copy),
-                    Some(path.as_str()),
-                    format!(
-                        "{} since {when}, not re-read by this run (run `redundo repair`)",
-                        damage.what
-                    ),
-                );
-            }
-        }
     }
+    let mut inspection = inspection;
+    report_known_damage(ws, &ledger, &mut inspection.files, options.fast, &mut findings);
     if inspection.unchecked > 0 {
         findings.notice(
             NoticeKind::Pending,
@@ -179,9 +160,9 @@ pub fn run(
         findings,
         ok,
     };
-    // Only a run that covered every file speaks for the whole tree in `status`; a sample's
-    // findings live on in the ledger.
-    if report.coverage.checked < report.coverage.total {
+    // Only a deep run that covered every file speaks for the whole tree in `status` and its
+    // reliability figure; a sample's or a fast run's findings live on in the ledger.
+    if options.fast || report.coverage.checked < report.coverage.total {
         return Ok(report);
     }
     let mut history = History::load(&ws.config.state_dir);
@@ -193,6 +174,48 @@ pub fn run(
     });
     history.save(&ws.config.state_dir);
     Ok(report)
+}
+
+/// Damage the ledger knows that this run did not re-read is still there: says so, so a
+/// partial look (a sample, or `--fast`, which reads no data) never reports it as good. A copy
+/// that a fast look found in order but the ledger knows as damaged is counted as not judged.
+fn report_known_damage(
+    ws: &Workspace,
+    ledger: &Ledger,
+    checked: &mut [(RelPath, Assessment)],
+    fast: bool,
+    findings: &mut Findings,
+) {
+    let read: std::collections::BTreeSet<RelPath> =
+        if fast { Default::default() } else { checked.iter().map(|(p, _)| p.clone()).collect() };
+    for (path, copies) in &ledger.damaged {
+        if read.contains(path) {
+            continue;
+        }
+        for (copy, damage) in copies {
+            let when = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_secs(damage.found_at.max(0) as u64),
+            );
+            let what =
+                if fast { "not re-read by a fast verify" } else { "not re-read by this run" };
+            findings.problem(
+                ProblemKind::KnownDamage,
+                Some(copy),
+                Some(path.as_str()),
+                format!("{} since {when}, {what} (run `redundo repair`)", damage.what),
+            );
+        }
+    }
+    if fast {
+        for (path, assessment) in checked.iter_mut() {
+            let Some(known) = ledger.damaged.get(path) else { continue };
+            for (id, verdict) in assessment.copies.iter_mut() {
+                if *verdict == CopyVerdict::Ok && known.contains_key(&ws.copy_name(*id)) {
+                    *verdict = CopyVerdict::Unknown;
+                }
+            }
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, for the ledger.

@@ -166,3 +166,28 @@ fn a_source_file_named_like_a_temporary_is_backed_up_never_deleted() {
     assert_eq!(read(&env.path(&format!("t1/{name}"))), content, "not backed up");
     env.ok(&["verify"]);
 }
+
+#[test]
+fn a_fast_verify_after_a_deep_one_found_damage_is_no_false_ok() {
+    let (env, _) = backed_up(2);
+    flip_byte(&copy_path(&env, "t1"), 10);
+    let deep = env.expect(&["verify"], 1);
+    assert!(has_line(&deep, &format!("t1: {FILE}: CORRUPT: ")), "{deep:?}");
+    let status_before = env.run(&["status", "--json"]).json();
+
+    let fast = env.expect(&["verify", "--fast"], 1);
+    assert!(has_line(&fast, &format!("t1: {FILE}: KNOWN DAMAGE: ")), "{fast:?}");
+    let doc = env.expect(&["verify", "--fast", "--json"], 1).json();
+    assert_eq!(doc["copies"]["t1"]["ok"], 0, "a copy known damaged is not counted ok: {doc}");
+
+    // The fast run does not replace the deep verify that status speaks from.
+    let status_after = env.run(&["status", "--json"]).json();
+    for key in ["last_verify_at", "last_verify_mode", "durability"] {
+        assert_eq!(status_after[key], status_before[key], "{key}");
+    }
+    assert_eq!(status_after["last_verify_mode"], "deep");
+
+    // Once repaired, the damage is no longer known, and a fast verify is OK again.
+    env.ok(&["repair"]);
+    env.ok(&["verify", "--fast"]);
+}
