@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::decide::plan::MaxDelete;
 use crate::report::exit::EXIT_CODES_HELP;
 
 #[derive(Debug, Parser)]
@@ -73,6 +74,10 @@ pub enum Command {
         /// Remove from the targets and the manifest the files deleted from the source
         #[arg(long)]
         prune: bool,
+        /// With --prune: delete at most N files, or PCT% of the recorded files (default 50%);
+        /// an empty source or one on another file system than at the last backup is never pruned
+        #[arg(long, value_name = "N|PCT%", requires = "prune", value_parser = parse_max_delete)]
+        max_delete: Option<MaxDelete>,
         #[command(flatten)]
         common: Common,
     },
@@ -177,6 +182,19 @@ impl Command {
             Command::Completions { .. } => "completions",
             Command::Man => "man",
         }
+    }
+}
+
+fn parse_max_delete(raw: &str) -> Result<MaxDelete, String> {
+    if raw.ends_with('%') {
+        match raw.trim_end_matches('%').parse::<f64>() {
+            Ok(pct) if (0.0..=100.0).contains(&pct) => Ok(MaxDelete::Percent(pct)),
+            _ => Err(format!("{raw:?} is not a percentage from 0% to 100%")),
+        }
+    } else {
+        raw.parse().map(MaxDelete::Files).map_err(|_| {
+            format!("{raw:?} is neither a number of files nor a percentage such as 50%")
+        })
     }
 }
 

@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("decide", &["decide", "record"]),
     ("record", &["record"]),
     ("config", &["record", "report::exit"]),
-    ("cli", &["report::exit"]),
+    ("cli", &["report::exit", "decide"]),
 ];
 
 fn layer_of(relative: &str) -> &str {

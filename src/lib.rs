@@ -18,9 +18,10 @@
 //! - `record/`: what redundo writes down and the values it is made of: the manifest, the
 //!   verification ledger, the history, digests, relative paths. Imports nothing above it.
 //!
-//! Beside the layers, at the edge: `cli` (clap only, no I/O) and `config` (TOML to a validated
-//! [`config::Config`], the one place strings become locations). `config` imports only
-//! `record` and `report::exit`; any layer from `store` up may read a `Config`. This file holds
+//! Beside the layers, at the edge: `cli` (clap only, no I/O; it imports only `report::exit`
+//! and the `decide` values a flag parses into) and `config` (TOML to a validated
+//! [`config::Config`], the one place strings become locations; it imports only `record` and
+//! `report::exit`). Any layer from `store` up may read a `Config`. This file holds
 //! the one dispatch on the command; `main.rs` maps its outcome to an exit code.
 
 pub mod cli;
@@ -59,11 +60,12 @@ pub fn run(cli: &Cli) -> Result<Exit> {
                 force: *force,
             })?)
         }
-        Command::Backup { checksum, prune, common } => {
+        Command::Backup { checksum, prune, max_delete, common } => {
             let ws = Workspace::open(&common.config)?;
             let options = backup::BackupOptions {
                 checksum: *checksum,
                 prune: *prune,
+                max_delete: max_delete.unwrap_or_default(),
                 list_copied: common.verbose > 0,
             };
             Report::Backup(backup::run(&ws, &options, progress.as_ref())?)

@@ -24,7 +24,10 @@ use rayon::prelude::*;
 
 use super::open_run;
 use crate::decide::assess::CopyId;
-use crate::decide::plan::{Job, JobKind, SourceFiles, TargetFiles, plan_backup};
+use crate::decide::plan::{
+    BackupPlan, Job, JobKind, MaxDelete, PruneRefusal, SourceFiles, TargetFiles, check_prune,
+    plan_backup,
+};
 use crate::record::history::{BackupRecord, History};
 use crate::record::manifest::{FileVersion, Manifest, ReplicaStatus};
 use crate::record::relpath::RelPath;
@@ -46,6 +49,8 @@ const READ_ATTEMPTS: usize = 3;
 pub struct BackupOptions {
     pub checksum: bool,
     pub prune: bool,
+    /// The most `--prune` may delete in this run.
+    pub max_delete: MaxDelete,
     /// List every file copied (`-v`).
     pub list_copied: bool,
 }
@@ -237,7 +242,18 @@ pub fn run(
 
     // Deleted files: kept unless --prune. Pruned entries leave the manifest first and the
     // files only after the commit, so a kill in between leaves unknown files, never missing ones.
-    let pruned: &[RelPath] = if options.prune { &plan.deleted } else { &[] };
+    let source_device = source_device(ws);
+    let prune_allowed = options.prune
+        && prune_is_safe(
+            ws,
+            &plan,
+            &replicas.chosen.manifest,
+            source.files.len(),
+            source_device,
+            options,
+            &mut findings,
+        );
+    let pruned: &[RelPath] = if prune_allowed { &plan.deleted } else { &[] };
     for path in pruned {
         manifest.files.remove(path);
     }
@@ -311,6 +327,7 @@ pub fn run(
         files: report.files,
         bytes: manifest.files.values().map(|e| e.current.size).sum(),
         exit_code: report.findings.exit().code(),
+        source_device,
     });
     history.save(&ws.config.state_dir);
     Ok(report)
@@ -664,6 +681,47 @@ fn record_versions(ws: &Workspace, base: &Manifest, reachable: &[bool], findings
             }
         }
     }
+}
+
+/// The device the source folder is on, to notice a prune over a different (or unmounted) disk.
+fn source_device(ws: &Workspace) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(&ws.config.source).ok().map(|m| m.dev())
+}
+
+/// Whether `--prune` may delete what the plan says is gone; when not, says why (exit 3) and
+/// the deleted files are kept.
+fn prune_is_safe(
+    ws: &Workspace,
+    plan: &BackupPlan,
+    manifest: &Manifest,
+    source_files: usize,
+    source_device: Option<u64>,
+    options: &BackupOptions,
+    findings: &mut Findings,
+) -> bool {
+    let last = History::load(&ws.config.state_dir).last_backup.and_then(|b| b.source_device);
+    // As recorded before this run: what the share of `--max-delete` is taken of.
+    let recorded = manifest.files.len();
+    let checked = check_prune(
+        plan.deleted.len(),
+        recorded,
+        source_files,
+        (last, source_device),
+        options.max_delete,
+    );
+    let Err(refusal) = checked else { return true };
+    let why = match refusal {
+        PruneRefusal::SourceEmpty { recorded } => format!(
+            "the source has no files, but the manifest records {recorded}: an unmounted disk or an emptied folder looks like this; nothing was pruned (pass --max-delete 100% if the source really is empty)"
+        ),
+        PruneRefusal::SourceMoved { .. } => "the source folder is on another file system than at the last backup (a different or unmounted disk?); nothing was pruned (run one backup without --prune to accept the new disk)".to_string(),
+        PruneRefusal::TooMany { deleting, recorded, limit } => format!(
+            "{deleting} of the {recorded} recorded files are gone from the source, more than the {limit} --max-delete allows; nothing was pruned (raise --max-delete if this is intended)"
+        ),
+    };
+    findings.problem(ProblemKind::PruneRefused, Some("source"), None, why);
+    false
 }
 
 /// Deletes temporary files left by killed runs; a live process's files are left alone (two

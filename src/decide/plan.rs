@@ -111,6 +111,75 @@ pub fn plan_backup(
     plan
 }
 
+/// How many files `backup --prune` may delete in one run: a count, or a share of the files
+/// the manifest records (as rsync's and rclone's `--max-delete`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxDelete {
+    Files(usize),
+    Percent(f64),
+}
+
+impl Default for MaxDelete {
+    fn default() -> MaxDelete {
+        MaxDelete::Percent(50.0)
+    }
+}
+
+impl MaxDelete {
+    fn limit(self, recorded: usize) -> usize {
+        match self {
+            MaxDelete::Files(n) => n,
+            MaxDelete::Percent(pct) => (recorded as f64 * pct / 100.0).floor() as usize,
+        }
+    }
+}
+
+/// Why `backup --prune` deletes nothing this time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PruneRefusal {
+    /// The source has no files at all: an unmounted disk or an emptied folder looks like this.
+    SourceEmpty {
+        recorded: usize,
+    },
+    /// The source folder is on another file system than at the last backup.
+    SourceMoved {
+        was: u64,
+        now: u64,
+    },
+    TooMany {
+        deleting: usize,
+        recorded: usize,
+        limit: usize,
+    },
+}
+
+/// What a prune would delete, checked before anything is: `source_device` is the source
+/// folder's device now and at the last backup (when known).
+pub fn check_prune(
+    deleting: usize,
+    recorded: usize,
+    source_files: usize,
+    source_device: (Option<u64>, Option<u64>),
+    max_delete: MaxDelete,
+) -> Result<(), PruneRefusal> {
+    if deleting == 0 {
+        return Ok(());
+    }
+    if let (Some(was), Some(now)) = source_device
+        && was != now
+    {
+        return Err(PruneRefusal::SourceMoved { was, now });
+    }
+    let limit = max_delete.limit(recorded);
+    if source_files == 0 && limit < recorded {
+        return Err(PruneRefusal::SourceEmpty { recorded });
+    }
+    if deleting > limit {
+        return Err(PruneRefusal::TooMany { deleting, recorded, limit });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +273,31 @@ mod tests {
         assert_eq!(plan.jobs.len(), 1);
         assert_eq!(plan.jobs[0].kind, JobKind::Refresh);
         assert!(plan.jobs[0].sinks.is_empty());
+    }
+
+    #[test]
+    fn prune_guard_table() {
+        use MaxDelete::*;
+        let half = MaxDelete::default();
+        // name, deleting, recorded, source files, devices (last backup, now), limit, allowed
+        type Case =
+            (&'static str, usize, usize, usize, (Option<u64>, Option<u64>), MaxDelete, bool);
+        let cases: Vec<Case> = vec![
+            ("nothing to delete", 0, 10, 0, (None, None), half, true),
+            ("a few of many", 3, 10, 7, (Some(1), Some(1)), half, true),
+            ("exactly half", 5, 10, 5, (None, None), half, true),
+            ("more than half", 6, 10, 4, (None, None), half, false),
+            ("empty source", 10, 10, 0, (None, None), half, false),
+            ("empty source, user allows all", 10, 10, 0, (None, None), Percent(100.0), true),
+            ("empty source, count allows all", 10, 10, 0, (None, None), Files(10), true),
+            ("raised by a count", 8, 10, 2, (None, None), Files(8), true),
+            ("lowered by a count", 2, 10, 8, (None, None), Files(1), false),
+            ("source on another device", 1, 10, 9, (Some(1), Some(2)), Percent(100.0), false),
+            ("device unknown at the last backup", 1, 10, 9, (None, Some(2)), half, true),
+        ];
+        for (name, deleting, recorded, source_files, devices, max, allowed) in cases {
+            let got = check_prune(deleting, recorded, source_files, devices, max);
+            assert_eq!(got.is_ok(), allowed, "{name}: {got:?}");
+        }
     }
 }

@@ -52,6 +52,9 @@ pub struct BackupRecord {
     pub files: usize,
     pub bytes: u64,
     pub exit_code: u8,
+    /// The device the source folder was on, so a prune over another disk is noticed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_device: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ pub enum ProblemKind {
     WriteFailed,
     ReadFailed,
     SourceChanging,
+    PruneRefused,
 }
 
 impl ProblemKind {
@@ -39,7 +40,9 @@ impl ProblemKind {
             | NoGoodCopy | KnownDamage | ManifestOverruled | BelowMinCopies | ReplicaMissing
             | ReplicaDefective | ReplicaDivergent => Exit::Damage,
             ForeignTarget => Exit::Usage,
-            TargetUnreachable | WriteFailed | ReadFailed | SourceChanging => Exit::Operational,
+            TargetUnreachable | WriteFailed | ReadFailed | SourceChanging | PruneRefused => {
+                Exit::Operational
+            }
         }
     }
 
@@ -64,6 +67,7 @@ impl ProblemKind {
             WriteFailed => "WRITE FAILED",
             ReadFailed => "READ FAILED",
             SourceChanging => "SOURCE CHANGING",
+            PruneRefused => "PRUNE REFUSED",
         }
     }
 }

@@ -191,3 +191,36 @@ fn a_fast_verify_after_a_deep_one_found_damage_is_no_false_ok() {
     env.ok(&["repair"]);
     env.ok(&["verify", "--fast"]);
 }
+
+#[test]
+fn prune_over_an_empty_source_or_most_of_the_tree_deletes_nothing() {
+    let env = Env::with_targets(2);
+    for i in 0..10 {
+        env.write(&format!("f{i}"), &bytes(i, 100));
+    }
+    env.ok(&["backup"]);
+    let before = snapshot(&env.path("t1"));
+
+    // The source disk is not mounted: its mount point is an empty folder.
+    std::fs::rename(env.path("data"), env.path("data-disk")).unwrap();
+    std::fs::create_dir(env.path("data")).unwrap();
+    let run = env.expect(&["backup", "--prune"], 3);
+    assert!(run.stdout.contains("source: PRUNE REFUSED: the source has no files"), "{run:?}");
+    assert_eq!(snapshot(&env.path("t1")), before, "pruned over an empty source");
+    std::fs::remove_dir(env.path("data")).unwrap();
+    std::fs::rename(env.path("data-disk"), env.path("data")).unwrap();
+
+    // Six of ten gone is more than the default 50%; four is not.
+    for i in 0..6 {
+        std::fs::remove_file(env.path(&format!("data/f{i}"))).unwrap();
+    }
+    let run = env.expect(&["backup", "--prune"], 3);
+    assert!(run.stdout.contains("6 of the 10 recorded files are gone"), "{run:?}");
+    assert_eq!(snapshot(&env.path("t1")), before);
+    let run = env.ok(&["backup", "--prune", "--max-delete", "6"]);
+    assert!(!env.path("t1/f0").exists(), "{run:?}");
+    assert_eq!(read(&env.path("t1/f9")), bytes(9, 100));
+
+    let bad = env.expect(&["backup", "--prune", "--max-delete", "lots"], 2);
+    assert!(bad.stderr.contains("lots"), "{bad:?}");
+}
