@@ -65,7 +65,7 @@ pub fn run(
     }
     copies.extend(views.iter().map(|(name, view)| (name.clone(), view.as_ref())));
     copies.push(("source".into(), ws.source.as_ref()));
-    let destination = LocalDir::target("restore", &options.to);
+    let destination = LocalDir::destination("restore", &options.to);
 
     let total: u64 = selected.iter().map(|(_, v)| v.size).sum();
     progress.begin("restore", total);

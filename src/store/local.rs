@@ -50,6 +50,12 @@ impl LocalDir {
         LocalDir::new("source", root, state, false)
     }
 
+    /// A folder of the user's that files are written into, such as `restore --to`: like the
+    /// source, nothing there is redundo's, so no journal or state is written into it.
+    pub fn destination(name: &str, root: &Path) -> LocalDir {
+        LocalDir::new(name, root, &root.join(STATE_DIR), false)
+    }
+
     fn new(name: &str, root: &Path, state: &Path, owns_temporaries: bool) -> LocalDir {
         LocalDir {
             name: name.to_string(),

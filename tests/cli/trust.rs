@@ -148,6 +148,10 @@ fn one_reachable_rotten_copy_is_never_a_majority() {
     let before = snapshot(&env.path("t2"));
     env.ok(&["restore", "--to", "out2"]);
     assert_eq!(read(&env.path(&format!("out2/{FILE}"))), pristine);
+    assert!(
+        !env.path("out2/.redundo").exists(),
+        "restore wrote redundo's state into the destination"
+    );
     assert_eq!(snapshot(&env.path("t2")), before);
 }
 
