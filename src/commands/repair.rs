@@ -231,21 +231,9 @@ fn plan_file(
     recorded: &FileVersion,
     disputed: bool,
 ) -> Option<FilePlan> {
-    let damaged = |pred: fn(&CopyVerdict) -> bool| -> Vec<(CopyId, CopyVerdict)> {
-        assessment.copies.iter().filter(|(_, v)| pred(v)).map(|(id, v)| (*id, v.clone())).collect()
-    };
-    let source_written_by_someone = assessment
-        .copies
-        .iter()
-        .any(|(id, v)| *id == CopyId::Source && matches!(v, CopyVerdict::Foreign { .. }));
-    if source_written_by_someone {
-        // The source holds content that other copies hold too: a write, not rot. The source
-        // is the user's, so nothing is rewritten until the user says which content is right.
-        return None;
-    }
+    let damaged = assessment.copies_to_rewrite()?;
     match (assessment.winner, assessment.no_winner) {
         (Some(winner), _) => {
-            let damaged = damaged(CopyVerdict::is_damage);
             if damaged.is_empty() && !assessment.manifest_overruled {
                 return None;
             }
@@ -283,7 +271,6 @@ fn plan_file(
             let mut order: Vec<CopyId> =
                 holders.iter().copied().filter(|id| *id != CopyId::Source).collect();
             order.extend(holders.iter().copied().filter(|id| *id == CopyId::Source));
-            let damaged = damaged(CopyVerdict::is_damage);
             Some(FilePlan {
                 good: GoodBytes::Mosaic(order),
                 winner: recorded.blake3,

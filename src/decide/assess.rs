@@ -62,6 +62,21 @@ impl Assessment {
     pub fn good_copies(&self) -> impl Iterator<Item = CopyId> + '_ {
         self.copies.iter().filter(|(_, v)| *v == CopyVerdict::Ok).map(|(id, _)| *id)
     }
+
+    /// The damaged copies repair may rewrite, or `None` when it must write nothing for this
+    /// file. The source is the user's: it is rewritten only with an agreed record, so a file
+    /// whose source disagrees with a winner the copies chose (the record in doubt) is left
+    /// alone, and so is one whose source holds content other copies hold too (a write).
+    pub fn copies_to_rewrite(&self) -> Option<Vec<(CopyId, CopyVerdict)>> {
+        let source = self.copies.iter().find(|(id, _)| *id == CopyId::Source).map(|(_, v)| v);
+        let source_damaged = source.is_some_and(CopyVerdict::is_damage);
+        let source_written = matches!(source, Some(CopyVerdict::Foreign { .. }));
+        if source_written || (self.manifest_overruled && source_damaged) {
+            return None;
+        }
+        let damaged: Vec<_> = self.copies.iter().filter(|(_, v)| v.is_damage()).cloned().collect();
+        Some(damaged)
+    }
 }
 
 /// Judges one file. `claim` is what the manifest replicas say; `entry` is the chosen
@@ -434,5 +449,54 @@ mod tests {
         assert_eq!(got.winner, None, "one reachable copy is never a majority");
         assert_eq!(got.no_winner, Some(NoWinner::NoMajority));
         assert!(got.copies.iter().all(|(_, v)| !matches!(v, CopyVerdict::Ok)));
+    }
+
+    #[test]
+    fn the_source_is_rewritten_only_with_an_agreed_record() {
+        let e = entry(b"hello");
+        let agreed = Claim::Agreed(e.current.blake3);
+        let in_doubt = Claim::Disputed(vec![Digest::of(b"hello"), Digest::of(b"jello")]);
+        let rewritten = |claim: &Claim, observed: &[(CopyId, Observed)]| {
+            assess(&e, claim, observed, true)
+                .copies_to_rewrite()
+                .map(|copies| copies.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+        };
+        // name, claim, observed, copies rewritten (None: nothing written for the file)
+        type Case = (&'static str, Claim, Vec<(CopyId, Observed)>, Option<Vec<CopyId>>);
+        let cases: Vec<Case> = vec![
+            (
+                "agreed record, rotten source",
+                agreed.clone(),
+                vec![(S, present(b"hellp")), (T0, present(b"hello"))],
+                Some(vec![S]),
+            ),
+            (
+                "agreed record, foreign targets",
+                agreed.clone(),
+                vec![(S, present(b"hello")), (T0, present(b"jello")), (T1, present(b"jello"))],
+                Some(vec![T0, T1]),
+            ),
+            (
+                "agreed record, the source holds the foreign content too",
+                agreed.clone(),
+                vec![(S, present(b"jello")), (T0, present(b"jello")), (T1, present(b"hello"))],
+                None,
+            ),
+            (
+                "record in doubt, the copies outvote the source",
+                in_doubt.clone(),
+                vec![(S, present(b"hello")), (T0, present(b"jello")), (T1, present(b"jello"))],
+                None,
+            ),
+            (
+                "record in doubt, the source sides with the winner",
+                in_doubt,
+                vec![(S, present(b"jello")), (T0, present(b"jello")), (T1, present(b"hello"))],
+                Some(vec![T1]),
+            ),
+        ];
+        for (name, claim, observed, expected) in cases {
+            assert_eq!(rewritten(&claim, &observed), expected, "{name}");
+        }
     }
 }

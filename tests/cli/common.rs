@@ -195,3 +195,21 @@ pub fn only_stamp(quarantine: &Path) -> PathBuf {
     assert_eq!(stamps.len(), 1, "one stamp folder in {quarantine:?}: {stamps:?}");
     stamps.into_iter().next().unwrap()
 }
+
+/// The JSON body of a replica.
+pub fn body(env: &Env, replica: &str) -> serde_json::Value {
+    let bytes = env.read(replica);
+    let newline = bytes.iter().position(|&b| b == b'\n').expect("a header line");
+    serde_json::from_slice(&bytes[newline + 1..]).expect("a JSON body")
+}
+
+/// Writes a replica whose header digest matches `body` (so only validation can reject it).
+pub fn plant(env: &Env, replica: &str, body: &[u8]) {
+    let mut out = format!("redundo-manifest 1 {}\n", blake3::hash(body).to_hex()).into_bytes();
+    out.extend_from_slice(body);
+    std::fs::write(env.path(replica), out).unwrap();
+}
+
+pub fn plant_json(env: &Env, replica: &str, body: &serde_json::Value) {
+    plant(env, replica, serde_json::to_string(body).unwrap().as_bytes());
+}

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{Env, Run, bytes, flip_byte};
+use crate::common::{Env, Run, body, bytes, flip_byte, plant, plant_json};
 use crate::faults::{assert_mirrors_source, has_problem, lines_with};
 
 /// Every holder of a manifest replica in a workspace made by `Env::with_targets`.
@@ -18,24 +18,6 @@ fn replicas(env: &Env) -> Vec<String> {
     let mut all = vec![".redundo/manifest".to_string()];
     all.extend(env.targets.iter().map(|t| format!("{t}/.redundo/manifest")));
     all
-}
-
-/// The JSON body of a replica.
-fn body(env: &Env, replica: &str) -> serde_json::Value {
-    let bytes = env.read(replica);
-    let newline = bytes.iter().position(|&b| b == b'\n').expect("a header line");
-    serde_json::from_slice(&bytes[newline + 1..]).expect("a JSON body")
-}
-
-/// Writes a replica whose header digest matches `body` (so only validation can reject it).
-fn plant(env: &Env, replica: &str, body: &[u8]) {
-    let mut out = format!("redundo-manifest 1 {}\n", blake3::hash(body).to_hex()).into_bytes();
-    out.extend_from_slice(body);
-    std::fs::write(env.path(replica), out).unwrap();
-}
-
-fn plant_json(env: &Env, replica: &str, body: &serde_json::Value) {
-    plant(env, replica, serde_json::to_string(body).unwrap().as_bytes());
 }
 
 /// A folder outside every root with a canary file in it; `snapshot` proves it untouched.

@@ -228,3 +228,31 @@ fn prune_over_an_empty_source_or_most_of_the_tree_deletes_nothing() {
     let bad = env.expect(&["backup", "--prune", "--max-delete", "lots"], 2);
     assert!(bad.stderr.contains("lots"), "{bad:?}");
 }
+
+#[test]
+fn when_the_record_is_in_doubt_the_copies_never_overwrite_the_source() {
+    let env = Env::with_targets(3);
+    let pristine = b"the user's own bytes".to_vec();
+    let other = b"bytes some job wrote".to_vec();
+    assert_eq!(pristine.len(), other.len());
+    env.write(FILE, &pristine);
+    env.ok(&["backup"]);
+    for t in ["t1", "t2", "t3"] {
+        overwrite_keeping_mtime(&copy_path(&env, t), &other);
+    }
+    // Two of the four replicas are made to record the other bytes: the record is in doubt,
+    // and three copies of four outvote the source.
+    let (ours, theirs) = (blake3::hash(&pristine).to_hex(), blake3::hash(&other).to_hex());
+    for replica in ["t1/.redundo/manifest", "t3/.redundo/manifest"] {
+        let text = serde_json::to_string(&crate::common::body(&env, replica)).unwrap();
+        crate::common::plant(
+            &env,
+            replica,
+            text.replace(ours.as_str(), theirs.as_str()).as_bytes(),
+        );
+    }
+
+    let run = env.expect(&["repair"], 1);
+    assert_eq!(read(&copy_path(&env, "source")), pristine, "the source was overwritten: {run:?}");
+    assert!(run.stdout.contains("MANIFEST OVERRULED"), "{run:?}");
+}
