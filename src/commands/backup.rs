@@ -25,8 +25,7 @@ use rayon::prelude::*;
 use super::open_run;
 use crate::decide::assess::CopyId;
 use crate::decide::plan::{
-    BackupPlan, Job, JobKind, MaxDelete, PruneRefusal, SourceFiles, TargetFiles, check_prune,
-    plan_backup,
+    Job, JobKind, MaxDelete, PruneRefusal, SourceFiles, TargetFiles, check_prune, plan_backup,
 };
 use crate::record::history::{BackupRecord, History};
 use crate::record::manifest::{FileVersion, Manifest, ReplicaStatus};
@@ -242,18 +241,28 @@ pub fn run(
 
     // Deleted files: kept unless --prune. Pruned entries leave the manifest first and the
     // files only after the commit, so a kill in between leaves unknown files, never missing ones.
+    let mut history = History::load(&ws.config.state_dir);
     let source_device = source_device(ws);
-    let prune_allowed = options.prune
-        && prune_is_safe(
-            ws,
-            &plan,
-            &replicas.chosen.manifest,
-            source.files.len(),
-            source_device,
-            options,
-            &mut findings,
-        );
-    let pruned: &[RelPath] = if prune_allowed { &plan.deleted } else { &[] };
+    let prune_check = check_prune(
+        plan.deleted.len(),
+        replicas.chosen.manifest.files.len(),
+        source.files.len(),
+        (history.last_backup.as_ref().and_then(|b| b.source_device), source_device),
+        options.max_delete,
+    );
+    let pruned: &[RelPath] = match (options.prune, prune_check) {
+        (false, _) => &[],
+        (true, Ok(())) => &plan.deleted,
+        (true, Err(refusal)) => {
+            findings.problem(
+                ProblemKind::PruneRefused,
+                Some("source"),
+                None,
+                refusal_text(&refusal),
+            );
+            &[]
+        }
+    };
     for path in pruned {
         manifest.files.remove(path);
     }
@@ -320,7 +329,6 @@ pub fn run(
     report.files = manifest.files.len();
     findings.sort();
     report.findings = findings;
-    let mut history = History::load(&ws.config.state_dir);
     history.last_backup = Some(BackupRecord {
         at: now_rfc3339(),
         generation: report.generation,
@@ -689,29 +697,9 @@ fn source_device(ws: &Workspace) -> Option<u64> {
     std::fs::metadata(&ws.config.source).ok().map(|m| m.dev())
 }
 
-/// Whether `--prune` may delete what the plan says is gone; when not, says why (exit 3) and
-/// the deleted files are kept.
-fn prune_is_safe(
-    ws: &Workspace,
-    plan: &BackupPlan,
-    manifest: &Manifest,
-    source_files: usize,
-    source_device: Option<u64>,
-    options: &BackupOptions,
-    findings: &mut Findings,
-) -> bool {
-    let last = History::load(&ws.config.state_dir).last_backup.and_then(|b| b.source_device);
-    // As recorded before this run: what the share of `--max-delete` is taken of.
-    let recorded = manifest.files.len();
-    let checked = check_prune(
-        plan.deleted.len(),
-        recorded,
-        source_files,
-        (last, source_device),
-        options.max_delete,
-    );
-    let Err(refusal) = checked else { return true };
-    let why = match refusal {
+/// Why a prune deleted nothing, and what to do about it.
+fn refusal_text(refusal: &PruneRefusal) -> String {
+    match refusal {
         PruneRefusal::SourceEmpty { recorded } => format!(
             "the source has no files, but the manifest records {recorded}: an unmounted disk or an emptied folder looks like this; nothing was pruned (pass --max-delete 100% if the source really is empty)"
         ),
@@ -719,9 +707,7 @@ fn prune_is_safe(
         PruneRefusal::TooMany { deleting, recorded, limit } => format!(
             "{deleting} of the {recorded} recorded files are gone from the source, more than the {limit} --max-delete allows; nothing was pruned (raise --max-delete if this is intended)"
         ),
-    };
-    findings.problem(ProblemKind::PruneRefused, Some("source"), None, why);
-    false
+    }
 }
 
 /// Deletes temporary files left by killed runs; a live process's files are left alone (two

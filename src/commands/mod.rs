@@ -15,7 +15,7 @@ use crate::decide::vote::NoWinner;
 use crate::record::history::CopyCounts;
 use crate::record::manifest::ReplicaStatus;
 use crate::record::relpath::RelPath;
-use crate::record::verdict::CopyVerdict;
+use crate::record::verdict::{CopyVerdict, PendingWhy};
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
 use crate::run::workspace::{Replicas, Workspace};
 
@@ -161,11 +161,11 @@ pub(crate) fn file_findings(
             CopyVerdict::Ok => {}
             CopyVerdict::Pending { why } => {
                 let detail = match why {
-                    crate::record::verdict::PendingWhy::SourceChanged => "changed since the last backup",
-                    crate::record::verdict::PendingWhy::SourceDeleted => {
+                    PendingWhy::SourceChanged => "changed since the last backup",
+                    PendingWhy::SourceDeleted => {
                         "deleted from the source; kept on the targets until `backup --prune`"
                     }
-                    crate::record::verdict::PendingWhy::InterruptedBackup => {
+                    PendingWhy::InterruptedBackup => {
                         "holds the version an interrupted backup was installing"
                     }
                 };

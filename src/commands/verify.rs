@@ -45,7 +45,8 @@ pub fn run(
         .then(|| pick_sample(files.keys(), &ledger, options.sample.unwrap_or(100.0)));
     let selected = only.as_ref().map_or(files.len(), Vec::len);
     let scope = Scope { only, deadline: options.max_duration.map(|d| started + d) };
-    let inspection = inspect(ws, &replicas.chosen, &reachable, !options.fast, &scope, progress)?;
+    let mut inspection =
+        inspect(ws, &replicas.chosen, &reachable, !options.fast, &scope, progress)?;
     if !options.fast {
         let now = unix_now();
         ledger.begin_run();
@@ -58,7 +59,6 @@ pub fn run(
         ledger.damaged.retain(|path, _| files.contains_key(path));
         ledger.save(&ws.config.state_dir);
     }
-    let mut inspection = inspection;
     report_known_damage(ws, &ledger, &mut inspection.files, options.fast, &mut findings);
     if inspection.unchecked > 0 {
         findings.notice(

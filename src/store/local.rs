@@ -282,7 +282,7 @@ impl Store for LocalDir {
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {
         self.check_root()?;
         let mut listing = Listing::default();
-        let journaled = self.journaled_pids();
+        let journaled = if self.owns_temporaries { self.journaled_pids() } else { BTreeSet::new() };
         let mut walk = WalkDir::new(&self.root).follow_links(false).into_iter();
         walk.next(); // the root itself
         while let Some(entry) = walk.next() {
@@ -313,7 +313,7 @@ impl Store for LocalDir {
                 continue;
             }
             let ours = temp_pid(&name).is_some_and(|pid| journaled.contains(&pid));
-            if self.owns_temporaries && ours && entry.file_type().is_file() {
+            if ours && entry.file_type().is_file() {
                 listing.leftovers.push(entry.path().display().to_string());
                 continue;
             }
