@@ -97,6 +97,7 @@ pub fn run(
     );
     let source =
         source.with_context(|| format!("walking the source {}", ws.config.source.display()))?;
+    ws.refuse_targets_in_source(&source)?;
     for skipped in &source.skipped {
         findings.notice(
             NoticeKind::Skipped,

@@ -242,8 +242,21 @@ pub(crate) fn file_findings(
                     format!("cannot read the copy: {reason}"),
                 );
             }
+            // Reported once per clone below, whatever its verdict.
+            CopyVerdict::NotIndependent => {}
             CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => {}
         }
+    }
+    for (clone, original) in &assessment.same_file {
+        findings.problem(
+            ProblemKind::NotIndependent,
+            Some(&ws.copy_name(*clone)),
+            p,
+            format!(
+                "the same file on disk as {}'s copy (a hard link, or one folder reached twice): it counts as one copy, not two (repair gives it a copy of its own)",
+                ws.copy_name(*original)
+            ),
+        );
     }
     if assessment.manifest_overruled
         && let Some(winner) = assessment.winner
@@ -281,6 +294,7 @@ pub(crate) fn file_findings(
                         CopyVerdict::Pending { .. } => "pending".into(),
                         CopyVerdict::WrongSize { .. } => "?".into(),
                         CopyVerdict::Unknown => "unreachable".into(),
+                        CopyVerdict::NotIndependent => "same file as another".into(),
                     };
                     format!("{}={held}", ws.copy_name(*id))
                 })

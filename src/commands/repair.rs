@@ -409,7 +409,8 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
                 continue;
             }
         };
-        let quarantined_to = if *was == CopyVerdict::Missing {
+        // A missing copy has no bytes to keep, and a clone's bytes live on in its original.
+        let quarantined_to = if matches!(was, CopyVerdict::Missing | CopyVerdict::NotIndependent) {
             None
         } else {
             match copy.keep(path, &quarantine_folder(stamp), &quarantine_note(was)) {

@@ -44,6 +44,9 @@ pub struct Assessment {
     pub winner: Option<Digest>,
     pub manifest_overruled: bool,
     pub no_winner: Option<NoWinner>,
+    /// Copies that are the same file on disk as an earlier copy (clone, original): one file
+    /// is one voter, so a clone was not counted and is no copy of its own.
+    pub same_file: Vec<(CopyId, CopyId)>,
 }
 
 impl Assessment {
@@ -154,14 +157,26 @@ pub fn assess(
             copies.push((ballot.copy, verdict));
         }
         copies.sort_by_key(|(id, _)| *id);
-        return Assessment { copies, winner: None, manifest_overruled: false, no_winner: None };
+        return Assessment {
+            copies,
+            winner: None,
+            manifest_overruled: false,
+            no_winner: None,
+            same_file: vec![],
+        };
     }
 
     if ballots.iter().all(|b| b.seen == Seen::Unreachable) {
         // Every copy is pending or out of reach: nothing to judge, nothing damaged.
         copies.extend(ballots.iter().map(|b| (b.copy, CopyVerdict::Unknown)));
         copies.sort_by_key(|(id, _)| *id);
-        return Assessment { copies, winner: None, manifest_overruled: false, no_winner: None };
+        return Assessment {
+            copies,
+            winner: None,
+            manifest_overruled: false,
+            no_winner: None,
+            same_file: vec![],
+        };
     }
     let verdict = vote::decide(claim, &ballots);
     let foreign = vote::foreign(claim, &ballots);
@@ -205,7 +220,36 @@ pub fn assess(
         copies.push((ballot.copy, judged));
     }
     copies.sort_by_key(|(id, _)| *id);
-    Assessment { copies, winner, manifest_overruled, no_winner }
+    Assessment { copies, winner, manifest_overruled, no_winner, same_file: vec![] }
+}
+
+/// Judges one file whose copies may include clones: `same_file` pairs a copy with an earlier
+/// one that is the same file on disk (a hard link, or one folder reached twice). Only the
+/// independent copies are judged and vote; each clone then gets its original's verdict when
+/// that is damage (its bytes are those bytes) and otherwise `NotIndependent`, since it adds
+/// no copy of its own.
+pub fn assess_with_clones(
+    entry: &Entry,
+    claim: &Claim,
+    observed: &[(CopyId, Observed)],
+    same_file: &[(CopyId, CopyId)],
+    deep: bool,
+) -> Assessment {
+    let is_clone = |id: &CopyId| same_file.iter().any(|(clone, _)| clone == id);
+    let independent: Vec<(CopyId, Observed)> =
+        observed.iter().filter(|(id, _)| !is_clone(id)).cloned().collect();
+    let mut assessment = assess(entry, claim, &independent, deep);
+    for (clone, original) in same_file {
+        let verdict = assessment.copies.iter().find(|(id, _)| id == original).map(|(_, v)| v);
+        let verdict = match verdict {
+            Some(v) if v.is_damage() => v.clone(),
+            _ => CopyVerdict::NotIndependent,
+        };
+        assessment.copies.push((*clone, verdict));
+    }
+    assessment.copies.sort_by_key(|(id, _)| *id);
+    assessment.same_file = same_file.to_vec();
+    assessment
 }
 
 #[cfg(test)]
@@ -498,5 +542,44 @@ mod tests {
         for (name, claim, observed, expected) in cases {
             assert_eq!(rewritten(&claim, &observed), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn one_file_on_disk_is_one_voter() {
+        let e = entry(b"hello");
+        let agreed = Claim::Agreed(e.current.blake3);
+        // t0 and t1 are one file (hard links): its flipped byte is seen twice but counted once.
+        let got = assess_with_clones(
+            &e,
+            &agreed,
+            &[(S, present(b"hello")), (T0, present(b"hellp")), (T1, present(b"hellp"))],
+            &[(T1, T0)],
+            true,
+        );
+        assert_eq!(verdicts(&got), ["ok", "corrupt", "corrupt"], "rot, not foreign content");
+        assert_eq!(got.same_file, [(T1, T0)]);
+
+        // In a dispute, a clone does not make a majority.
+        let in_doubt = Claim::Disputed(vec![Digest::of(b"hello"), Digest::of(b"jello")]);
+        let got = assess_with_clones(
+            &e,
+            &in_doubt,
+            &[(S, present(b"hello")), (T0, present(b"jello")), (T1, present(b"jello"))],
+            &[(T1, T0)],
+            true,
+        );
+        assert_eq!(got.winner, None);
+        assert_eq!(got.no_winner, Some(NoWinner::NoMajority));
+
+        // A good clone is no copy of its own.
+        let got = assess_with_clones(
+            &e,
+            &agreed,
+            &[(S, present(b"hello")), (T0, present(b"hello")), (T1, present(b"hello"))],
+            &[(T1, T0)],
+            true,
+        );
+        assert_eq!(verdicts(&got), ["ok", "ok", "not independent"]);
+        assert_eq!(got.good_targets(), 1);
     }
 }

@@ -191,7 +191,7 @@ mod tests {
     }
 
     fn st(size: u64, mtime_ns: i64) -> FileStat {
-        FileStat { size, mtime_ns }
+        FileStat::sized(size, mtime_ns)
     }
 
     fn manifest(files: &[(&str, FileStat)]) -> Manifest {

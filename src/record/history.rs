@@ -21,6 +21,9 @@ pub struct CopyCounts {
     /// Content the record does not know, held by two or more copies.
     #[serde(default)]
     pub foreign: usize,
+    /// The same file on disk as another copy: no copy of its own.
+    #[serde(default)]
+    pub not_independent: usize,
     /// Not judged: unreachable, or no content could be chosen.
     pub unknown: usize,
 }
@@ -36,12 +39,18 @@ impl CopyCounts {
             CopyVerdict::Corrupt { .. } | CopyVerdict::ChecksumDiffers { .. } => self.corrupt += 1,
             CopyVerdict::Unreadable { .. } => self.unreadable += 1,
             CopyVerdict::Foreign { .. } => self.foreign += 1,
+            CopyVerdict::NotIndependent => self.not_independent += 1,
             CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => self.unknown += 1,
         }
     }
 
     pub fn damaged(&self) -> usize {
-        self.corrupt + self.missing + self.wrong_size + self.unreadable + self.foreign
+        self.corrupt
+            + self.missing
+            + self.wrong_size
+            + self.unreadable
+            + self.foreign
+            + self.not_independent
     }
 }
 

@@ -47,6 +47,9 @@ pub enum CopyVerdict {
     Disputed {
         found: Digest,
     },
+    /// The same file on disk as another copy (a hard link, or one folder reached twice): it
+    /// adds no copy of its own. Repair gives it one.
+    NotIndependent,
     /// Not judged: the target was unreachable.
     Unknown,
 }
@@ -70,6 +73,7 @@ impl CopyVerdict {
             CopyVerdict::Corrupt { .. } => "corrupt",
             CopyVerdict::Unreadable { .. } => "unreadable",
             CopyVerdict::Foreign { .. } => "foreign content",
+            CopyVerdict::NotIndependent => "not independent",
             CopyVerdict::ChecksumDiffers { .. } => "checksum differs",
             CopyVerdict::Disputed { .. } => "disputed",
             CopyVerdict::Unknown => "unknown",
@@ -84,6 +88,7 @@ impl CopyVerdict {
                 | CopyVerdict::Corrupt { .. }
                 | CopyVerdict::Unreadable { .. }
                 | CopyVerdict::Foreign { .. }
+                | CopyVerdict::NotIndependent
                 | CopyVerdict::ChecksumDiffers { .. }
         )
     }

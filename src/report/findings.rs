@@ -14,6 +14,7 @@ pub enum ProblemKind {
     WrongSize,
     SourceRot,
     ForeignContent,
+    NotIndependent,
     NoMajority,
     NoGoodCopy,
     ManifestOverruled,
@@ -36,9 +37,9 @@ impl ProblemKind {
     pub fn exit(self) -> Exit {
         use ProblemKind::*;
         match self {
-            Corrupt | Missing | WrongSize | SourceRot | ForeignContent | NoMajority
-            | NoGoodCopy | KnownDamage | ManifestOverruled | BelowMinCopies | ReplicaMissing
-            | ReplicaDefective | ReplicaDivergent => Exit::Damage,
+            Corrupt | Missing | WrongSize | SourceRot | ForeignContent | NotIndependent
+            | NoMajority | NoGoodCopy | KnownDamage | ManifestOverruled | BelowMinCopies
+            | ReplicaMissing | ReplicaDefective | ReplicaDivergent => Exit::Damage,
             ForeignTarget => Exit::Usage,
             TargetUnreachable | WriteFailed | ReadFailed | SourceChanging | PruneRefused => {
                 Exit::Operational
@@ -54,6 +55,7 @@ impl ProblemKind {
             WrongSize => "WRONG SIZE",
             SourceRot => "SOURCE ROT",
             ForeignContent => "FOREIGN CONTENT",
+            NotIndependent => "NOT INDEPENDENT",
             NoMajority => "NO MAJORITY",
             NoGoodCopy => "NO GOOD COPY",
             ManifestOverruled => "MANIFEST OVERRULED",

@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::decide::assess::{Assessment, CopyId, Observed, assess};
+use crate::decide::assess::{Assessment, CopyId, Observed, assess_with_clones};
 use crate::decide::vote::Claim;
 use crate::record::digest::{BLOCK_SIZE, Digest, hash_stream, read_block};
 use crate::record::manifest::{Chosen, Entry};
 use crate::record::relpath::RelPath;
+use crate::record::stat::FileId;
 use crate::record::verdict::CopyVerdict;
 use crate::report::progress::Progress;
 use crate::run::mosaic::damaged_ranges;
@@ -56,9 +57,10 @@ pub fn inspect(
     deep: bool,
     scope: &Scope,
     progress: &dyn Progress,
-) -> io::Result<Inspection> {
+) -> anyhow::Result<Inspection> {
     let excludes = &ws.config.excludes;
     let source = ws.source.list(&|p| excludes.excludes(p))?;
+    ws.refuse_targets_in_source(&source)?;
     let walked: Vec<Option<io::Result<Listing>>> = ws
         .targets
         .par_iter()
@@ -96,12 +98,14 @@ pub fn inspect(
             continue;
         }
         files.par_extend(chunk.par_iter().map(|&(path, entry)| {
-            let observed = observe(ws, path, entry, &source, &targets, deep, progress);
+            let walks = Walks { source: &source, targets: &targets };
+            let same_file = clones(ws, path, walks);
+            let observed = observe(ws, path, entry, walks, &same_file, deep, progress);
             let claim = match chosen.disputed.get(path) {
                 Some(claims) => Claim::Disputed(claims.clone()),
                 None => Claim::Agreed(entry.current.blake3),
             };
-            let mut assessment = assess(entry, &claim, &observed, deep);
+            let mut assessment = assess_with_clones(entry, &claim, &observed, &same_file, deep);
             locate_damage(ws, path, entry, &mut assessment);
             (path.clone(), assessment)
         }));
@@ -110,23 +114,55 @@ pub fn inspect(
     Ok(Inspection { files, unchecked, source, targets, walk_errors })
 }
 
+/// Every copy's walk; a target's is `None` when it is unreachable.
+#[derive(Clone, Copy)]
+struct Walks<'a> {
+    source: &'a Listing,
+    targets: &'a [Option<Listing>],
+}
+
+impl<'a> Walks<'a> {
+    fn of(&self, id: CopyId) -> Option<&'a Listing> {
+        match id {
+            CopyId::Source => Some(self.source),
+            CopyId::Target(i) => self.targets[i].as_ref(),
+        }
+    }
+}
+
+/// Copies of `path` that are the same file on disk as an earlier copy, as (clone, original).
+fn clones(ws: &Workspace, path: &RelPath, walks: Walks) -> Vec<(CopyId, CopyId)> {
+    let mut first: Vec<(FileId, CopyId)> = Vec::new();
+    let mut clones = Vec::new();
+    for id in ws.copy_ids() {
+        let Some(file) = walks.of(id).and_then(|l| l.files.get(path)).and_then(|s| s.file) else {
+            continue;
+        };
+        match first.iter().find(|(f, _)| *f == file) {
+            Some((_, original)) => clones.push((id, *original)),
+            None => first.push((file, id)),
+        }
+    }
+    clones
+}
+
 fn observe(
     ws: &Workspace,
     path: &RelPath,
     entry: &Entry,
-    source: &Listing,
-    targets: &[Option<Listing>],
+    walks: Walks,
+    same_file: &[(CopyId, CopyId)],
     deep: bool,
     progress: &dyn Progress,
 ) -> Vec<(CopyId, Observed)> {
     let stats: Vec<(CopyId, Option<Observed>)> = ws
         .copy_ids()
         .map(|id| {
-            let listing = match id {
-                CopyId::Source => Some(source),
-                CopyId::Target(i) => targets[i].as_ref(),
-            };
-            let Some(listing) = listing else {
+            if same_file.iter().any(|(clone, _)| *clone == id) {
+                // Judged with its original, so never read a second time.
+                return (id, Some(Observed::Unreachable));
+            }
+            let Some(listing) = walks.of(id) else {
                 return (id, Some(Observed::Unreachable));
             };
             if let Some(reason) = listing.unreadable_reason(path) {

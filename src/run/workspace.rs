@@ -11,8 +11,10 @@ use crate::config::Config;
 use crate::decide::assess::CopyId;
 use crate::record::digest::Digest;
 use crate::record::manifest::{self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
+use crate::record::stat::FileId;
+use crate::report::exit::usage;
 use crate::run::lock::RunLock;
-use crate::store::{self, Store};
+use crate::store::{self, Listing, Store};
 
 pub struct Workspace {
     pub config: Config,
@@ -52,7 +54,9 @@ impl Workspace {
         let lock = if lock { Some(RunLock::acquire(&config.state_dir)?) } else { None };
         let source = store::open_source(&config);
         let targets = config.targets.iter().map(store::open_target).collect();
-        Ok(Workspace { config, source, targets, _lock: lock })
+        let ws = Workspace { config, source, targets, _lock: lock };
+        ws.refuse_shared_roots()?;
+        Ok(ws)
     }
 
     pub fn copy(&self, id: CopyId) -> &dyn Store {
@@ -64,6 +68,43 @@ impl Workspace {
 
     pub fn copy_ids(&self) -> impl Iterator<Item = CopyId> + '_ {
         std::iter::once(CopyId::Source).chain((0..self.targets.len()).map(CopyId::Target))
+    }
+
+    /// Refuses two targets whose roots are one folder on disk (a bind mount, or a symlink the
+    /// config check did not see through): one folder cannot hold two independent copies. A
+    /// root that is not there is left for the run to report as unreachable.
+    fn refuse_shared_roots(&self) -> Result<()> {
+        let mut seen: Vec<(FileId, &dyn Store)> = Vec::new();
+        for target in &self.targets {
+            let Some(id) = target.root_id() else { continue };
+            if let Some((_, other)) = seen.iter().find(|(seen_id, _)| *seen_id == id) {
+                return usage(format!(
+                    "targets {:?} ({}) and {:?} ({}) are the same folder (a bind mount or a symlink): one folder cannot hold two independent copies",
+                    other.name(),
+                    other.location(),
+                    target.name(),
+                    target.location()
+                ));
+            }
+            seen.push((id, target.as_ref()));
+        }
+        Ok(())
+    }
+
+    /// Refuses a target whose root is one of the folders the source walk passed: a bind mount
+    /// of a source folder is a copy inside the source, however its path reads.
+    pub fn refuse_targets_in_source(&self, source: &Listing) -> Result<()> {
+        for target in &self.targets {
+            if target.root_id().is_some_and(|id| source.folders.contains(&id)) {
+                return usage(format!(
+                    "target {:?} ({}) lies inside the source {} (reached through a bind mount or a symlink)",
+                    target.name(),
+                    target.location(),
+                    self.config.source.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Each target's root checked, in parallel: an error means unreachable for this run.

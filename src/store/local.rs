@@ -19,6 +19,7 @@ use walkdir::WalkDir;
 
 use super::{FileStat, Listing, Skipped, Staged, Staging, Store};
 use crate::record::relpath::{RelPath, STATE_DIR};
+use crate::record::stat::FileId;
 
 const TEMP_PREFIX: &str = ".redundo-tmp-";
 
@@ -163,6 +164,15 @@ fn make_real_dirs<P: AsRef<Path>>(root: &Path, parts: &[P]) -> io::Result<PathBu
     Ok(dir)
 }
 
+fn file_stat(meta: &fs::Metadata) -> FileStat {
+    FileStat {
+        size: meta.len(),
+        mtime_ns: mtime_ns(meta),
+        ctime_ns: meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()),
+        file: Some(FileId { dev: meta.dev(), ino: meta.ino() }),
+    }
+}
+
 pub(crate) fn mtime_ns(meta: &fs::Metadata) -> i64 {
     meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
 }
@@ -262,6 +272,11 @@ impl Store for LocalDir {
         self.root.display().to_string()
     }
 
+    fn root_id(&self) -> Option<FileId> {
+        let meta = fs::metadata(&self.root).ok()?;
+        Some(FileId { dev: meta.dev(), ino: meta.ino() })
+    }
+
     fn check_root(&self) -> io::Result<()> {
         let meta = fs::metadata(&self.root).map_err(|e| {
             io::Error::new(
@@ -283,6 +298,7 @@ impl Store for LocalDir {
         self.check_root()?;
         let mut listing = Listing::default();
         let journaled = if self.owns_temporaries { self.journaled_pids() } else { BTreeSet::new() };
+        listing.folders.extend(self.root_id());
         let mut walk = WalkDir::new(&self.root).follow_links(false).into_iter();
         walk.next(); // the root itself
         while let Some(entry) = walk.next() {
@@ -335,6 +351,11 @@ impl Store for LocalDir {
                     continue;
                 }
             };
+            if entry.file_type().is_dir()
+                && let Ok(meta) = entry.metadata()
+            {
+                listing.folders.insert(FileId { dev: meta.dev(), ino: meta.ino() });
+            }
             if skip(&rel) {
                 if entry.file_type().is_dir() {
                     walk.skip_current_dir();
@@ -354,7 +375,7 @@ impl Store for LocalDir {
             let meta = entry.metadata().map_err(|e| {
                 io::Error::other(format!("reading metadata of {}: {e}", entry.path().display()))
             })?;
-            listing.files.insert(rel, FileStat { size: meta.len(), mtime_ns: mtime_ns(&meta) });
+            listing.files.insert(rel, file_stat(&meta));
         }
         Ok(listing)
     }
@@ -366,9 +387,7 @@ impl Store for LocalDir {
             Err(e) => return Err(e),
         }
         match fs::symlink_metadata(path.under(&self.root)) {
-            Ok(meta) if meta.is_file() => {
-                Ok(Some(FileStat { size: meta.len(), mtime_ns: mtime_ns(&meta) }))
-            }
+            Ok(meta) if meta.is_file() => Ok(Some(file_stat(&meta))),
             Ok(_) => Err(io::Error::other(
                 "not a regular file (a symlink or folder stands in its place)",
             )),

@@ -10,11 +10,11 @@ mod webhdfs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, Location, TargetSpec};
 use crate::record::relpath::RelPath;
-pub use crate::record::stat::FileStat;
+pub use crate::record::stat::{FileId, FileStat};
 
 pub use local::LocalDir;
 pub use webhdfs::WebHdfsDir;
@@ -29,6 +29,9 @@ pub struct Listing {
     pub skipped: Vec<Skipped>,
     /// Folders that could not be read, with why: what is below them is unknown.
     pub unreadable: Vec<(RelPath, String)>,
+    /// Which folders on disk the walk passed (where the kind can say), so that a target
+    /// reached through a bind mount of one of the source's folders is noticed.
+    pub folders: BTreeSet<FileId>,
 }
 
 impl Listing {
@@ -121,6 +124,10 @@ pub trait Store: Send + Sync {
     /// Makes everything written so far durable: staged files' data, and renames. Call it
     /// after staging and before installing, and again before a manifest records installs.
     fn sync(&self) -> io::Result<()>;
+    /// Which folder on disk the root is, where the kind can say.
+    fn root_id(&self) -> Option<FileId> {
+        None
+    }
     /// The finest mtime this kind keeps (HDFS: milliseconds), for comparing copies' mtimes.
     fn mtime_granularity_ns(&self) -> i64 {
         1

@@ -577,10 +577,8 @@ impl Store for WebHdfsDir {
                 match entry.kind.as_str() {
                     "DIRECTORY" => pending.push(rel),
                     "FILE" => {
-                        let stat = FileStat {
-                            size: entry.length,
-                            mtime_ns: entry.modification_time * 1_000_000,
-                        };
+                        let stat =
+                            FileStat::sized(entry.length, entry.modification_time * 1_000_000);
                         listing.files.insert(path, stat);
                     }
                     other => listing
@@ -595,7 +593,7 @@ impl Store for WebHdfsDir {
     fn stat(&self, path: &RelPath) -> io::Result<Option<FileStat>> {
         match self.conn.status(&self.abs(path))? {
             Some(s) if s.kind == "FILE" => {
-                Ok(Some(FileStat { size: s.length, mtime_ns: s.modification_time * 1_000_000 }))
+                Ok(Some(FileStat::sized(s.length, s.modification_time * 1_000_000)))
             }
             Some(_) => Err(io::Error::other("not a regular file (a folder stands in its place)")),
             None => Ok(None),

@@ -113,6 +113,12 @@ impl Mount {
         Mount::run_mount(&["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"], path)
     }
 
+    /// `from` bind-mounted at `path`, which must exist: the same folder under a second name
+    /// that no symlink resolution reveals.
+    pub(crate) fn bind(from: &Path, path: &Path) -> Result<Mount, String> {
+        Mount::run_mount(&["--bind", from.to_str().unwrap()], path)
+    }
+
     /// `path` bind-mounted onto itself read-only.
     pub(crate) fn read_only(path: &Path) -> Result<Mount, String> {
         let mount = Mount::run_mount(&["--bind", "-o", "ro", path.to_str().unwrap()], path)?;

@@ -256,3 +256,71 @@ fn when_the_record_is_in_doubt_the_copies_never_overwrite_the_source() {
     assert_eq!(read(&copy_path(&env, "source")), pristine, "the source was overwritten: {run:?}");
     assert!(run.stdout.contains("MANIFEST OVERRULED"), "{run:?}");
 }
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn a_hard_link_clone_of_a_target_is_one_voter_and_never_outvotes_the_source() {
+    let (env, pristine) = backed_up(2);
+    // t2 is made a `cp -al` clone of t1: every copy there is t1's file under another name.
+    std::fs::remove_file(copy_path(&env, "t2")).unwrap();
+    std::fs::hard_link(copy_path(&env, "t1"), copy_path(&env, "t2")).unwrap();
+    flip_byte(&copy_path(&env, "t1"), 500);
+
+    let run = env.expect(&["verify"], 1);
+    assert!(has_line(&run, &format!("t1: {FILE}: CORRUPT: ")), "{run:?}");
+    assert!(has_line(&run, &format!("t2: {FILE}: NOT INDEPENDENT: ")), "{run:?}");
+    assert!(
+        !run.stdout.contains("FOREIGN CONTENT"),
+        "one file seen twice is no agreement: {run:?}"
+    );
+
+    env.ok(&["repair"]);
+    for copy in ["source", "t1", "t2"] {
+        assert_eq!(read(&copy_path(&env, copy)), pristine, "{copy}");
+    }
+    assert_ne!(inode(&copy_path(&env, "t1")), inode(&copy_path(&env, "t2")), "still one file");
+    env.ok(&["verify"]);
+}
+
+/// A bind mount of `from` at `at`; under CI a machine that cannot mount fails the test, since
+/// it then proves nothing.
+fn bind(from: &Path, at: &Path) -> Option<crate::faults::Mount> {
+    match crate::faults::Mount::bind(from, at) {
+        Ok(mount) => Some(mount),
+        Err(e) if std::env::var_os("CI").is_some() => panic!("cannot bind-mount under CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: this test needs root to bind-mount: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn two_targets_that_are_one_folder_or_inside_the_source_are_refused() {
+    let env = Env::with_targets(2);
+    env.write(FILE, b"x");
+    env.ok(&["backup"]);
+    let before = snapshot(env.root());
+
+    // t1 mounted a second time at t2: one folder, two names, no symlink to see through.
+    let Some(mount) = bind(&env.path("t1"), &env.path("t2")) else { return };
+    let run = env.expect(&["verify"], 2);
+    assert!(run.stderr.contains("\"t1\"") && run.stderr.contains("\"t2\""), "{run:?}");
+    assert!(run.stderr.contains("are the same folder"), "{run:?}");
+    env.expect(&["backup"], 2);
+    env.expect(&["repair"], 2);
+    drop(mount);
+
+    // A folder of the source mounted at t2.
+    std::fs::create_dir(env.path("data/inner")).unwrap();
+    let mount = bind(&env.path("data/inner"), &env.path("t2")).unwrap();
+    let run = env.expect(&["backup"], 2);
+    assert!(run.stderr.contains("lies inside the source"), "{run:?}");
+    drop(mount);
+    std::fs::remove_dir(env.path("data/inner")).unwrap();
+    assert_eq!(snapshot(env.root()), before, "a refused run wrote something");
+}
