@@ -148,7 +148,9 @@ pub fn run(
         })
         .collect();
     let source_files = SourceFiles { files: &source.files, unreadable: &source.unreadable };
-    let plan = plan_backup(source_files, &manifest, &target_files, options.checksum);
+    let mut plan = plan_backup(source_files, &manifest, &target_files, options.checksum);
+    adopt_source_stats(&mut manifest, &source);
+    plan.unchanged += resolve_rechecks(ws, &mut plan.jobs, &mut manifest);
     report.unchanged = plan.unchanged;
 
     let total: u64 = plan.jobs.iter().map(|j| j.stat.size).sum();
@@ -449,17 +451,19 @@ fn stage_job(ws: &Workspace, job: &Job, manifest: &Manifest, progress: &dyn Prog
         }
     };
     result.bytes_read = streamed.stat.size;
-    let version = FileVersion::new(streamed.stat.size, streamed.stat.mtime_ns, streamed.digest);
+    let version = FileVersion::new(streamed.stat.size, streamed.stat.mtime_ns, streamed.digest)
+        .read_from(&streamed.stat, streamed.started_ns);
 
     if job.kind == JobKind::Refresh {
         let recorded = &manifest.files[&job.path].current;
-        if version.blake3 != recorded.blake3 || !recorded.same_stat(version.size, version.mtime_ns)
-        {
+        // Bytes the record does not hold under a stat that says nothing happened are rot;
+        // under a stat that moved, or after a racy read, they are a change.
+        let unchanged = recorded.source_unchanged(&streamed.stat);
+        if version.blake3 != recorded.blake3 || !unchanged {
             crate::run::fanout::discard_all(&sinks, streamed.staged);
-            if version.blake3 != recorded.blake3
-                && recorded.same_stat(version.size, version.mtime_ns)
-            {
-                result.findings.problem(ProblemKind::SourceRot, Some("source"), Some(path), format!("suspected source corruption: size and mtime match the manifest but blake3 {} differs from the recorded {}; not copied (run `redundo repair`)", version.blake3.short(), recorded.blake3.short()));
+            let racy = recorded.source.is_some_and(|s| s.racy);
+            if version.blake3 != recorded.blake3 && unchanged && !racy {
+                result.findings.problem(ProblemKind::SourceRot, Some("source"), Some(path), format!("suspected source corruption: size, mtime, ctime and inode match the manifest but blake3 {} differs from the recorded {}; not copied (run `redundo repair`)", version.blake3.short(), recorded.blake3.short()));
             } else {
                 result.findings.notice(
                     NoticeKind::Pending,
@@ -696,6 +700,66 @@ fn record_versions(ws: &Workspace, base: &Manifest, reachable: &[bool], findings
 fn source_device(ws: &Workspace) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(&ws.config.source).ok().map(|m| m.dev())
+}
+
+/// Records ctime and inode for unchanged source files whose record predates them (format 1):
+/// their size and mtime were trusted alone until now, and from here on all four are.
+fn adopt_source_stats(manifest: &mut Manifest, source: &Listing) {
+    for (path, entry) in manifest.files.iter_mut() {
+        let Some(stat) = source.files.get(path) else { continue };
+        if entry.current.source.is_none() && entry.current.same_stat(stat.size, stat.mtime_ns) {
+            entry.current = entry.current.clone().adopt_source(stat);
+        }
+    }
+}
+
+/// Hashes the source of every `Recheck` job once. Content as recorded: the record takes the
+/// new ctime and inode, and the job only fills gaps (or is dropped). Content that differs:
+/// the file changed behind an mtime kept or put back, and the job copies it everywhere.
+/// Returns how many files turned out unchanged with nothing to fill.
+fn resolve_rechecks(ws: &Workspace, jobs: &mut Vec<Job>, manifest: &mut Manifest) -> usize {
+    let hashed: Vec<Option<FileVersion>> = jobs
+        .par_iter()
+        .map(|job| {
+            if job.kind != JobKind::Recheck {
+                return None;
+            }
+            let started = crate::run::fanout::now_ns();
+            let before = ws.source.stat(&job.path).ok()??;
+            let (size, digest) = hash_copy(ws.source.as_ref(), &job.path, &Silent).ok()?;
+            let recorded = &manifest.files[&job.path].current;
+            let same = ws.source.stat(&job.path).ok()? == Some(before)
+                && size == recorded.size
+                && digest == recorded.blake3;
+            same.then(|| recorded.clone().read_from(&before, started))
+        })
+        .collect();
+    let mut unchanged = 0;
+    let mut kept = Vec::with_capacity(jobs.len());
+    for (mut job, confirmed) in std::mem::take(jobs).into_iter().zip(hashed) {
+        if job.kind != JobKind::Recheck {
+            kept.push(job);
+            continue;
+        }
+        let Some(version) = confirmed else {
+            job.kind = JobKind::Changed;
+            kept.push(job);
+            continue;
+        };
+        job.sinks.retain(|sink| {
+            let granularity = ws.targets[sink.target].mtime_granularity_ns();
+            sink.existing.is_none_or(|e| !version.held_by(e, granularity))
+        });
+        manifest.files.get_mut(&job.path).expect("rechecked files are known").current = version;
+        if job.sinks.is_empty() {
+            unchanged += 1;
+        } else {
+            job.kind = JobKind::Refresh;
+            kept.push(job);
+        }
+    }
+    *jobs = kept;
+    unchanged
 }
 
 /// Why a prune deleted nothing, and what to do about it.

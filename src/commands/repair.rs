@@ -134,6 +134,7 @@ pub fn run(
         for (id, _, _) in &healed.done {
             ledger.record_good(path, &ws.copy_name(*id), unix_now());
         }
+        let source_healed = healed.done.iter().any(|(id, _, _)| *id == CopyId::Source);
         for (id, was, quarantined_to) in healed.done {
             findings.notice(
                 NoticeKind::Done,
@@ -162,6 +163,9 @@ pub fn run(
             );
         } else if assessment.manifest_overruled {
             findings.problem(ProblemKind::ManifestOverruled, None, Some(path.as_str()), "a strict majority of the copies disagree with the manifest, and not every copy could be rewritten");
+        }
+        if source_healed {
+            record_healed_source(ws, path, &mut manifest);
         }
     }
 
@@ -279,6 +283,18 @@ fn plan_file(
             })
         }
         _ => None,
+    }
+}
+
+/// The healed source file is a new inode with a new ctime: the record takes them, so that the
+/// source is a witness again instead of "changed since the last backup". Marked racy, as the
+/// file was just written, so the next backup re-reads it once.
+fn record_healed_source(ws: &Workspace, path: &RelPath, manifest: &mut Manifest) {
+    if let Ok(Some(stat)) = ws.source.stat(path)
+        && let Some(entry) = manifest.files.get_mut(path)
+        && entry.current.same_stat(stat.size, stat.mtime_ns)
+    {
+        entry.current = entry.current.clone().read_from(&stat, crate::run::fanout::now_ns());
     }
 }
 

@@ -265,6 +265,7 @@ mod tests {
                 blake3: Digest::of(content),
                 blocks: vec![],
                 hdfs: vec![],
+                source: None,
             },
             pending: Vec::new(),
         }
@@ -336,6 +337,7 @@ mod tests {
             blake3: Digest::of(b"new"),
             blocks: vec![],
             hdfs: vec![],
+            source: None,
         }];
         let got = assess(
             &e,

@@ -2,9 +2,11 @@
 //! target's listing in, a list of jobs out. No I/O here.
 //!
 //! A file is new when the manifest does not know it, changed when its size or mtime differs
-//! from the manifest, and otherwise unchanged and not read at all, unless a target lacks a
-//! matching copy (then the source is read to fill the gap, its digest checked against the
-//! manifest first) or `--checksum` asks for every file to be re-hashed.
+//! from the manifest, rechecked (hashed, then copied only if its content changed) when its
+//! ctime or inode moved or its last read was racy, and otherwise unchanged and not read at
+//! all, unless a target lacks a matching copy (then the source is read to fill the gap, its
+//! digest checked against the manifest first) or `--checksum` asks for every file to be
+//! re-hashed.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,11 @@ pub enum JobKind {
     Changed,
     /// Unchanged in the source; read to fill gaps on targets or to re-check its digest.
     Refresh,
+    /// Size and mtime as recorded, but the record cannot vouch for the rest (ctime or inode
+    /// moved, or the last read was racy): the source is hashed first, and the job becomes
+    /// `Changed` (every target) if the content differs, else `Refresh` of the gaps. Its sinks
+    /// are every reachable target.
+    Recheck,
 }
 
 /// One target to write a file to.
@@ -82,6 +89,9 @@ pub fn plan_backup(
             None => plan.jobs.push(job(JobKind::New, reachable().map(|t| sink(t).0).collect())),
             Some(entry) if !entry.current.same_stat(stat.size, stat.mtime_ns) => {
                 plan.jobs.push(job(JobKind::Changed, reachable().map(|t| sink(t).0).collect()));
+            }
+            Some(entry) if entry.current.must_recheck(&stat) => {
+                plan.jobs.push(job(JobKind::Recheck, reachable().map(|t| sink(t).0).collect()));
             }
             Some(entry) => {
                 let gaps: Vec<Sink> = reachable()
@@ -203,6 +213,7 @@ mod tests {
                 blake3: Digest::of(b""),
                 blocks: vec![],
                 hdfs: vec![],
+                source: None,
             };
             m.files.insert(p(path), Entry { current, pending: Vec::new() });
         }

@@ -16,8 +16,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::record::digest::{BLOCK_SIZE, Digest, FileDigest, block_count};
 use crate::record::hdfs_checksum::HdfsChecksum;
 use crate::record::relpath::RelPath;
+use crate::record::stat::FileStat;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 added `source` to file versions; format-1 replicas are read as they are.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// A file changed less than this before its read began may change again within the same
+/// timestamp tick (2 s on FAT, 1 s on many NAS mounts) without its stat showing it.
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
 const MAX_GENERATION: u64 = 1 << 53;
 const MAGIC: &str = "redundo-manifest";
 
@@ -57,6 +63,25 @@ pub struct FileVersion {
     /// (lets `verify --fast` check an HDFS copy without reading it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hdfs: Vec<HdfsChecksum>,
+    /// What the source file's stat said when this version was read from it, beyond size and
+    /// mtime; `None` in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStat>,
+}
+
+/// The source file's inode change time and inode number at the read: user space can put an
+/// mtime back, but not these, so together with size and mtime they say "unchanged since the
+/// backup". The device is left out: it can change across reboots while the file does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceStat {
+    pub ctime_ns: i64,
+    pub ino: u64,
+    /// The file had changed within [`RACY_WINDOW_NS`] of the read, so a change in the same
+    /// tick could hide behind an unchanged stat (git's "racy clean"): the next backup
+    /// re-reads it, and a digest that differs is a change, never rot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub racy: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,28 +105,75 @@ struct FlatEntry {
     blocks: Vec<Digest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     hdfs: Vec<HdfsChecksum>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<SourceStat>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pending: Vec<FileVersion>,
 }
 
 impl From<FlatEntry> for Entry {
     fn from(flat: FlatEntry) -> Entry {
-        let FlatEntry { size, mtime_ns, blake3, blocks, hdfs, pending } = flat;
-        Entry { current: FileVersion { size, mtime_ns, blake3, blocks, hdfs }, pending }
+        let FlatEntry { size, mtime_ns, blake3, blocks, hdfs, source, pending } = flat;
+        Entry { current: FileVersion { size, mtime_ns, blake3, blocks, hdfs, source }, pending }
     }
 }
 
 impl From<Entry> for FlatEntry {
     fn from(entry: Entry) -> FlatEntry {
-        let FileVersion { size, mtime_ns, blake3, blocks, hdfs } = entry.current;
-        FlatEntry { size, mtime_ns, blake3, blocks, hdfs, pending: entry.pending }
+        let FileVersion { size, mtime_ns, blake3, blocks, hdfs, source } = entry.current;
+        FlatEntry { size, mtime_ns, blake3, blocks, hdfs, source, pending: entry.pending }
     }
 }
 
 impl FileVersion {
     pub fn new(size: u64, mtime_ns: i64, digest: FileDigest) -> FileVersion {
         let blocks = if digest.blocks.len() > 1 { digest.blocks } else { Vec::new() };
-        FileVersion { size, mtime_ns, blake3: digest.whole, blocks, hdfs: digest.hdfs }
+        FileVersion {
+            size,
+            mtime_ns,
+            blake3: digest.whole,
+            blocks,
+            hdfs: digest.hdfs,
+            source: None,
+        }
+    }
+
+    /// This version as read from the source with `stat`, the read having begun at
+    /// `read_started_ns`: keeps the stat fields that say later whether the file is unchanged.
+    pub fn read_from(self, stat: &FileStat, read_started_ns: i64) -> FileVersion {
+        let racy = stat.mtime_ns.max(stat.ctime_ns) > read_started_ns - RACY_WINDOW_NS;
+        self.with_source(stat, racy)
+    }
+
+    /// Keeps `stat`'s ctime and inode without a read, for a record that predates them: its
+    /// size and mtime were trusted alone until now.
+    pub fn adopt_source(self, stat: &FileStat) -> FileVersion {
+        self.with_source(stat, false)
+    }
+
+    fn with_source(mut self, stat: &FileStat, racy: bool) -> FileVersion {
+        self.source =
+            stat.file.map(|file| SourceStat { ctime_ns: stat.ctime_ns, ino: file.ino, racy });
+        self
+    }
+
+    /// Whether a source file with `stat` is provably the one this version was read from:
+    /// same size, mtime, ctime and inode (the last two where they were recorded).
+    pub fn source_unchanged(&self, stat: &FileStat) -> bool {
+        let same_source = match (self.source, stat.file) {
+            (Some(recorded), Some(file)) => {
+                recorded.ctime_ns == stat.ctime_ns && recorded.ino == file.ino
+            }
+            _ => true,
+        };
+        self.same_stat(stat.size, stat.mtime_ns) && same_source
+    }
+
+    /// Whether a source file whose size and mtime match must still be read again before the
+    /// record can speak for it: it was racy when read, or its ctime or inode moved (a chmod, a
+    /// rewrite with the mtime put back, a save through a new file).
+    pub fn must_recheck(&self, stat: &FileStat) -> bool {
+        self.source.is_some_and(|s| s.racy) || !self.source_unchanged(stat)
     }
 
     /// The recorded digest of block `index`.
@@ -115,7 +187,7 @@ impl FileVersion {
 
     /// Whether a copy with this stat, on a kind that keeps mtimes to `granularity_ns`, looks
     /// like this version (copies are written with the source's mtime).
-    pub fn held_by(&self, stat: crate::record::stat::FileStat, granularity_ns: i64) -> bool {
+    pub fn held_by(&self, stat: FileStat, granularity_ns: i64) -> bool {
         let truncated = self.mtime_ns - self.mtime_ns.rem_euclid(granularity_ns.max(1));
         self.size == stat.size && stat.mtime_ns == truncated
     }
@@ -444,7 +516,11 @@ mod tests {
         let bytes = manifest(1, &[("a", b"alpha")]).encode();
         assert_eq!(Manifest::decode(&bytes[..bytes.len() - 3]), Err(ReplicaDefect::DigestMismatch));
         assert_eq!(Manifest::decode(b"\x00\x01garbage"), Err(ReplicaDefect::NotAManifest));
-        let future = String::from_utf8(bytes.clone()).unwrap().replacen(" 1 ", " 99 ", 1);
+        let future = String::from_utf8(bytes.clone()).unwrap().replacen(
+            &format!(" {FORMAT_VERSION} "),
+            " 99 ",
+            1,
+        );
         assert_eq!(Manifest::decode(future.as_bytes()), Err(ReplicaDefect::FutureVersion(99)));
 
         let crafted = |body: &str| {
@@ -511,5 +587,41 @@ mod tests {
         let chosen = choose(&[ReplicaFound::Missing, ReplicaFound::Missing]);
         assert!(chosen.none_valid);
         assert!(chosen.manifest.files.is_empty());
+    }
+
+    #[test]
+    fn unchanged_means_size_mtime_ctime_and_inode_and_a_racy_read_is_rechecked() {
+        use crate::record::stat::FileId;
+        const S: i64 = 1_000_000_000;
+        let stat = |size, mtime_ns, ctime_ns, ino| FileStat {
+            size,
+            mtime_ns,
+            ctime_ns,
+            file: Some(FileId { dev: 1, ino }),
+        };
+        let read = stat(5, 100 * S, 100 * S, 7);
+        let calm = version(b"alpha", 100 * S).read_from(&read, 200 * S);
+        let racy = version(b"alpha", 100 * S).read_from(&read, 101 * S);
+        let old = version(b"alpha", 100 * S); // format 1: no source stat recorded
+        assert!(!calm.source.unwrap().racy && racy.source.unwrap().racy);
+        // name, version, stat now, unchanged, must recheck
+        let cases = [
+            ("as read", &calm, read, true, false),
+            ("mtime put back, ctime moved", &calm, stat(5, 100 * S, 150 * S, 7), false, true),
+            ("saved through a new file", &calm, stat(5, 100 * S, 100 * S, 8), false, true),
+            ("size differs", &calm, stat(6, 100 * S, 100 * S, 7), false, true),
+            ("racy read, stat as read", &racy, read, true, true),
+            (
+                "format 1 record trusts size and mtime",
+                &old,
+                stat(5, 100 * S, 150 * S, 8),
+                true,
+                false,
+            ),
+        ];
+        for (name, version, now, unchanged, recheck) in cases {
+            assert_eq!(version.source_unchanged(&now), unchanged, "{name}");
+            assert_eq!(version.must_recheck(&now), recheck, "{name}");
+        }
     }
 }

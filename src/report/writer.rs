@@ -117,6 +117,7 @@ impl Report {
                             crate::decide::plan::JobKind::New => "new",
                             crate::decide::plan::JobKind::Changed => "changed",
                             crate::decide::plan::JobKind::Refresh => "filled",
+                            crate::decide::plan::JobKind::Recheck => "rechecked",
                         };
                         writeln!(out, "{kind}: {} -> {}", c.path, c.targets.join(", "))?;
                     }

@@ -31,6 +31,8 @@ pub struct Fanned {
 pub struct Streamed {
     pub digest: FileDigest,
     pub stat: FileStat,
+    /// When the read began, for telling a racy read (see `FileVersion::read_from`).
+    pub started_ns: i64,
     pub staged: Vec<(usize, io::Result<Staged>)>,
 }
 
@@ -103,6 +105,7 @@ pub fn stream_to_targets(
     targets: &[(usize, &dyn Store)],
     progress: &dyn Progress,
 ) -> Result<Streamed, ReadFailure> {
+    let started_ns = now_ns();
     let before = source.stat(path)?.ok_or(ReadFailure::Vanished)?;
     let mut reader = source.open(path)?;
     let fanned = fan_out(&mut *reader, path, targets, before.mtime_ns, progress)?;
@@ -111,7 +114,13 @@ pub fn stream_to_targets(
         discard_all(targets, fanned.staged);
         return Err(ReadFailure::Changed);
     }
-    Ok(Streamed { digest: fanned.digest, stat: before, staged: fanned.staged })
+    Ok(Streamed { digest: fanned.digest, stat: before, started_ns, staged: fanned.staged })
+}
+
+/// Nanoseconds since the Unix epoch, as file times are kept.
+pub fn now_ns() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 /// Throws away every staged copy that was finished.

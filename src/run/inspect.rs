@@ -174,8 +174,9 @@ fn observe(
             let Some(stat) = listing.files.get(path) else {
                 return (id, Some(Observed::Absent));
             };
-            let recorded =
-                |v: &crate::record::manifest::FileVersion| v.same_stat(stat.size, stat.mtime_ns);
+            // The source is a witness only while it is provably the file backed up: same
+            // size, mtime, ctime and inode.
+            let recorded = |v: &crate::record::manifest::FileVersion| v.source_unchanged(stat);
             if id == CopyId::Source
                 && !recorded(&entry.current)
                 && !entry.pending.iter().any(recorded)
@@ -191,7 +192,13 @@ fn observe(
     stats
         .into_par_iter()
         .map(|(id, known)| {
+            let racy_source = id == CopyId::Source && entry.current.source.is_some_and(|s| s.racy);
             let observed = known.unwrap_or_else(|| match hash_copy(ws.copy(id), path, progress) {
+                // Read racily at the backup: other bytes under the same stat are a change made
+                // in the same timestamp tick, not rot.
+                Ok((_, digest)) if racy_source && digest != entry.current.blake3 => {
+                    Observed::SourceChanged
+                }
                 Ok((size, digest)) => Observed::Present { size, digest: Some(digest) },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
                 Err(e) => Observed::Unreadable(e.to_string()),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{Env, Run, bytes, flip_byte, run_as};
+use crate::common::{Env, Run, bytes, rot_source, run_as};
 
 /// Every regular file under `root` except redundo's own state, as path -> (bytes, mtime).
 fn tree(root: &Path) -> BTreeMap<String, (Vec<u8>, filetime::FileTime)> {
@@ -355,7 +355,7 @@ fn checksum_backup_reports_source_rot_and_never_copies_the_rotten_bytes() {
     env.write("fine.txt", b"fine");
     env.ok(&["backup"]);
 
-    flip_byte(&env.path("data/photo.jpg"), 12_345);
+    rot_source(&env, "photo.jpg", 12_345);
 
     // A plain backup trusts size and mtime: it does not read the file, so it copies nothing.
     env.ok(&["backup"]);

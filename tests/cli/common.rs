@@ -213,3 +213,39 @@ pub fn plant(env: &Env, replica: &str, body: &[u8]) {
 pub fn plant_json(env: &Env, replica: &str, body: &serde_json::Value) {
     plant(env, replica, serde_json::to_string(body).unwrap().as_bytes());
 }
+
+/// Bit rot in the source file `data/<rel>`: one flipped bit at `offset`, size and mtime kept.
+/// Real rot (a bad sector, a firmware bug) never moves the inode's ctime, but a write from user
+/// space always does, and redundo rightly calls such a file changed, not rotten. So after the
+/// flip every manifest replica that agrees with the state folder's is resealed with the file's
+/// new ctime as the recorded one and its read marked not racy: the state a decaying disk
+/// leaves behind, reached the only way a test can.
+pub fn rot_source(env: &Env, rel: &str, offset: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let path = env.path(&format!("data/{rel}"));
+    flip_byte(&path, offset);
+    let meta = std::fs::metadata(&path).unwrap();
+    let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+    let state = env.read(".redundo/manifest");
+    let mut doc = body(env, ".redundo/manifest");
+    let entry = &mut doc["files"][rel];
+    assert!(entry.is_object(), "{rel} is not in the manifest");
+    entry["source"] = serde_json::json!({ "ctime_ns": ctime_ns, "ino": meta.ino() });
+    for replica in replicas(env.root()) {
+        if std::fs::read(env.path(&replica)).unwrap() == state {
+            plant_json(env, &replica, &doc);
+        }
+    }
+}
+
+/// Every manifest replica in the workspace: the state folder's and one per target folder.
+fn replicas(root: &Path) -> Vec<String> {
+    let mut found = vec![".redundo/manifest".to_string()];
+    for entry in std::fs::read_dir(root).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if root.join(&name).join(".redundo/manifest").is_file() {
+            found.push(format!("{name}/.redundo/manifest"));
+        }
+    }
+    found
+}

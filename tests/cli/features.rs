@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::common::{Env, Run, bytes, flip_byte, only_stamp};
+use crate::common::{Env, Run, bytes, flip_byte, only_stamp, rot_source};
 
 const MIB: usize = 1 << 20;
 
@@ -79,7 +79,7 @@ fn mosaic_source_block_0_t1_block_3_t2_last_block_t3_deleted_is_rebuilt_into_all
     let source_mtime = mtime(&env.path(&format!("data/{MODEL}")));
 
     // Source rotten in block 0, t1 damaged in block 3, t2 in the last block, t3's copy gone.
-    flip_byte(&env.path(&format!("data/{MODEL}")), 10);
+    rot_source(&env, MODEL, 10);
     flip_byte(&env.path(&format!("t1/{MODEL}")), (3 * MIB + 12_345) as u64);
     flip_byte(&env.path(&format!("t2/{MODEL}")), (MODEL_LEN - 1) as u64);
     std::fs::remove_file(env.path(&format!("t3/{MODEL}"))).unwrap();
@@ -169,7 +169,11 @@ fn mosaic_with_a_block_intact_on_no_copy_writes_nothing_and_names_the_block() {
     env.ok(&["backup"]);
     // Block 1 damaged on every copy, at a different byte each, so no content has a majority.
     for (n, copy) in ["data", "t1", "t2"].iter().enumerate() {
-        flip_byte(&env.path(&format!("{copy}/{MODEL}")), (MIB + 100 * (n + 1)) as u64);
+        let offset = (MIB + 100 * (n + 1)) as u64;
+        match *copy {
+            "data" => rot_source(&env, MODEL, offset),
+            _ => flip_byte(&env.path(&format!("{copy}/{MODEL}")), offset),
+        }
     }
     let before: Vec<Vec<u8>> =
         ["data", "t1", "t2"].iter().map(|c| env.read(&format!("{c}/{MODEL}"))).collect();

@@ -149,10 +149,10 @@ fn garbage_replica_on_a_target_is_outvoted_and_rewritten_by_repair() {
     env.ok(&["verify", "--quiet"]);
 }
 
-/// A replica with its format version raised (and the rest intact).
+/// A replica with its format version raised past this redundo's (and the rest intact).
 fn future(bytes: &[u8]) -> Vec<u8> {
     let text = String::from_utf8(bytes.to_vec()).unwrap();
-    text.replacen("redundo-manifest 1 ", "redundo-manifest 2 ", 1).into_bytes()
+    text.replacen("redundo-manifest 2 ", "redundo-manifest 3 ", 1).into_bytes()
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn future_format_replica_on_one_target_is_never_misread_and_named() {
         1 => {
             assert!(
                 verify.stdout.lines().any(|l| l.starts_with("t3: MANIFEST DEFECTIVE: ")
-                    && l.contains("newer redundo (format version 2")),
+                    && l.contains("newer redundo (format version 3")),
                 "{verify:?}"
             );
             assert!(verify.stdout.contains("t3 3 ok"), "its copies are still checked: {verify:?}");

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{Env, Run, bytes, flip_byte, only_stamp, snapshot};
+use crate::common::{Env, Run, bytes, flip_byte, only_stamp, rot_source, snapshot};
 
 const A: &str = "a.txt";
 const B: &str = "sub/deep/b.bin";
@@ -33,6 +33,15 @@ fn backed_up() -> Env {
 fn copy_path(env: &Env, copy: &str, rel: &str) -> PathBuf {
     let folder = if copy == "source" { "data" } else { copy };
     env.path(&format!("{folder}/{rel}"))
+}
+
+/// One flipped bit in `copy`'s `rel`, as bit rot leaves it (see `rot_source` for the source).
+fn rot(env: &Env, copy: &str, rel: &str, offset: u64) {
+    if copy == "source" {
+        rot_source(env, rel, offset);
+    } else {
+        flip_byte(&copy_path(env, copy, rel), offset);
+    }
 }
 
 fn mtime(path: &Path) -> filetime::FileTime {
@@ -137,7 +146,7 @@ fn source_rot_is_healed_from_the_targets_and_kept_in_the_state_quarantine() {
     let env = backed_up();
     let source = copy_path(&env, "source", B);
     let before = mtime(&source);
-    flip_byte(&source, 69_999);
+    rot_source(&env, B, 69_999);
     let rotten = std::fs::read(&source).unwrap();
 
     let run = env.expect(&["verify"], 1);
@@ -160,7 +169,7 @@ fn source_rot_is_healed_from_the_targets_and_kept_in_the_state_quarantine() {
 fn every_copy_damaged_differently_is_no_good_copy_and_nothing_is_written() {
     let env = backed_up();
     for (offset, copy) in ["source", "t1", "t2", "t3"].into_iter().enumerate() {
-        flip_byte(&copy_path(&env, copy, A), offset as u64 * 100);
+        rot(&env, copy, A, offset as u64 * 100);
     }
     let before = snapshot(env.root());
 
@@ -205,7 +214,7 @@ fn damage_in_different_blocks_of_every_copy_is_rebuilt_from_intact_blocks() {
     env.ok(&["backup"]);
     let damage = [("source", 10), ("t1", 1_100_000), ("t2", 20), ("t3", 2_100_000)];
     for (copy, offset) in damage {
-        flip_byte(&copy_path(&env, copy, "big.bin"), offset);
+        rot(&env, copy, "big.bin", offset);
     }
     let dry = env.expect(&["repair", "--dry-run"], 1);
     for (copy, _) in damage {
@@ -230,7 +239,7 @@ fn damage_in_different_blocks_of_every_copy_is_rebuilt_from_intact_blocks() {
 fn identical_change_on_every_copy_is_foreign_content_and_repair_writes_nothing() {
     let env = backed_up();
     for copy in ["source", "t1", "t2", "t3"] {
-        flip_byte(&copy_path(&env, copy, C), 2);
+        rot(&env, copy, C, 2);
     }
     let before = snapshot(env.root());
 
@@ -278,7 +287,7 @@ fn dry_run_prints_would_rewrite_lines_exits_1_and_changes_nothing() {
     flip_byte(&copy_path(&env, "t1", A), 10);
     truncate(&copy_path(&env, "t2", B), 5);
     std::fs::remove_file(copy_path(&env, "t3", C)).unwrap();
-    flip_byte(&copy_path(&env, "source", C), 0);
+    rot_source(&env, C, 0);
     std::fs::remove_file(env.path("t2/.redundo/manifest")).unwrap();
     let before = snapshot(env.root());
 

@@ -324,3 +324,59 @@ fn two_targets_that_are_one_folder_or_inside_the_source_are_refused() {
     std::fs::remove_dir(env.path("data/inner")).unwrap();
     assert_eq!(snapshot(env.root()), before, "a refused run wrote something");
 }
+
+#[test]
+fn a_repaired_source_file_is_recorded_as_it_now_is_and_verifies_ok() {
+    let (env, pristine) = backed_up(2);
+    crate::common::rot_source(&env, FILE, 1234);
+    let run = env.expect(&["verify"], 1);
+    assert!(has_line(&run, &format!("source: {FILE}: SOURCE ROT: ")), "{run:?}");
+    env.ok(&["repair"]);
+    assert_eq!(read(&copy_path(&env, "source")), pristine);
+    // The healed file is a new inode with a new ctime: the record follows it, so the source
+    // is a witness again rather than "changed since the last backup".
+    let run = env.ok(&["verify"]);
+    assert!(!run.stdout.contains("pending"), "{run:?}");
+    assert!(run.stdout.contains("source 1 ok"), "{run:?}");
+    let run = env.ok(&["backup", "-v"]);
+    assert!(run.stdout.contains("0 changed"), "{run:?}");
+}
+
+#[test]
+fn a_source_file_rewritten_with_its_mtime_put_back_is_a_change_never_rot() {
+    let (env, pristine) = backed_up(2);
+    let edited = bytes(77, pristine.len());
+    overwrite_keeping_mtime(&copy_path(&env, "source"), &edited);
+
+    let run = env.ok(&["verify"]);
+    assert!(has_line(&run, &format!("source: {FILE}: pending: ")), "{run:?}");
+    let run = env.ok(&["repair"]);
+    assert_eq!(read(&copy_path(&env, "source")), edited, "the user's edit was reverted: {run:?}");
+
+    // The next backup hashes it, sees new content, and copies it everywhere.
+    env.ok(&["backup"]);
+    for t in ["t1", "t2"] {
+        assert_eq!(read(&copy_path(&env, t)), edited, "{t}");
+    }
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn a_format_1_manifest_is_read_and_its_source_stats_adopted_by_the_next_backup() {
+    let (env, _) = backed_up(2);
+    // What redundo before format 2 wrote: no `source` stat in any entry, header version 1.
+    let mut doc = crate::common::body(&env, ".redundo/manifest");
+    doc["files"][FILE].as_object_mut().unwrap().remove("source");
+    let old = serde_json::to_string(&doc).unwrap();
+    for replica in [".redundo/manifest", "t1/.redundo/manifest", "t2/.redundo/manifest"] {
+        crate::common::plant(&env, replica, old.as_bytes());
+        assert!(env.read(replica).starts_with(b"redundo-manifest 1 "));
+    }
+    env.ok(&["verify"]);
+    env.ok(&["backup"]);
+    let replica = env.read("t1/.redundo/manifest");
+    assert!(replica.starts_with(b"redundo-manifest 2 "), "not upgraded");
+    let now = crate::common::body(&env, "t1/.redundo/manifest");
+    assert!(now["files"][FILE]["source"]["ino"].is_u64(), "{now}");
+    env.ok(&["verify"]);
+}

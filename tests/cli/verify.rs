@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{Env, Run, bytes, flip_byte, snapshot};
+use crate::common::{Env, Run, bytes, flip_byte, rot_source, snapshot};
 
 const A: &str = "a.txt";
 const B: &str = "sub/deep/b.bin";
@@ -115,7 +115,7 @@ fn deleted_copy_on_a_target_is_missing() {
 #[test]
 fn flipped_byte_in_the_source_is_source_rot() {
     let env = backed_up();
-    flip_byte(&copy_path(&env, "source", A), 7);
+    rot_source(&env, A, 7);
     let run = env.run(&["verify"]);
     assert_one_problem(&run, "source", A, "SOURCE ROT");
 }
@@ -141,7 +141,7 @@ fn fast_verify_finds_a_truncated_copy() {
 fn fast_verify_reads_no_data_so_it_does_not_see_a_flipped_byte() {
     let env = backed_up();
     flip_byte(&copy_path(&env, "t2", B), 123);
-    flip_byte(&copy_path(&env, "source", A), 5);
+    rot_source(&env, A, 5);
     let run = env.ok(&["verify", "--fast"]);
     assert!(problem_lines(&run).is_empty(), "{run:?}");
     assert!(summary(&run).starts_with("verify (fast): OK: "), "{run:?}");
