@@ -19,6 +19,7 @@ use crate::record::digest::Digest;
 use crate::record::history::{CopyCounts, History, VerifyRecord};
 use crate::record::manifest::{FileVersion, Manifest};
 use crate::record::relpath::RelPath;
+use crate::record::stat::{FileId, FileStat};
 use crate::record::verdict::CopyVerdict;
 use crate::record::verified::Ledger;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
@@ -48,6 +49,42 @@ struct FilePlan {
     /// The content as recorded (or as the majority holds it): size, mtime and blocks.
     version: FileVersion,
     damaged: Vec<(CopyId, CopyVerdict)>,
+}
+
+/// Why a damaged copy is left as it is, found by looking at it again right before replacing it.
+enum LeaveAlone {
+    /// It is not what was assessed any more: someone wrote it since (an editor's save, a sync).
+    Changed,
+    /// A source file with other names: replacing it would split them from it.
+    SourceLinked(u64),
+}
+
+/// Looks at a copy again right before it is replaced: it must still be exactly what was
+/// assessed (every stat field, so a save through a temporary and a rename counts), and a
+/// source file must have one name only. `kept` are the files this repair itself linked into
+/// a quarantine, which moved their ctime and link count.
+fn leave_alone(
+    copy: &dyn Store,
+    id: CopyId,
+    path: &RelPath,
+    assessed: Option<FileStat>,
+    kept: &[FileId],
+) -> Option<LeaveAlone> {
+    let now = copy.stat(path).ok().flatten();
+    let ours = assessed.and_then(|s| s.file).is_some_and(|f| kept.contains(&f));
+    let comparable = |stat: Option<FileStat>| match stat {
+        Some(stat) if ours => Some(FileStat { ctime_ns: 0, links: 0, ..stat }),
+        other => other,
+    };
+    if comparable(now) != comparable(assessed) {
+        return Some(LeaveAlone::Changed);
+    }
+    match now {
+        Some(stat) if id == CopyId::Source && stat.links > 1 => {
+            Some(LeaveAlone::SourceLinked(stat.links))
+        }
+        _ => None,
+    }
 }
 
 pub fn run(
@@ -115,7 +152,11 @@ pub fn run(
             }
             continue;
         }
-        let mut healed = heal_file(ws, path, &plan, &stamp);
+        let assessed = |id: CopyId| match id {
+            CopyId::Source => inspection.source.files.get(path).copied(),
+            CopyId::Target(i) => inspection.targets[i].as_ref()?.files.get(path).copied(),
+        };
+        let mut healed = heal_file(ws, path, &plan, &stamp, &assessed);
         if let GoodBytes::Mosaic(_) = plan.good
             && healed.done.is_empty()
             && healed.findings.problems.iter().any(|p| p.kind == ProblemKind::NoGoodCopy)
@@ -344,7 +385,13 @@ struct Healed {
     findings: Findings,
 }
 
-fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> Healed {
+fn heal_file(
+    ws: &Workspace,
+    path: &RelPath,
+    plan: &FilePlan,
+    stamp: &str,
+    assessed: &dyn Fn(CopyId) -> Option<FileStat>,
+) -> Healed {
     let mut healed = Healed { done: Vec::new(), findings: Findings::default() };
     let p = Some(path.as_str());
     let outs: Vec<(usize, &dyn Store)> =
@@ -358,8 +405,16 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
             "the intact blocks".into(),
         ),
     };
-    let fanned = reader
-        .and_then(|mut reader| fan_out(&mut *reader, path, &outs, plan.version.mtime_ns, &Silent));
+    // A copy keeps the source's permission bits and owner, and the source keeps its own.
+    let like = ws
+        .source
+        .stat(path)
+        .ok()
+        .flatten()
+        .or_else(|| plan.damaged.iter().find_map(|(id, _)| assessed(*id)))
+        .unwrap_or(FileStat::sized(plan.version.size, plan.version.mtime_ns))
+        .with_mtime(plan.version.mtime_ns);
+    let fanned = reader.and_then(|mut reader| fan_out(&mut *reader, path, &outs, &like, &Silent));
     let fanned = match fanned {
         Ok(fanned) => fanned,
         Err(e) => {
@@ -403,6 +458,7 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
             );
         }
     }
+    let mut kept: Vec<FileId> = Vec::new();
     for (n, staged) in fanned.staged {
         let (id, was) = &plan.damaged[n];
         if unflushed.contains(id) {
@@ -425,12 +481,28 @@ fn heal_file(ws: &Workspace, path: &RelPath, plan: &FilePlan, stamp: &str) -> He
                 continue;
             }
         };
+        match leave_alone(copy, *id, path, assessed(*id), &kept) {
+            None => {}
+            Some(LeaveAlone::Changed) => {
+                copy.discard(staged);
+                healed.findings.notice(NoticeKind::Pending, Some(&name), p, "changed since repair looked at it, so it was left as it is (the next verify looks again)");
+                continue;
+            }
+            Some(LeaveAlone::SourceLinked(links)) => {
+                copy.discard(staged);
+                healed.findings.problem(ProblemKind::SourceRot, Some(&name), p, format!("the file has {links} names (hard links), and replacing it would split them, so it was left as it is; copy the good version over it yourself, from {}", describe(ws, &plan.good)));
+                continue;
+            }
+        }
         // A missing copy has no bytes to keep, and a clone's bytes live on in its original.
         let quarantined_to = if matches!(was, CopyVerdict::Missing | CopyVerdict::NotIndependent) {
             None
         } else {
             match copy.keep(path, &quarantine_folder(stamp), &quarantine_note(was)) {
-                Ok(kept) => Some(kept),
+                Ok(to) => {
+                    kept.extend(assessed(*id).and_then(|s| s.file));
+                    Some(to)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     copy.discard(staged);

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::{open_run, require_backup};
 use crate::record::manifest::{FileVersion, Manifest};
 use crate::record::relpath::{RelPath, STATE_DIR};
+use crate::record::stat::FileStat;
 use crate::report::exit::usage;
 use crate::report::findings::{Findings, ProblemKind};
 use crate::report::outcome::{BlocksUsed, RestoreReport};
@@ -196,8 +197,13 @@ fn restore_file(
 ) -> Result<BlocksUsed, String> {
     let mut reader = MosaicReader::new(copies.to_vec(), path, version);
     let outs = [(0usize, destination as &dyn Store)];
-    let fanned =
-        fan_out(&mut reader, path, &outs, version.mtime_ns, progress).map_err(|e| e.to_string())?;
+    // The copies carry the source's permission bits and owner: the restored file gets them.
+    let like = copies
+        .iter()
+        .find_map(|(_, copy)| copy.stat(path).ok().flatten())
+        .unwrap_or(FileStat::sized(version.size, version.mtime_ns))
+        .with_mtime(version.mtime_ns);
+    let fanned = fan_out(&mut reader, path, &outs, &like, progress).map_err(|e| e.to_string())?;
     if fanned.digest.whole != version.blake3 {
         discard_all(&outs, fanned.staged);
         return Err(format!(

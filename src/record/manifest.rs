@@ -594,10 +594,9 @@ mod tests {
         use crate::record::stat::FileId;
         const S: i64 = 1_000_000_000;
         let stat = |size, mtime_ns, ctime_ns, ino| FileStat {
-            size,
-            mtime_ns,
             ctime_ns,
             file: Some(FileId { dev: 1, ino }),
+            ..FileStat::sized(size, mtime_ns)
         };
         let read = stat(5, 100 * S, 100 * S, 7);
         let calm = version(b"alpha", 100 * S).read_from(&read, 200 * S);

@@ -21,11 +21,22 @@ pub struct FileStat {
     pub ctime_ns: i64,
     /// `None` where the kind cannot say (HDFS: file ids are per cluster).
     pub file: Option<FileId>,
+    /// Permission bits (`0o7777`), which a copy keeps; `None` where the kind has none.
+    pub mode: Option<u32>,
+    /// User and group ids, which a copy keeps when redundo runs as root.
+    pub owner: Option<(u32, u32)>,
+    /// How many names the file has: replacing one breaks the rest away from it.
+    pub links: u64,
 }
 
 impl FileStat {
     /// A stat with only size and mtime known, as a kind without inodes reports it.
     pub fn sized(size: u64, mtime_ns: i64) -> FileStat {
-        FileStat { size, mtime_ns, ctime_ns: 0, file: None }
+        FileStat { size, mtime_ns, ctime_ns: 0, file: None, mode: None, owner: None, links: 1 }
+    }
+
+    /// This stat with another mtime: what a copy of a recorded version is given.
+    pub fn with_mtime(self, mtime_ns: i64) -> FileStat {
+        FileStat { mtime_ns, ..self }
     }
 }

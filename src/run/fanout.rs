@@ -37,12 +37,13 @@ pub struct Streamed {
 }
 
 /// Streams `reader` to a temporary file on each target, hashing as it goes, and finishes
-/// every temporary with `mtime_ns`. A read error abandons every temporary.
+/// every temporary like `like`: its mtime, permission bits and owner. A read error abandons
+/// every temporary.
 pub fn fan_out(
     reader: &mut dyn Read,
     path: &RelPath,
     targets: &[(usize, &dyn Store)],
-    mtime_ns: i64,
+    like: &FileStat,
     progress: &dyn Progress,
 ) -> io::Result<Fanned> {
     let mut outs: Vec<(usize, io::Result<Box<dyn Staging>>)> =
@@ -92,7 +93,7 @@ pub fn fan_out(
     }
     let staged = outs
         .into_iter()
-        .map(|(index, out)| (index, out.and_then(|staging| staging.finish(mtime_ns))))
+        .map(|(index, out)| (index, out.and_then(|staging| staging.finish(like))))
         .collect();
     Ok(Fanned { digest: hasher.finish(), staged })
 }
@@ -108,7 +109,7 @@ pub fn stream_to_targets(
     let started_ns = now_ns();
     let before = source.stat(path)?.ok_or(ReadFailure::Vanished)?;
     let mut reader = source.open(path)?;
-    let fanned = fan_out(&mut *reader, path, targets, before.mtime_ns, progress)?;
+    let fanned = fan_out(&mut *reader, path, targets, &before, progress)?;
     let after = source.stat(path)?;
     if after != Some(before) || fanned.digest.size != before.size {
         discard_all(targets, fanned.staged);

@@ -170,6 +170,9 @@ fn file_stat(meta: &fs::Metadata) -> FileStat {
         mtime_ns: mtime_ns(meta),
         ctime_ns: meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()),
         file: Some(FileId { dev: meta.dev(), ino: meta.ino() }),
+        mode: Some(meta.mode() & 0o7777),
+        owner: Some((meta.uid(), meta.gid())),
+        links: meta.nlink(),
     }
 }
 
@@ -192,6 +195,21 @@ fn temp_pid(name: &str) -> Option<u32> {
     let (pid, n) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
     n.parse::<u64>().ok()?;
     pid.parse().ok()
+}
+
+/// Gives a copy its original's owner (only root may) and permission bits, so a private file
+/// is never more readable as a copy. The owner goes first: `chown` clears setuid bits.
+fn give_owner_and_mode(file: &File, like: &FileStat) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if let (true, Some((uid, gid))) = (root, like.owner) {
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
+    }
+    if let Some(mode) = like.mode {
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 fn filetime_of(mtime_ns: i64) -> filetime::FileTime {
@@ -241,12 +259,13 @@ impl Write for LocalStaging {
 }
 
 impl Staging for LocalStaging {
-    fn finish(mut self: Box<Self>, mtime_ns: i64) -> io::Result<Staged> {
+    fn finish(mut self: Box<Self>, like: &FileStat) -> io::Result<Staged> {
         let file = self.file.take().expect("finished once");
         // Not fsynced here: the caller flushes the whole target once (`Store::sync`) before
         // it renames anything into place.
-        let mtime = filetime_of(mtime_ns);
-        let result = filetime::set_file_handle_times(&file, Some(mtime), Some(mtime));
+        let mtime = filetime_of(like.mtime_ns);
+        let result = give_owner_and_mode(&file, like)
+            .and_then(|()| filetime::set_file_handle_times(&file, Some(mtime), Some(mtime)));
         match result {
             Ok(()) => Ok(Staged { temp: std::mem::take(&mut self.temp) }),
             Err(e) => {

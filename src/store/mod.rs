@@ -62,9 +62,10 @@ pub struct NativeChecksum {
 
 /// An open temporary file that will become a copy once installed.
 pub trait Staging: Write + Send {
-    /// Sets the modification time and closes. Durability comes from [`Store::sync`], which
-    /// callers run before installing.
-    fn finish(self: Box<Self>, mtime_ns: i64) -> io::Result<Staged>;
+    /// Gives the file the mtime of `like` (and, where the kind keeps them, its permission
+    /// bits and owner) and closes it. Durability comes from [`Store::sync`], which callers
+    /// run before installing.
+    fn finish(self: Box<Self>, like: &FileStat) -> io::Result<Staged>;
     /// Removes the temporary file.
     fn abandon(self: Box<Self>);
 }

@@ -495,8 +495,8 @@ impl Upload {
 }
 
 impl Staging for Upload {
-    fn finish(mut self: Box<Self>, mtime_ns: i64) -> io::Result<Staged> {
-        let uploaded = self.join().and_then(|()| self.conn.set_mtime(&self.temp, mtime_ns));
+    fn finish(mut self: Box<Self>, like: &FileStat) -> io::Result<Staged> {
+        let uploaded = self.join().and_then(|()| self.conn.set_mtime(&self.temp, like.mtime_ns));
         match uploaded {
             Ok(()) => Ok(Staged { temp: std::mem::take(&mut self.temp).into() }),
             Err(e) => {

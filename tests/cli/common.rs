@@ -249,3 +249,21 @@ fn replicas(root: &Path) -> Vec<String> {
     }
     found
 }
+
+/// Reseals every manifest replica with no read marked racy, as if the backup had run long
+/// after the files' last change (a test writes its files a moment before backing them up, so
+/// every read is racy, and a racy source is no witness until the next backup re-reads it).
+pub fn calm_records(env: &Env) {
+    let state = env.read(".redundo/manifest");
+    let mut doc = body(env, ".redundo/manifest");
+    for entry in doc["files"].as_object_mut().unwrap().values_mut() {
+        if let Some(source) = entry.get_mut("source").and_then(|s| s.as_object_mut()) {
+            source.remove("racy");
+        }
+    }
+    for replica in replicas(env.root()) {
+        if std::fs::read(env.path(&replica)).unwrap() == state {
+            plant_json(env, &replica, &doc);
+        }
+    }
+}

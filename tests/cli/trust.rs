@@ -237,6 +237,7 @@ fn when_the_record_is_in_doubt_the_copies_never_overwrite_the_source() {
     assert_eq!(pristine.len(), other.len());
     env.write(FILE, &pristine);
     env.ok(&["backup"]);
+    crate::common::calm_records(&env);
     for t in ["t1", "t2", "t3"] {
         overwrite_keeping_mtime(&copy_path(&env, t), &other);
     }
@@ -379,4 +380,93 @@ fn a_format_1_manifest_is_read_and_its_source_stats_adopted_by_the_next_backup()
     let now = crate::common::body(&env, "t1/.redundo/manifest");
     assert!(now["files"][FILE]["source"]["ino"].is_u64(), "{now}");
     env.ok(&["verify"]);
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn copies_keep_the_source_files_permission_bits_in_backup_restore_and_repair() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_targets(2);
+    env.write("secret.key", b"private key material");
+    env.write("run.sh", b"#!/bin/sh\n");
+    let set = |rel: &str, mode: u32| {
+        std::fs::set_permissions(env.path(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set("data/secret.key", 0o600);
+    set("data/run.sh", 0o750);
+    env.ok(&["backup"]);
+    for t in ["t1", "t2"] {
+        assert_eq!(mode(&env.path(&format!("{t}/secret.key"))), 0o600, "{t}");
+        assert_eq!(mode(&env.path(&format!("{t}/run.sh"))), 0o750, "{t}");
+    }
+    env.ok(&["restore", "--to", "out"]);
+    assert_eq!(mode(&env.path("out/secret.key")), 0o600);
+    assert_eq!(mode(&env.path("out/run.sh")), 0o750);
+
+    // A rotten source file is healed with its own mode kept, and a damaged copy with the
+    // source's.
+    crate::common::rot_source(&env, "secret.key", 3);
+    std::fs::remove_file(env.path("t1/run.sh")).unwrap();
+    env.ok(&["repair"]);
+    assert_eq!(read(&env.path("data/secret.key")), b"private key material");
+    assert_eq!(mode(&env.path("data/secret.key")), 0o600);
+    assert_eq!(mode(&env.path("t1/run.sh")), 0o750);
+}
+
+#[test]
+fn a_rotten_source_file_with_other_hard_links_is_reported_never_split() {
+    let (env, _) = backed_up(2);
+    let other_name = env.path("elsewhere.bin");
+    std::fs::hard_link(copy_path(&env, "source"), &other_name).unwrap();
+    crate::common::rot_source(&env, FILE, 77);
+    let rotten = read(&copy_path(&env, "source"));
+
+    let run = env.expect(&["repair"], 1);
+    assert!(run.stdout.contains("names (hard links)"), "{run:?}");
+    assert_eq!(read(&copy_path(&env, "source")), rotten, "replaced although it has two names");
+    assert_eq!(inode(&copy_path(&env, "source")), inode(&other_name), "the links were split");
+}
+
+#[test]
+fn a_save_while_repair_heals_the_file_is_never_overwritten() {
+    let env = Env::with_targets(1);
+    let pristine = bytes(5, 48 << 20);
+    env.write(FILE, &pristine);
+    env.ok(&["backup"]);
+    crate::common::calm_records(&env);
+    crate::common::rot_source(&env, FILE, 1000);
+
+    // The editor saves (write a temporary, rename it over) as soon as repair starts staging
+    // the healed file beside it.
+    let folder = env.path(&format!("data/{}", Path::new(FILE).parent().unwrap().display()));
+    let target = copy_path(&env, "source");
+    let saved = b"the user's save".to_vec();
+    let editor = {
+        let saved = saved.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                let staging = std::fs::read_dir(&folder)
+                    .unwrap()
+                    .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".redundo-tmp-"));
+                if staging {
+                    let temp = folder.join("weights.bin.swp");
+                    std::fs::write(&temp, &saved).unwrap();
+                    std::fs::rename(&temp, &target).unwrap();
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            false
+        })
+    };
+    let run = env.run(&["repair"]);
+    let saved_during_repair = editor.join().unwrap();
+    assert!(saved_during_repair, "repair never staged the source: {run:?}");
+    assert_eq!(read(&copy_path(&env, "source")), saved, "the save was overwritten: {run:?}");
+    assert_ne!(run.code, 1, "{run:?}");
 }
