@@ -60,12 +60,13 @@ pub fn run(cli: &Cli) -> Result<Exit> {
                 force: *force,
             })?)
         }
-        Command::Backup { checksum, prune, max_delete, common } => {
+        Command::Backup { checksum, prune, max_delete, reseed, common } => {
             let ws = Workspace::open(&common.config)?;
             let options = backup::BackupOptions {
                 checksum: *checksum,
                 prune: *prune,
                 max_delete: max_delete.unwrap_or_default(),
+                reseed: reseed.clone(),
                 list_copied: common.verbose > 0,
             };
             Report::Backup(backup::run(&ws, &options, progress.as_ref())?)

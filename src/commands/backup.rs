@@ -50,6 +50,8 @@ pub struct BackupOptions {
     pub prune: bool,
     /// The most `--prune` may delete in this run.
     pub max_delete: MaxDelete,
+    /// Targets to refill although they lost their marker (`--reseed NAME`).
+    pub reseed: Vec<String>,
     /// List every file copied (`-v`).
     pub list_copied: bool,
 }
@@ -74,7 +76,13 @@ pub fn run(
 ) -> Result<BackupReport> {
     let mut report = BackupReport::default();
     let mut findings = Findings::default();
-    let (mut reachable, replicas) = open_run(ws, &mut findings)?;
+    if let Some(name) = options.reseed.iter().find(|n| !ws.targets.iter().any(|t| t.name() == *n)) {
+        return crate::report::exit::usage(format!(
+            "--reseed {name}: no target of that name in {}",
+            ws.config.file.display()
+        ));
+    }
+    let (mut reachable, replicas) = open_run(ws, &options.reseed, &mut findings)?;
     let mut manifest = replicas.chosen.manifest.clone();
     if manifest.set_id.is_empty() {
         manifest.set_id = ws.local_set_id().unwrap_or_else(|| new_set_id(&ws.config));

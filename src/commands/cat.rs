@@ -14,7 +14,7 @@ use crate::run::workspace::Workspace;
 use crate::store::Store;
 
 pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
-    let reachable: Vec<bool> = ws.reach_targets().iter().map(|r| r.is_ok()).collect();
+    let reachable: Vec<bool> = ws.reach_targets(&[]).iter().map(|r| r.is_ok()).collect();
     let replicas = ws.read_replicas(&reachable);
     let path = match RelPath::new(raw_path.trim_end_matches('/')) {
         Ok(path) => path,

@@ -21,8 +21,12 @@ use crate::run::workspace::{Replicas, Workspace};
 
 /// Checks every target's root; an unreachable one is a problem (exit 3) and is left out of
 /// the run, so the others are still served.
-pub(crate) fn reach_targets(ws: &Workspace, findings: &mut Findings) -> Vec<bool> {
-    ws.reach_targets()
+pub(crate) fn reach_targets(
+    ws: &Workspace,
+    reseed: &[String],
+    findings: &mut Findings,
+) -> Vec<bool> {
+    ws.reach_targets(reseed)
         .into_iter()
         .enumerate()
         .map(|(i, result)| match result {
@@ -45,9 +49,10 @@ pub(crate) fn reach_targets(ws: &Workspace, findings: &mut Findings) -> Vec<bool
 /// like an unreachable one, so neither set's copies or manifest are touched there.
 pub(crate) fn open_run(
     ws: &Workspace,
+    reseed: &[String],
     findings: &mut Findings,
 ) -> anyhow::Result<(Vec<bool>, Replicas)> {
-    let mut reachable = reach_targets(ws, findings);
+    let mut reachable = reach_targets(ws, reseed, findings);
     let replicas = ws.read_replicas(&reachable);
     if let Some((holder, version)) = replicas.chosen.future {
         let name = match replicas.holders[holder] {

@@ -93,7 +93,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RepairReport> {
     let mut findings = Findings::default();
-    let (reachable, replicas) = open_run(ws, &mut findings)?;
+    let (reachable, replicas) = open_run(ws, &[], &mut findings)?;
     let chosen = &replicas.chosen;
     require_backup(ws, &replicas, "repair")?;
     let inspection = inspect(ws, chosen, &reachable, true, &Scope::everything(), progress)?;

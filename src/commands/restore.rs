@@ -36,7 +36,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let mut findings = Findings::default();
-    let (reachable, replicas) = open_run(ws, &mut findings)?;
+    let (reachable, replicas) = open_run(ws, &[], &mut findings)?;
     let chosen = &replicas.chosen;
     require_backup(ws, &replicas, "restore")?;
     let wanted = options.generation.filter(|g| *g != chosen.manifest.generation);

@@ -16,7 +16,7 @@ use crate::run::workspace::Workspace;
 
 pub fn run(ws: &Workspace) -> Result<StatusReport> {
     let mut findings = Findings::default();
-    let (reachable, replicas) = open_run(ws, &mut findings)?;
+    let (reachable, replicas) = open_run(ws, &[], &mut findings)?;
     let chosen = &replicas.chosen;
     if !chosen.none_valid {
         replica_findings(ws, &replicas, &reachable, &mut findings);

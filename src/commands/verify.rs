@@ -33,7 +33,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let mut findings = Findings::default();
-    let (reachable, replicas) = open_run(ws, &mut findings)?;
+    let (reachable, replicas) = open_run(ws, &[], &mut findings)?;
     require_backup(ws, &replicas, "verify")?;
     replica_findings(ws, &replicas, &reachable, &mut findings);
 

@@ -1,6 +1,7 @@
 //! A locked run over one config: the source and targets opened, the manifest replicas read
 //! and chosen, and written back. Commands start here.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::decide::assess::CopyId;
 use crate::record::digest::Digest;
 use crate::record::manifest::{self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
+use crate::record::relpath::STATE_DIR;
 use crate::record::stat::FileId;
 use crate::report::exit::usage;
 use crate::run::lock::RunLock;
@@ -107,9 +109,26 @@ impl Workspace {
         Ok(())
     }
 
-    /// Each target's root checked, in parallel: an error means unreachable for this run.
-    pub fn reach_targets(&self) -> Vec<io::Result<()>> {
-        self.targets.par_iter().map(|t| t.check_root()).collect()
+    /// Each target's root checked, in parallel: an error means unreachable for this run. A
+    /// target that has held this set but lost its marker is unreachable too, unless `reseed`
+    /// names it (the user says it really is empty now).
+    pub fn reach_targets(&self, reseed: &[String]) -> Vec<io::Result<()>> {
+        let seeded = self.seeded();
+        self.targets
+            .par_iter()
+            .enumerate()
+            .map(|(i, target)| {
+                target.check_root()?;
+                let expected = self.was_seeded(&seeded, i) && !reseed.iter().any(|n| n == target.name());
+                if expected && !target.has_marker()? {
+                    return Err(io::Error::other(format!(
+                        "its root has no {STATE_DIR} folder, although this set was backed up there: it may be an unmounted disk or an emptied folder, so nothing is written there (if it really is empty now, refill it with `redundo backup --reseed {}`)",
+                        target.name()
+                    )));
+                }
+                Ok(())
+            })
+            .collect()
     }
 
     /// Reads every replica: the local one and one per reachable target.
@@ -164,7 +183,8 @@ impl Workspace {
     ) -> Vec<(CopyId, io::Result<()>)> {
         let bytes = manifest.encode();
         let sums = manifest.b3sums();
-        to.par_iter()
+        let written: Vec<(CopyId, io::Result<()>)> = to
+            .par_iter()
             .map(|&id| {
                 // Targets also get the digests in b3sum's format, so a copy can be checked
                 // with no redundo installed: `cd TARGET && b3sum --check .redundo/B3SUMS`.
@@ -174,7 +194,41 @@ impl Workspace {
                 };
                 (id, sums.and_then(|()| self.copy(id).write_state(REPLICA_NAME, &bytes)))
             })
-            .collect()
+            .collect();
+        let seeded: Vec<usize> = written
+            .iter()
+            .filter_map(|(id, result)| match (id, result) {
+                (CopyId::Target(i), Ok(())) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        // Losing this record only loses the unmounted-disk guard for these targets.
+        let _ = self.record_seeded(&seeded);
+        written
+    }
+
+    /// The targets (by name and location) that have held this set's manifest: one of them
+    /// found without its `.redundo/` marker is an unmounted disk or an emptied folder, not a
+    /// new target, and is never silently refilled.
+    pub fn seeded(&self) -> BTreeSet<String> {
+        let Ok(Some(bytes)) = self.source.read_state(SEEDED_NAME) else { return BTreeSet::new() };
+        String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect()
+    }
+
+    /// Whether target `i` has held this set's manifest.
+    pub fn was_seeded(&self, seeded: &BTreeSet<String>, i: usize) -> bool {
+        seeded.contains(&seed_key(self.targets[i].as_ref()))
+    }
+
+    fn record_seeded(&self, targets: &[usize]) -> io::Result<()> {
+        let mut seeded = self.seeded();
+        let before = seeded.len();
+        seeded.extend(targets.iter().map(|&i| seed_key(self.targets[i].as_ref())));
+        if seeded.len() == before {
+            return Ok(());
+        }
+        let text: String = seeded.iter().map(|line| format!("{line}\n")).collect();
+        self.source.write_state(SEEDED_NAME, text.as_bytes())
     }
 
     /// The backup set this config's state folder belongs to, if recorded.
@@ -195,6 +249,11 @@ impl Workspace {
     pub fn copy_name(&self, id: CopyId) -> String {
         self.copy(id).name().to_string()
     }
+}
+
+/// A target as the seeded record names it: its name and its location.
+fn seed_key(target: &dyn Store) -> String {
+    format!("{}\t{}", target.name(), target.location())
 }
 
 /// The set id is the one recorded in the state folder (by `init` or the first backup), else
@@ -278,6 +337,9 @@ pub fn kept_generations(target: &dyn Store) -> Vec<u64> {
     kept.sort_unstable();
     kept
 }
+
+/// The state file listing the targets that have held this set's manifest.
+const SEEDED_NAME: &str = "seeded";
 
 /// The file in the local state folder naming the backup set.
 pub const SET_ID_NAME: &str = "set-id";

@@ -310,7 +310,30 @@ impl Store for LocalDir {
     }
 
     fn create_root(&self) -> io::Result<()> {
-        fs::create_dir_all(&self.root)
+        match fs::create_dir(&self.root) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.root.is_dir() => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "its parent folder {} is not there (an unmounted disk?); create it first",
+                    self.root.parent().unwrap_or(&self.root).display()
+                ),
+            )),
+            other => other,
+        }
+    }
+
+    fn has_marker(&self) -> io::Result<bool> {
+        let marker = self.root.join(STATE_DIR);
+        match fs::symlink_metadata(&marker) {
+            Ok(meta) if meta.file_type().is_symlink() => Err(io::Error::other(format!(
+                "{} is a symlink, not redundo's own folder, so nothing is written there",
+                marker.display()
+            ))),
+            Ok(meta) => Ok(meta.is_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {

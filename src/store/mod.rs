@@ -85,8 +85,12 @@ pub trait Store: Send + Sync {
     /// Fails when the root folder is missing or unusable: an unmounted disk must never be
     /// silently replaced by a folder on the system disk.
     fn check_root(&self) -> io::Result<()>;
-    /// Creates the root folder (only `init` does this).
+    /// Creates the root folder (only `init` does this). A local folder's parent must exist: a
+    /// missing one is an unmounted disk more often than a typo.
     fn create_root(&self) -> io::Result<()>;
+    /// Whether the root holds redundo's state folder, the marker that it has held a set: a
+    /// target that had it and lost it is an unmounted disk or an emptied folder, not empty.
+    fn has_marker(&self) -> io::Result<bool>;
     /// Walks the copy. `skip` prunes paths (excludes) before they are descended into.
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing>;
     /// The size and mtime of a regular file; `None` when nothing is there.

@@ -536,7 +536,12 @@ impl Store for WebHdfsDir {
     }
 
     fn create_root(&self) -> io::Result<()> {
+        // An HDFS path has no mount point to be missing under: the whole path is made.
         self.conn.mkdirs(&self.root)
+    }
+
+    fn has_marker(&self) -> io::Result<bool> {
+        Ok(self.conn.status(&self.state)?.is_some_and(|s| s.kind == "DIRECTORY"))
     }
 
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {

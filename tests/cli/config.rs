@@ -57,6 +57,10 @@ fn config_with(extra: &str) -> String {
 #[test]
 fn init_names_targets_after_their_folders_made_unique_and_creates_them() {
     let env = Env::bare();
+    // The disks are mounted: init creates only the last folder of a target path.
+    for disk in ["disks/a", "disks/b", "disks/c"] {
+        std::fs::create_dir_all(env.path(disk)).unwrap();
+    }
     let run = env.ok(&[
         "init",
         "--source",

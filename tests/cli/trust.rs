@@ -470,3 +470,38 @@ fn a_save_while_repair_heals_the_file_is_never_overwritten() {
     assert_eq!(read(&copy_path(&env, "source")), saved, "the save was overwritten: {run:?}");
     assert_ne!(run.code, 1, "{run:?}");
 }
+
+#[test]
+fn an_emptied_or_unmounted_target_is_unreachable_until_reseeded_on_purpose() {
+    let (env, pristine) = backed_up(2);
+    // The disk is not mounted: its mount point is an empty folder on the system disk.
+    std::fs::rename(env.path("t2"), env.path("t2-disk")).unwrap();
+    std::fs::create_dir(env.path("t2")).unwrap();
+
+    let run = env.expect(&["backup"], 3);
+    assert!(
+        has_line(&run, "t2: UNREACHABLE: ") && run.stdout.contains("unmounted disk"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("--reseed t2"), "says how to refill it on purpose: {run:?}");
+    let written: Vec<_> = std::fs::read_dir(env.path("t2")).unwrap().collect();
+    assert!(written.is_empty(), "the empty mount point was filled: {written:?}");
+    env.expect(&["verify"], 3);
+    env.expect(&["repair"], 3);
+    assert!(std::fs::read_dir(env.path("t2")).unwrap().next().is_none());
+
+    let bad = env.expect(&["backup", "--reseed", "nosuch"], 2);
+    assert!(bad.stderr.contains("--reseed nosuch"), "{bad:?}");
+    env.ok(&["backup", "--reseed", "t2"]);
+    assert_eq!(read(&copy_path(&env, "t2")), pristine);
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn init_creates_only_the_last_folder_of_a_target_path() {
+    let env = Env::bare();
+    let run = env.expect(&["init", "--source", "data", "--target", "nodisk/deep/backup"], 3);
+    assert!(run.stderr.contains("is not there (an unmounted disk?)"), "{run:?}");
+    assert!(!env.path("nodisk").exists(), "init created the missing path");
+    assert!(!env.path("redundo.toml").exists(), "init wrote a config for a refused target");
+}
