@@ -159,6 +159,7 @@ pub fn run(
     let mut plan = plan_backup(source_files, &manifest, &target_files, options.checksum);
     adopt_source_stats(&mut manifest, &source);
     plan.unchanged += resolve_rechecks(ws, &mut plan.jobs, &mut manifest);
+    plan.unchanged += settle_mtimes(ws, &mut plan.jobs, &manifest, &mut findings);
     report.unchanged = plan.unchanged;
 
     let total: u64 = plan.jobs.iter().map(|j| j.stat.size).sum();
@@ -768,6 +769,59 @@ fn resolve_rechecks(ws: &Workspace, jobs: &mut Vec<Job>, manifest: &mut Manifest
     }
     *jobs = kept;
     unchanged
+}
+
+/// A gap whose copy already holds the recorded bytes under another mtime (a copy made
+/// without times, a coarser clock before it was known) is settled by setting the mtime: no
+/// read of the source, no write, no quarantine entry. Returns how many jobs that left
+/// without a gap.
+fn settle_mtimes(
+    ws: &Workspace,
+    jobs: &mut Vec<Job>,
+    manifest: &Manifest,
+    findings: &mut Findings,
+) -> usize {
+    let settled: Vec<Vec<usize>> = jobs
+        .par_iter()
+        .map(|job| {
+            let recorded = &manifest.files.get(&job.path).map(|e| &e.current);
+            let Some(recorded) = recorded.filter(|_| job.kind == JobKind::Refresh) else {
+                return Vec::new();
+            };
+            job.sinks
+                .iter()
+                .filter(|sink| sink.existing.is_some_and(|e| e.size == recorded.size))
+                .filter(|sink| {
+                    let copy = ws.targets[sink.target].as_ref();
+                    hash_copy(copy, &job.path, &Silent).is_ok_and(|(_, d)| d == recorded.blake3)
+                        && copy.set_mtime(&job.path, recorded.mtime_ns).is_ok()
+                })
+                .map(|sink| sink.target)
+                .collect()
+        })
+        .collect();
+    let mut emptied = Vec::new();
+    for (n, (job, targets)) in jobs.iter_mut().zip(settled).enumerate() {
+        for target in &targets {
+            findings.notice(
+                NoticeKind::Done,
+                Some(ws.targets[*target].name()),
+                Some(job.path.as_str()),
+                "the copy holds the recorded bytes; its mtime was set to the source's",
+            );
+        }
+        job.sinks.retain(|sink| !targets.contains(&sink.target));
+        // A `--checksum` re-hash has no sinks to begin with and still runs.
+        if !targets.is_empty() && job.sinks.is_empty() {
+            emptied.push(n);
+        }
+    }
+    let mut n = 0;
+    jobs.retain(|_| {
+        n += 1;
+        !emptied.contains(&(n - 1))
+    });
+    emptied.len()
 }
 
 /// Why a prune deleted nothing, and what to do about it.

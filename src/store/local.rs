@@ -40,6 +40,8 @@ pub struct LocalDir {
     owns_temporaries: bool,
     /// Set once this process is recorded in the temporaries journal.
     journaled: std::sync::OnceLock<Result<PathBuf, String>>,
+    /// The finest mtime the file system keeps, probed once.
+    granularity: std::sync::OnceLock<i64>,
 }
 
 impl LocalDir {
@@ -64,7 +66,33 @@ impl LocalDir {
             state: state.to_path_buf(),
             owns_temporaries,
             journaled: std::sync::OnceLock::new(),
+            granularity: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets an mtime with odd seconds and nine digits of nanoseconds on a probe file in the
+    /// state folder and reads back what the file system kept. Only in a state folder of its
+    /// own, on the same file system as the copies, that already exists: a probe never
+    /// creates one.
+    fn probe_granularity(&self) -> Option<i64> {
+        let own_folder = self.state.starts_with(&self.root);
+        if !own_folder || !fs::symlink_metadata(&self.state).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        let probe = self.state_path("clock-probe").ok()?;
+        let set_ns: i64 = 1_600_000_001_123_456_789;
+        let kept = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&probe)?;
+            filetime::set_file_handle_times(&file, None, Some(filetime_of(set_ns)))?;
+            io::Result::Ok(mtime_ns(&file.metadata()?))
+        })();
+        let _ = fs::remove_file(&probe);
+        granularity_from_probe(set_ns, kept.ok()?)
     }
 
     /// Records this process in the temporaries journal, once, before its first temporary.
@@ -188,6 +216,14 @@ impl Drop for LocalDir {
             let _ = fs::remove_file(entry);
         }
     }
+}
+
+/// The coarsest of the usual timestamp steps that explains what a file system kept of
+/// `set_ns` (nanoseconds, microseconds, 10 ms, seconds, FAT's 2 s).
+fn granularity_from_probe(set_ns: i64, kept_ns: i64) -> Option<i64> {
+    [1, 1_000, 1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000]
+        .into_iter()
+        .find(|step| set_ns - set_ns.rem_euclid(*step) == kept_ns)
 }
 
 /// The process id in a temporary's name, `.redundo-tmp-<pid>-<n>`; `None` for other names.
@@ -554,6 +590,19 @@ impl Store for LocalDir {
         Ok(())
     }
 
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+        self.check_parents(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path.under(&self.root))?;
+        filetime::set_file_handle_times(&file, None, Some(filetime_of(mtime_ns)))
+    }
+
+    fn mtime_granularity_ns(&self) -> i64 {
+        *self.granularity.get_or_init(|| self.probe_granularity().unwrap_or(1))
+    }
+
     fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
         let path = Path::new(leftover);
         let journaled = self.journaled_pids();
@@ -602,5 +651,26 @@ impl Store for LocalDir {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::granularity_from_probe;
+
+    #[test]
+    fn the_timestamp_step_is_read_from_what_the_file_system_kept() {
+        let set = 1_600_000_001_123_456_789;
+        let cases = [
+            (set, Some(1)),
+            (1_600_000_001_123_456_000, Some(1_000)),
+            (1_600_000_001_120_000_000, Some(10_000_000)),
+            (1_600_000_001_000_000_000, Some(1_000_000_000)),
+            (1_600_000_000_000_000_000, Some(2_000_000_000)),
+            (42, None),
+        ];
+        for (kept, step) in cases {
+            assert_eq!(granularity_from_probe(set, kept), step, "kept {kept}");
+        }
     }
 }

@@ -120,6 +120,8 @@ pub trait Store: Send + Sync {
     /// Removes a kept folder and everything in it.
     fn remove_kept(&self, folder: &str) -> io::Result<()>;
     fn remove(&self, path: &RelPath) -> io::Result<()>;
+    /// Sets a copy's mtime, for a copy whose bytes already match the record.
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()>;
     /// Deletes a temporary file left by a killed run (a name from [`Listing::leftovers`]).
     fn remove_leftover(&self, leftover: &str) -> io::Result<()>;
     /// Reads a file of redundo's own state (the manifest replica).
@@ -133,7 +135,8 @@ pub trait Store: Send + Sync {
     fn root_id(&self) -> Option<FileId> {
         None
     }
-    /// The finest mtime this kind keeps (HDFS: milliseconds), for comparing copies' mtimes.
+    /// The finest mtime this kind keeps (HDFS: milliseconds; a local folder on FAT or a small
+    /// inode ext4: seconds), for comparing copies' mtimes.
     fn mtime_granularity_ns(&self) -> i64 {
         1
     }

@@ -707,6 +707,10 @@ impl Store for WebHdfsDir {
         self.conn.delete(&self.abs(path), false)
     }
 
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+        self.conn.set_mtime(&self.abs(path), mtime_ns)
+    }
+
     fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
         let is_ours = leftover.starts_with(&format!("{}/", self.root))
             && leftover.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX));

@@ -119,6 +119,23 @@ impl Mount {
         Mount::run_mount(&["--bind", from.to_str().unwrap()], path)
     }
 
+    /// A small ext4 with 128-byte inodes at `path` (which must exist), from an image file
+    /// `image`: such a file system keeps timestamps to the second, as FAT and many NAS
+    /// mounts keep them coarser than the source's.
+    pub(crate) fn coarse_clock_ext4(image: &Path, path: &Path) -> Result<Mount, String> {
+        let file = std::fs::File::create(image).map_err(|e| e.to_string())?;
+        file.set_len(16 << 20).map_err(|e| e.to_string())?;
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-I", "128"])
+            .arg(image)
+            .output()
+            .map_err(|e| format!("cannot run mkfs.ext4: {e}"))?;
+        if !mkfs.status.success() {
+            return Err(format!("mkfs.ext4 failed: {}", String::from_utf8_lossy(&mkfs.stderr)));
+        }
+        Mount::run_mount(&["-o", "loop", image.to_str().unwrap()], path)
+    }
+
     /// `path` bind-mounted onto itself read-only.
     pub(crate) fn read_only(path: &Path) -> Result<Mount, String> {
         let mount = Mount::run_mount(&["--bind", "-o", "ro", path.to_str().unwrap()], path)?;

@@ -505,3 +505,50 @@ fn init_creates_only_the_last_folder_of_a_target_path() {
     assert!(!env.path("nodisk").exists(), "init created the missing path");
     assert!(!env.path("redundo.toml").exists(), "init wrote a config for a refused target");
 }
+
+#[test]
+fn a_copy_with_the_recorded_bytes_under_another_mtime_gets_its_mtime_set_not_a_recopy() {
+    let (env, pristine) = backed_up(2);
+    let copy = copy_path(&env, "t2");
+    filetime::set_file_mtime(&copy, filetime::FileTime::from_unix_time(1_000_000_000, 0)).unwrap();
+    let doc = env.ok(&["backup", "--json"]).json();
+    assert_eq!(doc["bytes_written"], 0, "{doc}");
+    assert_eq!(read(&copy), pristine);
+    let source_mtime = std::fs::metadata(copy_path(&env, "source")).unwrap().modified().unwrap();
+    assert_eq!(std::fs::metadata(&copy).unwrap().modified().unwrap(), source_mtime);
+    assert!(!env.path("t2/.redundo/quarantine").exists(), "a good copy was quarantined");
+}
+
+#[test]
+fn a_target_with_a_coarser_clock_is_compared_at_its_granularity() {
+    let env = Env::bare();
+    std::fs::create_dir(env.path("coarse")).unwrap();
+    let mount =
+        match crate::faults::Mount::coarse_clock_ext4(&env.path("coarse.img"), &env.path("coarse"))
+        {
+            Ok(mount) => mount,
+            Err(e) if std::env::var_os("CI").is_some() => panic!("cannot loop-mount under CI: {e}"),
+            Err(e) => return eprintln!("SKIPPED: this test needs root to loop-mount an ext4: {e}"),
+        };
+    env.ok(&["init", "--source", "data", "--target", "t1", "--target", "coarse/t2"]);
+    let pristine = bytes(4, 100_000);
+    env.write(FILE, &pristine);
+    // A source mtime with nanoseconds, which the coarse target cannot keep.
+    let path = env.path(&format!("data/{FILE}"));
+    filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(1_700_000_000, 123_456_789))
+        .unwrap();
+    env.ok(&["backup"]);
+    let copy = env.path(&format!("coarse/t2/{FILE}"));
+    assert_eq!(read(&copy), pristine);
+
+    for _ in 0..2 {
+        let doc = env.ok(&["backup", "--json"]).json();
+        assert_eq!(doc["bytes_written"], 0, "a coarse mtime made it copy again: {doc}");
+        assert_eq!(doc["gaps_filled"], 0, "{doc}");
+        let notices = doc["notices"].as_array().map_or(0, Vec::len);
+        assert_eq!(notices, 0, "the copy matched at the target's granularity needs no fix: {doc}");
+    }
+    assert!(!env.path("coarse/t2/.redundo/quarantine").exists(), "a good copy was quarantined");
+    env.ok(&["verify"]);
+    drop(mount);
+}
