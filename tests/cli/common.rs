@@ -226,11 +226,19 @@ pub fn rot_source(env: &Env, rel: &str, offset: u64) {
     flip_byte(&path, offset);
     let meta = std::fs::metadata(&path).unwrap();
     let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+    reseal_replicas(env, |doc| {
+        let entry = &mut doc["files"][rel];
+        assert!(entry.is_object(), "{rel} is not in the manifest");
+        entry["source"] = serde_json::json!({ "ctime_ns": ctime_ns, "ino": meta.ino() });
+    });
+}
+
+/// Rewrites every manifest replica that agrees with the state folder's with `change` made
+/// to its body, sealed with a header digest that matches.
+fn reseal_replicas(env: &Env, change: impl FnOnce(&mut serde_json::Value)) {
     let state = env.read(".redundo/manifest");
     let mut doc = body(env, ".redundo/manifest");
-    let entry = &mut doc["files"][rel];
-    assert!(entry.is_object(), "{rel} is not in the manifest");
-    entry["source"] = serde_json::json!({ "ctime_ns": ctime_ns, "ino": meta.ino() });
+    change(&mut doc);
     for replica in replicas(env.root()) {
         if std::fs::read(env.path(&replica)).unwrap() == state {
             plant_json(env, &replica, &doc);
@@ -254,16 +262,11 @@ fn replicas(root: &Path) -> Vec<String> {
 /// after the files' last change (a test writes its files a moment before backing them up, so
 /// every read is racy, and a racy source is no witness until the next backup re-reads it).
 pub fn calm_records(env: &Env) {
-    let state = env.read(".redundo/manifest");
-    let mut doc = body(env, ".redundo/manifest");
-    for entry in doc["files"].as_object_mut().unwrap().values_mut() {
-        if let Some(source) = entry.get_mut("source").and_then(|s| s.as_object_mut()) {
-            source.remove("racy");
+    reseal_replicas(env, |doc| {
+        for entry in doc["files"].as_object_mut().unwrap().values_mut() {
+            if let Some(source) = entry.get_mut("source").and_then(|s| s.as_object_mut()) {
+                source.remove("racy");
+            }
         }
-    }
-    for replica in replicas(env.root()) {
-        if std::fs::read(env.path(&replica)).unwrap() == state {
-            plant_json(env, &replica, &doc);
-        }
-    }
+    });
 }
