@@ -552,3 +552,30 @@ fn a_target_with_a_coarser_clock_is_compared_at_its_granularity() {
     env.ok(&["verify"]);
     drop(mount);
 }
+
+#[test]
+fn an_edit_in_the_same_second_as_the_backup_on_a_one_second_clock_is_never_called_rot() {
+    let env = Env::bare();
+    let mount =
+        match crate::faults::Mount::coarse_clock_ext4(&env.path("disk.img"), &env.path("data")) {
+            Ok(mount) => mount,
+            Err(e) if std::env::var_os("CI").is_some() => panic!("cannot loop-mount under CI: {e}"),
+            Err(e) => return eprintln!("SKIPPED: this test needs root to loop-mount an ext4: {e}"),
+        };
+    env.ok(&["init", "--source", "data", "--target", "t1", "--target", "t2"]);
+    let first = bytes(1, 50_000);
+    env.write(FILE, &first);
+    env.ok(&["backup"]);
+    // Within the same second (the source keeps whole seconds): same size, mtime and ctime as
+    // the backup read, yet other bytes.
+    let edited = bytes(2, 50_000);
+    overwrite_keeping_mtime(&env.path(&format!("data/{FILE}")), &edited);
+
+    let run = env.ok(&["verify"]);
+    assert!(!run.stdout.contains("SOURCE ROT"), "{run:?}");
+    env.ok(&["repair"]);
+    assert_eq!(read(&env.path(&format!("data/{FILE}"))), edited, "the edit was reverted");
+    env.ok(&["backup"]);
+    assert_eq!(read(&copy_path(&env, "t1")), edited, "the edit was not backed up");
+    drop(mount);
+}
