@@ -544,18 +544,30 @@ fn target_deleted_mid_run_is_reported_never_recreated_and_the_others_complete() 
 /// Changes `data/<rel>` in a loop until stopped or `max_writes` are done: appends when
 /// `append`, else overwrites 4 KiB in place at varying offsets (size unchanged, mtime moves).
 /// Returns the number of writes.
+/// How the writer thread changes the file.
+#[derive(Clone, Copy, PartialEq)]
+enum Writes {
+    Append,
+    InPlace,
+    /// In place, with the mtime put back after every write, as `rsync -t` or a careful tool
+    /// would leave it.
+    InPlaceMtimeKept,
+}
+
 fn start_writer(
     env: &Env,
     rel: &str,
-    append: bool,
+    how: Writes,
     max_writes: usize,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
     use std::io::{Seek, SeekFrom, Write};
     let path = env.path(&format!("data/{rel}"));
+    let append = how == Writes::Append;
     std::thread::spawn(move || {
         let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let len = file.metadata().unwrap().len();
+        let mtime = filetime::FileTime::from_last_modification_time(&file.metadata().unwrap());
         let mut writes = 0usize;
         while !stop.load(Ordering::Relaxed) && writes < max_writes {
             let chunk = bytes(writes as u64 + 1000, 4096);
@@ -565,6 +577,9 @@ fn start_writer(
                 file.seek(SeekFrom::Start((writes as u64 * 1_048_573) % (len - 4096))).unwrap();
             }
             file.write_all(&chunk).unwrap();
+            if how == Writes::InPlaceMtimeKept {
+                filetime::set_file_handle_times(&file, None, Some(mtime)).unwrap();
+            }
             writes += 1;
             // Fast when unbounded; a bounded burst is spread out so that it overlaps the run.
             let pause = if max_writes == usize::MAX { 500 } else { 4000 };
@@ -588,7 +603,7 @@ fn hex(data: &[u8]) -> String {
 
 /// A backup while `rel` is being changed: either `SOURCE CHANGING` (exit 3) or a consistent
 /// copy; never a digest recorded for bytes that are not on the targets, never damage.
-fn backup_while_changing(append: bool, max_writes: usize) {
+fn backup_while_changing(how: Writes, max_writes: usize) {
     let env = Env::with_targets(2);
     env.write("steady.txt", b"steady");
     env.write("moving.bin", &bytes(1, 6 << 20));
@@ -597,7 +612,7 @@ fn backup_while_changing(append: bool, max_writes: usize) {
     env.write("steady-2.txt", b"steady too");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(&env, "moving.bin", append, max_writes, stop.clone());
+    let writer = start_writer(&env, "moving.bin", how, max_writes, stop.clone());
     std::thread::sleep(Duration::from_millis(5));
     let run = env.run(&["backup"]);
     stop.store(true, Ordering::Relaxed);
@@ -648,18 +663,23 @@ fn backup_while_changing(append: bool, max_writes: usize) {
 
 #[test]
 fn source_file_appended_to_while_read_is_source_changing_or_copied_consistently_never_damage() {
-    backup_while_changing(true, usize::MAX);
+    backup_while_changing(Writes::Append, usize::MAX);
 }
 
 #[test]
 fn source_file_rewritten_in_place_while_read_is_source_changing_or_copied_consistently() {
-    backup_while_changing(false, usize::MAX);
+    backup_while_changing(Writes::InPlace, usize::MAX);
+}
+
+#[test]
+fn source_file_rewritten_in_place_with_its_mtime_put_back_while_read_is_never_recorded_torn() {
+    backup_while_changing(Writes::InPlaceMtimeKept, usize::MAX);
 }
 
 #[test]
 fn source_file_changed_briefly_while_read_is_read_again_or_reported_never_damage() {
     // A short burst: the first read sees the change, a retry may find the file still.
-    backup_while_changing(true, 6);
+    backup_while_changing(Writes::Append, 6);
 }
 
 #[test]
@@ -668,7 +688,7 @@ fn new_source_file_that_keeps_changing_is_not_recorded_and_leaves_nothing_on_the
     env.write("steady.txt", b"steady");
     env.write("growing.log", &bytes(2, 4 << 20));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(&env, "growing.log", true, usize::MAX, stop.clone());
+    let writer = start_writer(&env, "growing.log", Writes::Append, usize::MAX, stop.clone());
     std::thread::sleep(Duration::from_millis(5));
     let run = env.run(&["backup", "--json"]);
     stop.store(true, Ordering::Relaxed);
