@@ -13,23 +13,14 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use walkdir::WalkDir;
 
-use super::{FileStat, Listing, Skipped, Staged, Staging, Store};
+use super::{
+    FileStat, Listing, Skipped, Staged, Staging, Store, TEMP_JOURNAL, temp_name, temp_pid,
+};
 use crate::record::relpath::{RelPath, STATE_DIR};
 use crate::record::stat::FileId;
-
-const TEMP_PREFIX: &str = ".redundo-tmp-";
-
-/// A folder in the state folder holding one empty file per process that may have left
-/// temporaries below the root, written before its first one. A name like a temporary is
-/// redundo's only if its process is recorded here, so a user's file that happens to have such
-/// a name is never taken for one.
-const TEMP_JOURNAL: &str = "temporaries";
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub struct LocalDir {
     name: String,
@@ -226,13 +217,6 @@ fn granularity_from_probe(set_ns: i64, kept_ns: i64) -> Option<i64> {
         .find(|step| set_ns - set_ns.rem_euclid(*step) == kept_ns)
 }
 
-/// The process id in a temporary's name, `.redundo-tmp-<pid>-<n>`; `None` for other names.
-fn temp_pid(name: &str) -> Option<u32> {
-    let (pid, n) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
-    n.parse::<u64>().ok()?;
-    pid.parse().ok()
-}
-
 /// Gives a copy its original's owner (only root may) and permission bits, so a private file
 /// is never more readable as a copy. The owner goes first: `chown` clears setuid bits.
 fn give_owner_and_mode(file: &File, like: &FileStat) -> io::Result<()> {
@@ -262,11 +246,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` through a synced temporary sibling and a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("state files live in a folder");
-    let temp = dir.join(format!(
-        "{TEMP_PREFIX}{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let temp = dir.join(temp_name());
     let result = (|| {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
         file.write_all(bytes)?;
@@ -498,11 +478,7 @@ impl Store for LocalDir {
         if self.owns_temporaries {
             self.journal_this_process()?;
         }
-        let temp = dir.join(format!(
-            "{TEMP_PREFIX}{}-{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let temp = dir.join(temp_name());
         let file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
         Ok(Box::new(LocalStaging { file: Some(file), temp }))
     }

@@ -17,6 +17,30 @@ use crate::record::relpath::RelPath;
 pub use crate::record::stat::{FileId, FileStat};
 
 pub use local::LocalDir;
+
+/// How every kind names its temporaries: `.redundo-tmp-<pid>-<n>`, beside the final name.
+const TEMP_PREFIX: &str = ".redundo-tmp-";
+
+/// A folder in a store's state folder holding one empty file per process that may have
+/// left temporaries below the root, written before its first one. A name like a temporary
+/// is redundo's only if its process is recorded there, so a user's file that happens to
+/// have such a name is never taken for one.
+const TEMP_JOURNAL: &str = "temporaries";
+
+static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh temporary's name for this process.
+fn temp_name() -> String {
+    let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{TEMP_PREFIX}{}-{n}", std::process::id())
+}
+
+/// The process id in a temporary's name; `None` for other names.
+fn temp_pid(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
 pub use webhdfs::WebHdfsDir;
 
 /// Everything a walk of a copy found.

@@ -16,8 +16,8 @@
 //! re-copies it and removes the temporaries. HDFS has no hard links, so `keep` (quarantine,
 //! versions) moves the file: the same window applies until the repaired copy is installed.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -25,12 +25,12 @@ use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode, redirect};
 use serde::Deserialize;
 
-use super::{FileStat, Listing, NativeChecksum, Skipped, Staged, Staging, Store};
+use super::{
+    FileStat, Listing, NativeChecksum, Skipped, Staged, Staging, Store, TEMP_JOURNAL, temp_name,
+    temp_pid,
+};
 use crate::config::WebHdfsSpec;
 use crate::record::relpath::{RelPath, STATE_DIR};
-
-const TEMP_PREFIX: &str = ".redundo-tmp-";
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Chunks in flight between the fan-out and one upload: bounds memory per staged file.
 const UPLOAD_QUEUE: usize = 4;
@@ -62,6 +62,8 @@ pub struct WebHdfsDir {
     state: String,
     conn: Conn,
     location: String,
+    /// Set once this process is recorded in the temporaries journal.
+    journaled: std::sync::OnceLock<Result<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +181,35 @@ impl WebHdfsDir {
             state: format!("{root}/{STATE_DIR}"),
             conn,
             location: location.to_string(),
+            journaled: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records this process in the temporaries journal, once, before its first temporary.
+    fn journal_this_process(&self) -> io::Result<()> {
+        let entry = self.journaled.get_or_init(|| {
+            let entry = format!("{}/{TEMP_JOURNAL}/{}", self.state, std::process::id());
+            let record = || -> io::Result<()> {
+                self.conn.mkdirs(WebHdfsDir::parent_of(&entry))?;
+                // An entry left by a killed process of the same pid serves as well.
+                if self.conn.status(&entry)?.is_none() {
+                    self.conn.create_with(&entry, Vec::new())?;
+                }
+                Ok(())
+            };
+            record()
+                .map(|()| entry)
+                .map_err(|e| format!("cannot record temporaries in the journal: {e}"))
+        });
+        entry.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.clone()))
+    }
+
+    /// The processes the temporaries journal records.
+    fn journaled_pids(&self) -> io::Result<BTreeSet<u32>> {
+        match self.conn.list_dir(&format!("{}/{TEMP_JOURNAL}", self.state)) {
+            Ok(entries) => Ok(entries.iter().filter_map(|e| e.path_suffix.parse().ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+            Err(e) => Err(e),
         }
     }
 
@@ -188,11 +219,7 @@ impl WebHdfsDir {
 
     fn temp_beside(&self, abs: &str) -> String {
         let dir = abs.rsplit_once('/').map_or("", |(d, _)| d);
-        format!(
-            "{dir}/{TEMP_PREFIX}{}-{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{dir}/{}", temp_name())
     }
 
     /// Replaces `to` with `from`: a plain rename, or two when `to` exists (see the module
@@ -515,6 +542,16 @@ impl Staging for Upload {
     }
 }
 
+impl Drop for WebHdfsDir {
+    /// A run that ends normally has installed or removed every temporary, so its journal
+    /// entry goes; a killed run's stays, and lets the next run remove what it left.
+    fn drop(&mut self) {
+        if let Some(Ok(entry)) = self.journaled.get() {
+            let _ = self.conn.delete(entry, false);
+        }
+    }
+}
+
 impl Store for WebHdfsDir {
     fn name(&self) -> &str {
         &self.name
@@ -547,6 +584,7 @@ impl Store for WebHdfsDir {
     fn list(&self, skip: &(dyn Fn(&RelPath) -> bool + Sync)) -> io::Result<Listing> {
         self.check_root()?;
         let mut listing = Listing::default();
+        let journaled = self.journaled_pids()?;
         let mut pending = vec![String::new()];
         while let Some(rel_dir) = pending.pop() {
             let abs_dir = if rel_dir.is_empty() {
@@ -563,7 +601,8 @@ impl Store for WebHdfsDir {
                 if rel_dir.is_empty() && name == STATE_DIR {
                     continue;
                 }
-                if name.starts_with(TEMP_PREFIX) && entry.kind == "FILE" {
+                let ours = temp_pid(name).is_some_and(|pid| journaled.contains(&pid));
+                if ours && entry.kind == "FILE" {
                     listing.leftovers.push(format!("{abs_dir}/{name}"));
                     continue;
                 }
@@ -622,6 +661,7 @@ impl Store for WebHdfsDir {
         }
         let abs = self.abs(path);
         self.ensure_dir(WebHdfsDir::parent_of(&abs))?;
+        self.journal_this_process()?;
         let temp = self.temp_beside(&abs);
         let location = self.conn.create_location(&temp)?;
         let (queue, receiver) = sync_channel(UPLOAD_QUEUE);
@@ -712,8 +752,13 @@ impl Store for WebHdfsDir {
     }
 
     fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
+        let journaled = self.journaled_pids()?;
         let is_ours = leftover.starts_with(&format!("{}/", self.root))
-            && leftover.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+            && leftover
+                .rsplit('/')
+                .next()
+                .and_then(temp_pid)
+                .is_some_and(|pid| journaled.contains(&pid));
         if !is_ours {
             return Err(io::Error::other(format!("{leftover} is not a redundo temporary file")));
         }
