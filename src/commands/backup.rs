@@ -160,6 +160,7 @@ pub fn run(
     adopt_source_stats(&mut manifest, &source);
     plan.unchanged += resolve_rechecks(ws, &mut plan.jobs, &mut manifest);
     plan.unchanged += settle_mtimes(ws, &mut plan.jobs, &manifest, &mut findings);
+    settle_permissions(ws, &plan.jobs, &manifest, &source, &listings, &mut findings);
     report.unchanged = plan.unchanged;
 
     let total: u64 = plan.jobs.iter().map(|j| j.stat.size).sum();
@@ -793,8 +794,9 @@ fn settle_mtimes(
                 .filter(|sink| sink.existing.is_some_and(|e| e.size == recorded.size))
                 .filter(|sink| {
                     let copy = ws.targets[sink.target].as_ref();
+                    let like = job.stat.with_mtime(recorded.mtime_ns);
                     hash_copy(copy, &job.path, &Silent).is_ok_and(|(_, d)| d == recorded.blake3)
-                        && copy.set_mtime(&job.path, recorded.mtime_ns).is_ok()
+                        && copy.set_attributes(&job.path, &like).is_ok()
                 })
                 .map(|sink| sink.target)
                 .collect()
@@ -822,6 +824,55 @@ fn settle_mtimes(
         !emptied.contains(&(n - 1))
     });
     emptied.len()
+}
+
+/// Copies that hold the recorded content but not the source file's permission bits (or its
+/// owner, when run as root) get them: a `chmod 600` in the source reaches every copy, and
+/// copies made before copies kept permissions catch up. Files with a job are written anew
+/// anyway, with the source's bits.
+fn settle_permissions(
+    ws: &Workspace,
+    jobs: &[Job],
+    manifest: &Manifest,
+    source: &Listing,
+    listings: &[Option<Listing>],
+    findings: &mut Findings,
+) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let with_job: std::collections::BTreeSet<&RelPath> = jobs.iter().map(|j| &j.path).collect();
+    for (path, stat) in &source.files {
+        let Some(entry) = manifest.files.get(path).filter(|_| !with_job.contains(path)) else {
+            continue;
+        };
+        for (i, listing) in listings.iter().enumerate() {
+            let Some(copy) = listing.as_ref().and_then(|l| l.files.get(path)) else { continue };
+            let target = ws.targets[i].as_ref();
+            let differs = (copy.mode.is_some() && stat.mode.is_some() && copy.mode != stat.mode)
+                || (root
+                    && copy.owner.is_some()
+                    && stat.owner.is_some()
+                    && copy.owner != stat.owner);
+            if !differs || !entry.current.held_by(*copy, target.mtime_granularity_ns()) {
+                continue;
+            }
+            let like = stat.with_mtime(entry.current.mtime_ns);
+            match target.set_attributes(path, &like) {
+                Ok(()) => findings.notice(
+                    NoticeKind::Done,
+                    Some(target.name()),
+                    Some(path.as_str()),
+                    "permissions set to the source file's",
+                ),
+                Err(e) => findings.problem(
+                    ProblemKind::WriteFailed,
+                    Some(target.name()),
+                    Some(path.as_str()),
+                    format!("cannot give the copy the source file's permissions: {e}"),
+                ),
+            }
+        }
+    }
 }
 
 /// Why a prune deleted nothing, and what to do about it.

@@ -566,13 +566,15 @@ impl Store for LocalDir {
         Ok(())
     }
 
-    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+    fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()> {
         self.check_parents(path)?;
+        // Opened read-only, so a copy that is not writable (0444) can still be given them.
         let file = OpenOptions::new()
-            .write(true)
+            .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path.under(&self.root))?;
-        filetime::set_file_handle_times(&file, None, Some(filetime_of(mtime_ns)))
+        give_owner_and_mode(&file, like)?;
+        filetime::set_file_handle_times(&file, None, Some(filetime_of(like.mtime_ns)))
     }
 
     fn mtime_granularity_ns(&self) -> i64 {

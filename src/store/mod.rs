@@ -144,8 +144,9 @@ pub trait Store: Send + Sync {
     /// Removes a kept folder and everything in it.
     fn remove_kept(&self, folder: &str) -> io::Result<()>;
     fn remove(&self, path: &RelPath) -> io::Result<()>;
-    /// Sets a copy's mtime, for a copy whose bytes already match the record.
-    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()>;
+    /// Gives an existing copy whose bytes already match the record the mtime of `like` and,
+    /// where the kind keeps them, its permission bits and owner.
+    fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()>;
     /// Deletes a temporary file left by a killed run (a name from [`Listing::leftovers`]).
     fn remove_leftover(&self, leftover: &str) -> io::Result<()>;
     /// Reads a file of redundo's own state (the manifest replica).

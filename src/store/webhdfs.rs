@@ -747,8 +747,9 @@ impl Store for WebHdfsDir {
         self.conn.delete(&self.abs(path), false)
     }
 
-    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
-        self.conn.set_mtime(&self.abs(path), mtime_ns)
+    fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()> {
+        // Copies on HDFS keep the mtime only (see the module comment).
+        self.conn.set_mtime(&self.abs(path), like.mtime_ns)
     }
 
     fn remove_leftover(&self, leftover: &str) -> io::Result<()> {

@@ -579,3 +579,18 @@ fn an_edit_in_the_same_second_as_the_backup_on_a_one_second_clock_is_never_calle
     assert_eq!(read(&copy_path(&env, "t1")), edited, "the edit was not backed up");
     drop(mount);
 }
+
+#[test]
+fn a_chmod_in_the_source_reaches_every_copy_without_a_recopy() {
+    use std::os::unix::fs::PermissionsExt;
+    let (env, pristine) = backed_up(2);
+    let source = copy_path(&env, "source");
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let doc = env.ok(&["backup", "--json"]).json();
+    assert_eq!(doc["bytes_written"], 0, "{doc}");
+    for t in ["t1", "t2"] {
+        assert_eq!(mode(&copy_path(&env, t)), 0o600, "{t}: more readable than the source");
+        assert_eq!(read(&copy_path(&env, t)), pristine);
+    }
+    env.ok(&["verify"]);
+}
