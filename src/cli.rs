@@ -78,6 +78,10 @@ pub enum Command {
         /// an empty source or one on another file system than at the last backup is never pruned
         #[arg(long, value_name = "N|PCT%", requires = "prune", value_parser = parse_max_delete)]
         max_delete: Option<MaxDelete>,
+        /// With --prune: also delete the copies of files the config's `exclude` now covers
+        /// (without it they stay on the targets, and in the backup)
+        #[arg(long, requires = "prune")]
+        prune_excluded: bool,
         /// Refill target NAME although it lost its .redundo folder (an emptied or replaced
         /// disk, on purpose); without it such a target is unreachable, never refilled
         #[arg(long, value_name = "NAME")]

@@ -141,6 +141,14 @@ impl Excludes {
     pub fn excludes(&self, path: &RelPath) -> bool {
         self.by_name.is_match(path.file_name()) || self.by_path.is_match(path.as_str())
     }
+
+    /// Whether a walk with these excludes leaves `path` out: it, or a folder above it, is
+    /// excluded.
+    pub fn covers(&self, path: &RelPath) -> bool {
+        let text = path.as_str();
+        let folders = text.match_indices('/').filter_map(|(at, _)| RelPath::new(&text[..at]).ok());
+        self.excludes(path) || folders.into_iter().any(|folder| self.excludes(&folder))
+    }
 }
 
 impl Config {
@@ -456,6 +464,9 @@ mod tests {
         assert!(ex.excludes(&p("sub/logs")));
         assert!(!ex.excludes(&p("sub/cache/x")));
         assert!(!ex.excludes(&p("a.tmpl")));
+        assert!(ex.covers(&p("sub/logs/today.txt")), "below an excluded folder");
+        assert!(!ex.excludes(&p("sub/logs/today.txt")));
+        assert!(!ex.covers(&p("sub/log/today.txt")));
     }
 
     #[test]

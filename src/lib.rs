@@ -60,11 +60,12 @@ pub fn run(cli: &Cli) -> Result<Exit> {
                 force: *force,
             })?)
         }
-        Command::Backup { checksum, prune, max_delete, reseed, common } => {
+        Command::Backup { checksum, prune, max_delete, prune_excluded, reseed, common } => {
             let ws = Workspace::open(&common.config)?;
             let options = backup::BackupOptions {
                 checksum: *checksum,
                 prune: *prune,
+                prune_excluded: *prune_excluded,
                 max_delete: max_delete.unwrap_or_default(),
                 reseed: reseed.clone(),
                 list_copied: common.verbose > 0,
@@ -102,7 +103,9 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         }
         Command::Cat { path, config } => {
             let ws = Workspace::open_unlocked(config)?;
-            cat::run(&ws, path, &mut std::io::stdout().lock())?;
+            if let Some(note) = cat::run(&ws, path, &mut std::io::stdout().lock())? {
+                eprintln!("redundo: {path}: {note}");
+            }
             return Ok(Exit::Healthy);
         }
         Command::Completions { shell } => {

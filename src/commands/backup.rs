@@ -1,20 +1,9 @@
 //! `redundo backup`: bring every reachable target up to date with the source.
 //!
-//! Why a kill at any moment is safe (the order of writes):
-//! 1. Every file to copy is read once and streamed to a synced temporary file on each target.
-//!    Final names are untouched; a kill leaves only temporaries, removed by the next run.
-//! 2. A *new* file (unknown to the manifest) is renamed into place at once. Until the manifest
-//!    records it, verify reports it as an unknown file, never as damage; the next backup finds
-//!    it already there, hashes it and adopts it.
-//! 3. For *changed* files the manifest is first rewritten on every replica with each new
-//!    version recorded as `pending` beside the current one. Only then are the temporaries
-//!    renamed over the old copies. A kill in this window leaves each copy holding either the
-//!    current or the pending version, and verify reports the latter as pending.
-//! 4. The folders renamed into are fsynced on every target, and only then is the final
-//!    manifest (pending versions made current, new files added) written to every replica,
-//!    each replica itself through a synced temporary and a rename. Replicas of two adjacent
-//!    generations may coexist after a kill; the newest generation wins and both describe
-//!    copies that exist.
+//! The order of writes, and why a kill at any moment is safe, is the commit protocol's
+//! (`run::commit`): stage and flush, record changed files as pending, install, flush, commit.
+//! Files are handled in batches, so a long first backup killed midway keeps what earlier
+//! batches installed.
 //!
 //! A file whose size and mtime match the manifest is never re-copied from the source unless
 //! its digest is re-checked first, so source rot cannot propagate to the targets.
@@ -23,22 +12,22 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::open_run;
-use crate::decide::assess::CopyId;
 use crate::decide::plan::{
     Job, JobKind, MaxDelete, PruneRefusal, SourceFiles, TargetFiles, check_prune, plan_backup,
 };
 use crate::record::history::{BackupRecord, History};
-use crate::record::manifest::{FileVersion, Manifest, ReplicaStatus};
+use crate::record::manifest::{Entry, FileVersion, Manifest};
 use crate::record::relpath::RelPath;
 use crate::record::verified::Ledger;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
 use crate::report::outcome::{BackupReport, Copied};
 use crate::report::progress::{Progress, Silent};
+use crate::run::commit::Commit;
 use crate::run::fanout::{ReadFailure, stream_to_targets};
 use crate::run::inspect::hash_copy;
 use crate::run::workspace::{
-    Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder, quarantine_stamp,
-    versions_folder,
+    Replicas, Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder,
+    quarantine_stamp, versions_folder,
 };
 use crate::store::{FileStat, Listing, Staged, Store};
 
@@ -48,6 +37,8 @@ const READ_ATTEMPTS: usize = 3;
 pub struct BackupOptions {
     pub checksum: bool,
     pub prune: bool,
+    /// Also prune files the config now excludes (`--prune-excluded`).
+    pub prune_excluded: bool,
     /// The most `--prune` may delete in this run.
     pub max_delete: MaxDelete,
     /// Targets to refill although they lost their marker (`--reseed NAME`).
@@ -69,30 +60,105 @@ struct JobResult {
     findings: Findings,
 }
 
+/// The source and every reachable target, walked at the start of the run.
+struct Walked {
+    source: Listing,
+    /// Per target; `None` when it is unreachable or its walk failed.
+    targets: Vec<Option<Listing>>,
+}
+
+impl Walked {
+    fn seen(&self) -> Vec<Option<&Listing>> {
+        self.targets.iter().map(Option::as_ref).collect()
+    }
+}
+
 pub fn run(
     ws: &Workspace,
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
-    let mut report = BackupReport::default();
+    refuse_unknown_reseed(ws, options)?;
     let mut findings = Findings::default();
-    if let Some(name) = options.reseed.iter().find(|n| !ws.targets.iter().any(|t| t.name() == *n)) {
-        return crate::report::exit::usage(format!(
-            "--reseed {name}: no target of that name in {}",
-            ws.config.file.display()
-        ));
-    }
     let (mut reachable, replicas) = open_run(ws, &options.reseed, &mut findings)?;
     let mut manifest = replicas.chosen.manifest.clone();
+    adopt_set_id(ws, &mut manifest)?;
+    let walked = walk(ws, &mut reachable, &mut findings)?;
+    let mut report = BackupReport::default();
+    let plan = plan(ws, &walked, &mut manifest, options.checksum, &mut findings);
+    report.unchanged = plan.unchanged;
+
+    let mut commit = Commit::begin(ws, &replicas, &reachable);
+    let mut versions = Versions::new(ws, commit.base());
+    copy_files(
+        ws,
+        &plan.jobs,
+        &mut manifest,
+        &mut commit,
+        &mut versions,
+        options,
+        progress,
+        &mut report,
+        &mut findings,
+    )?;
+
+    let mut history = History::load(&ws.config.state_dir);
+    let pruned = choose_pruned(ws, &plan, &replicas, &walked, &history, options, &mut findings);
+    for path in &pruned {
+        manifest.files.remove(path);
+    }
+    report_kept_deletions(&plan, &pruned, &mut report, &mut findings);
+
+    let committed = commit.finish(&mut manifest, &walked.seen(), &mut findings)?;
+    // Pruned entries left the manifest first and the files only now, so a kill in between
+    // leaves unknown files, never missing ones.
+    for path in &pruned {
+        prune(ws, path, &walked.targets, &mut versions, &mut findings);
+        report.pruned += 1;
+    }
+    versions.drop_oldest(&reachable, &mut findings);
+    forget_verifications(ws, &replicas, &manifest);
+
+    report.generation = committed.generation;
+    report.files = manifest.files.len();
+    findings.sort();
+    report.findings = findings;
+    history.last_backup = Some(BackupRecord {
+        at: now_rfc3339(),
+        generation: report.generation,
+        files: report.files,
+        bytes: manifest.files.values().map(|e| e.current.size).sum(),
+        exit_code: report.findings.exit().code(),
+        source_device: source_device(ws),
+    });
+    history.save(&ws.config.state_dir);
+    Ok(report)
+}
+
+fn refuse_unknown_reseed(ws: &Workspace, options: &BackupOptions) -> Result<()> {
+    match options.reseed.iter().find(|n| !ws.targets.iter().any(|t| t.name() == *n)) {
+        Some(name) => crate::report::exit::usage(format!(
+            "--reseed {name}: no target of that name in {}",
+            ws.config.file.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Gives a first manifest the set id of this config's state folder (or a new one), and
+/// records it there.
+fn adopt_set_id(ws: &Workspace, manifest: &mut Manifest) -> Result<()> {
     if manifest.set_id.is_empty() {
         manifest.set_id = ws.local_set_id().unwrap_or_else(|| new_set_id(&ws.config));
     }
-    ws.record_set_id(&manifest.set_id).with_context(|| {
-        format!("recording the backup set in {}", ws.config.state_dir.display())
-    })?;
+    ws.record_set_id(&manifest.set_id)
+        .with_context(|| format!("recording the backup set in {}", ws.config.state_dir.display()))
+}
 
+/// Walks the source and every reachable target at the same time. A target whose walk fails
+/// is left out of the run; leftovers of killed runs are removed from the others.
+fn walk(ws: &Workspace, reachable: &mut [bool], findings: &mut Findings) -> Result<Walked> {
     let excludes = &ws.config.excludes;
-    // The source and every target are walked at the same time.
     let (source, walked) = rayon::join(
         || ws.source.list(&|p| excludes.excludes(p)),
         || -> Vec<Option<Result<Listing, String>>> {
@@ -122,8 +188,7 @@ pub fn run(
             format!("cannot read the folder: {reason}"),
         );
     }
-
-    let listings: Vec<Option<Listing>> = walked
+    let targets = walked
         .into_iter()
         .enumerate()
         .map(|(i, walk)| match walk {
@@ -144,8 +209,20 @@ pub fn run(
             None => None,
         })
         .collect();
+    Ok(Walked { source, targets })
+}
 
-    let target_files: Vec<_> = listings
+/// What must be copied, with the source's stats adopted, rechecks hashed, and gaps that only
+/// need an mtime or permissions settled without a copy.
+fn plan(
+    ws: &Workspace,
+    walked: &Walked,
+    manifest: &mut Manifest,
+    checksum: bool,
+    findings: &mut Findings,
+) -> crate::decide::plan::BackupPlan {
+    let target_files: Vec<_> = walked
+        .targets
         .iter()
         .enumerate()
         .map(|(i, l)| {
@@ -155,203 +232,208 @@ pub fn run(
             })
         })
         .collect();
-    let source_files = SourceFiles { files: &source.files, unreadable: &source.unreadable };
-    let mut plan = plan_backup(source_files, &manifest, &target_files, options.checksum);
-    adopt_source_stats(&mut manifest, &source);
-    plan.unchanged += resolve_rechecks(ws, &mut plan.jobs, &mut manifest);
-    plan.unchanged += settle_mtimes(ws, &mut plan.jobs, &manifest, &mut findings);
-    settle_permissions(ws, &plan.jobs, &manifest, &source, &listings, &mut findings);
-    report.unchanged = plan.unchanged;
+    let excludes = &ws.config.excludes;
+    let source_files = SourceFiles {
+        files: &walked.source.files,
+        unreadable: &walked.source.unreadable,
+        excluded: &|p| excludes.covers(p),
+    };
+    let mut plan = plan_backup(source_files, manifest, &target_files, checksum);
+    adopt_source_stats(manifest, &walked.source);
+    plan.unchanged += resolve_rechecks(ws, &mut plan.jobs, manifest);
+    plan.unchanged += settle_mtimes(ws, &mut plan.jobs, manifest, findings);
+    settle_permissions(ws, &plan.jobs, manifest, &walked.source, &walked.targets, findings);
+    plan
+}
 
-    let total: u64 = plan.jobs.iter().map(|j| j.stat.size).sum();
+/// Copies every job's file, batch by batch, through the commit protocol, and folds what was
+/// installed into the manifest.
+#[allow(clippy::too_many_arguments)]
+fn copy_files(
+    ws: &Workspace,
+    jobs: &[Job],
+    manifest: &mut Manifest,
+    commit: &mut Commit,
+    versions: &mut Versions,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+    report: &mut BackupReport,
+    findings: &mut Findings,
+) -> Result<()> {
+    let total: u64 = jobs.iter().map(|j| j.stat.size).sum();
     progress.begin("backup", total);
     let stamp = quarantine_stamp();
-    let holders = writable_holders(ws, &reachable);
-    let base_generation = replicas.chosen.manifest.generation;
-    let mut kept_versions = false;
-    for batch in batches(&plan.jobs) {
-        // Phase 1: read each file once and stage it on every target.
+    for batch in batches(jobs) {
+        // Read each file once and stage it on every target.
         let mut results: Vec<(&Job, JobResult)> =
-            batch.par_iter().map(|job| (job, stage_job(ws, job, &manifest, progress))).collect();
-        // One flush per target makes every staged file durable before any rename.
-        let failed = sync_targets(ws, &reachable, &mut findings);
-        discard_staged(ws, &mut results, |_, target| failed.contains(&target));
-
-        // Phase 2: changed files get their new version recorded as pending first.
-        let changes =
-            results.iter().any(|(j, r)| j.kind == JobKind::Changed && !r.staged.is_empty());
-        if changes {
-            let mut with_pending = manifest.clone();
-            with_pending.generation = manifest.generation + 1;
-            with_pending.written_at = now_rfc3339();
-            for (job, result) in &results {
-                if let (JobKind::Changed, Some(entry), Some(version)) =
-                    (job.kind, with_pending.files.get_mut(&job.path), &result.version)
-                    && !result.staged.is_empty()
-                    && !entry.pending.contains(version)
-                {
-                    entry.pending.push(version.clone());
-                }
-            }
-            let failed = write_manifest(ws, &with_pending, &holders, &mut findings)?;
-            manifest = with_pending;
-            discard_staged(ws, &mut results, |job, target| {
-                job.kind == JobKind::Changed && failed.contains(&target)
-            });
-        }
-
-        // Phase 3: rename into place; then fold what was installed into the manifest.
+            batch.par_iter().map(|job| (job, stage_job(ws, job, manifest, progress))).collect();
+        commit.flush(findings);
+        discard_staged(ws, &mut results, |_, target| !commit.is_open(target));
+        record_pending(manifest, commit, &mut results, findings)?;
         for (job, result) in &mut results {
-            install_job(ws, job, result, &stamp, base_generation, &mut kept_versions);
+            install_job(ws, job, result, &stamp, versions);
         }
-        sync_targets(ws, &reachable, &mut findings);
-        for (job, mut result) in results {
-            report.bytes_read += result.bytes_read;
-            report.bytes_written += result.bytes_read * result.installed.len() as u64;
-            findings.extend(std::mem::take(&mut result.findings));
-            let installed = !result.installed.is_empty();
-            if options.list_copied && installed {
-                report.copied.push(Copied {
-                    path: job.path.to_string(),
-                    kind: job.kind,
-                    targets: result
-                        .installed
-                        .iter()
-                        .map(|&i| ws.targets[i].name().to_string())
-                        .collect(),
-                });
-            }
-            match (job.kind, result.version) {
-                (JobKind::New, Some(version)) if installed => {
-                    manifest.files.insert(
-                        job.path.clone(),
-                        crate::record::manifest::Entry { current: version, pending: Vec::new() },
-                    );
-                    report.new += 1;
-                }
-                (JobKind::Changed, Some(version)) if installed => {
-                    let entry = manifest.files.get_mut(&job.path).expect("changed files are known");
-                    entry.current = version;
-                    report.changed += 1;
-                }
-                (JobKind::Refresh, Some(version)) => {
-                    // A target that joined later may have brought an HDFS checksum to record.
-                    let entry =
-                        manifest.files.get_mut(&job.path).expect("refreshed files are known");
-                    for hdfs in version.hdfs {
-                        if !entry.current.hdfs.iter().any(|h| h.block_size == hdfs.block_size) {
-                            entry.current.hdfs.push(hdfs);
-                        }
-                    }
-                    report.unchanged += 1;
-                    report.gaps_filled += usize::from(installed);
-                }
-                _ => {}
-            }
+        commit.flush(findings);
+        for (job, result) in results {
+            fold_result(ws, job, result, manifest, commit, options, report, findings);
         }
     }
     progress.finish();
+    Ok(())
+}
 
-    // Deleted files: kept unless --prune. Pruned entries leave the manifest first and the
-    // files only after the commit, so a kill in between leaves unknown files, never missing ones.
-    let mut history = History::load(&ws.config.state_dir);
-    let source_device = source_device(ws);
-    let prune_check = check_prune(
-        plan.deleted.len(),
-        replicas.chosen.manifest.files.len(),
-        source.files.len(),
-        (history.last_backup.as_ref().and_then(|b| b.source_device), source_device),
-        options.max_delete,
-    );
-    let pruned: &[RelPath] = match (options.prune, prune_check) {
-        (false, _) => &[],
-        (true, Ok(())) => &plan.deleted,
-        (true, Err(refusal)) => {
-            findings.problem(
-                ProblemKind::PruneRefused,
-                Some("source"),
-                None,
-                refusal_text(&refusal),
-            );
-            &[]
-        }
-    };
-    for path in pruned {
-        manifest.files.remove(path);
-    }
-    report.deleted_kept = plan.deleted.len() - pruned.len();
-    if report.deleted_kept > 0 {
-        findings.notice(NoticeKind::Pending, Some("source"), None, format!("{} files deleted from the source are kept on the targets (run `redundo backup --prune` to remove them)", report.deleted_kept));
-    }
-    for entry in manifest.files.values_mut() {
-        entry.pending.clear();
-    }
-
-    // Phase 4: every install is flushed (per batch); commit the manifest everywhere.
-    let replicas_stale = replicas
-        .holders
-        .iter()
-        .zip(&replicas.chosen.statuses)
-        .any(|(id, s)| !s.is_current() && holders.contains(id));
-    let contents_changed = manifest.files != replicas.chosen.manifest.files
-        || manifest.set_id != replicas.chosen.manifest.set_id;
-    if contents_changed
-        || replicas_stale
-        || manifest.generation != replicas.chosen.manifest.generation
-    {
-        if contents_changed
-            || replicas.chosen.none_valid
-            || manifest.generation != replicas.chosen.manifest.generation
+/// Changed files get their new version recorded as pending before anything is replaced; a
+/// target that could not take the record keeps its old copies.
+fn record_pending(
+    manifest: &mut Manifest,
+    commit: &mut Commit,
+    results: &mut [(&Job, JobResult)],
+    findings: &mut Findings,
+) -> Result<()> {
+    let mut with_pending = manifest.clone();
+    let mut any = false;
+    for (job, result) in results.iter() {
+        if let (JobKind::Changed, Some(entry), Some(version)) =
+            (job.kind, with_pending.files.get_mut(&job.path), &result.version)
+            && !result.staged.is_empty()
         {
-            manifest.generation += 1;
-        }
-        manifest.written_at = now_rfc3339();
-        let failed = write_manifest(ws, &manifest, &holders, &mut findings)?;
-        for (id, status) in replicas.holders.iter().zip(&replicas.chosen.statuses) {
-            let written =
-                holders.contains(id) && !matches!(id, CopyId::Target(i) if failed.contains(i));
-            if let ReplicaStatus::Defective { reason } | ReplicaStatus::Unreadable { reason } =
-                status
-                && written
-            {
-                let detail = format!("rewrote the manifest replica (it was unusable: {reason})");
-                findings.notice(NoticeKind::Done, Some(&ws.copy_name(*id)), None, detail);
+            any = true;
+            if !entry.pending.contains(version) {
+                entry.pending.push(version.clone());
             }
         }
     }
-    for path in pruned {
-        let keep = (ws.config.keep_versions > 0).then_some(base_generation);
-        prune(ws, path, &listings, keep, &mut findings);
-        report.pruned += 1;
+    if !any {
+        return Ok(());
     }
-    if ws.config.keep_versions > 0 && (kept_versions || !pruned.is_empty()) {
-        record_versions(ws, &replicas.chosen.manifest, &reachable, &mut findings);
+    commit.record_pending(&mut with_pending, findings)?;
+    *manifest = with_pending;
+    for (job, result) in results.iter_mut() {
+        if job.kind == JobKind::Changed {
+            result.staged.retain(|(target, _)| commit.is_open(*target));
+        }
     }
-    if contents_changed {
-        // Verifications of earlier content say nothing about the new content.
-        let mut ledger = Ledger::load(&ws.config.state_dir);
-        let before = &replicas.chosen.manifest.files;
-        ledger.files.retain(|path, _| {
-            let now = manifest.files.get(path).map(|e| e.current.blake3);
-            now.is_some() && now == before.get(path).map(|e| e.current.blake3)
-        });
-        ledger.save(&ws.config.state_dir);
-    }
+    Ok(())
+}
 
-    report.generation = manifest.generation;
-    report.files = manifest.files.len();
-    findings.sort();
-    report.findings = findings;
-    history.last_backup = Some(BackupRecord {
-        at: now_rfc3339(),
-        generation: report.generation,
-        files: report.files,
-        bytes: manifest.files.values().map(|e| e.current.size).sum(),
-        exit_code: report.findings.exit().code(),
-        source_device,
+/// What one job installed, into the manifest, the commit and the report.
+#[allow(clippy::too_many_arguments)]
+fn fold_result(
+    ws: &Workspace,
+    job: &Job,
+    mut result: JobResult,
+    manifest: &mut Manifest,
+    commit: &mut Commit,
+    options: &BackupOptions,
+    report: &mut BackupReport,
+    findings: &mut Findings,
+) {
+    result.installed.retain(|target| commit.is_open(*target));
+    report.bytes_read += result.bytes_read;
+    report.bytes_written += result.bytes_read * result.installed.len() as u64;
+    findings.extend(std::mem::take(&mut result.findings));
+    let installed = !result.installed.is_empty();
+    if options.list_copied && installed {
+        report.copied.push(Copied {
+            path: job.path.to_string(),
+            kind: job.kind,
+            targets: result.installed.iter().map(|&i| ws.targets[i].name().to_string()).collect(),
+        });
+    }
+    let Some(version) = result.version else { return };
+    match job.kind {
+        JobKind::New if installed => {
+            manifest
+                .files
+                .insert(job.path.clone(), Entry { current: version, pending: Vec::new() });
+            report.new += 1;
+        }
+        JobKind::Changed if installed => {
+            manifest.files.get_mut(&job.path).expect("changed files are known").current = version;
+            report.changed += 1;
+        }
+        JobKind::Refresh => {
+            // A target that joined later may have brought an HDFS checksum to record.
+            let entry = manifest.files.get_mut(&job.path).expect("refreshed files are known");
+            for hdfs in version.hdfs {
+                if !entry.current.hdfs.iter().any(|h| h.block_size == hdfs.block_size) {
+                    entry.current.hdfs.push(hdfs);
+                }
+            }
+            report.unchanged += 1;
+            report.gaps_filled += usize::from(installed);
+        }
+        _ => return,
+    }
+    for target in &result.installed {
+        commit.installed(&job.path, *target);
+    }
+}
+
+/// The files to prune: those gone from the source when `--prune` is given and the guard
+/// allows it, and those the config now excludes when `--prune-excluded` is given too.
+fn choose_pruned(
+    ws: &Workspace,
+    plan: &crate::decide::plan::BackupPlan,
+    replicas: &Replicas,
+    walked: &Walked,
+    history: &History,
+    options: &BackupOptions,
+    findings: &mut Findings,
+) -> Vec<RelPath> {
+    if !options.prune {
+        return Vec::new();
+    }
+    let deleting =
+        plan.deleted.len() + if options.prune_excluded { plan.excluded.len() } else { 0 };
+    let check = check_prune(
+        deleting,
+        replicas.chosen.manifest.files.len(),
+        walked.source.files.len(),
+        (history.last_backup.as_ref().and_then(|b| b.source_device), source_device(ws)),
+        options.max_delete,
+    );
+    if let Err(refusal) = check {
+        findings.problem(ProblemKind::PruneRefused, Some("source"), None, refusal_text(&refusal));
+        return Vec::new();
+    }
+    let mut pruned = plan.deleted.clone();
+    if options.prune_excluded {
+        pruned.extend(plan.excluded.iter().cloned());
+    }
+    pruned
+}
+
+fn report_kept_deletions(
+    plan: &crate::decide::plan::BackupPlan,
+    pruned: &[RelPath],
+    report: &mut BackupReport,
+    findings: &mut Findings,
+) {
+    let kept = |paths: &[RelPath]| paths.iter().filter(|p| !pruned.contains(p)).count();
+    report.deleted_kept = kept(&plan.deleted);
+    report.excluded_kept = kept(&plan.excluded);
+    if report.deleted_kept > 0 {
+        findings.notice(NoticeKind::Pending, Some("source"), None, format!("{} files deleted from the source are kept on the targets (run `redundo backup --prune` to remove them)", report.deleted_kept));
+    }
+    if report.excluded_kept > 0 {
+        findings.notice(NoticeKind::Pending, Some("source"), None, format!("{} files the config now excludes are still in the backup, and kept on the targets (run `redundo backup --prune --prune-excluded` to remove them)", report.excluded_kept));
+    }
+}
+
+/// Verifications of earlier content say nothing about new content: a file whose recorded
+/// digest changed (or that left the manifest) loses them.
+fn forget_verifications(ws: &Workspace, replicas: &Replicas, manifest: &Manifest) {
+    let before = &replicas.chosen.manifest.files;
+    if manifest.files == *before {
+        return;
+    }
+    let mut ledger = Ledger::load(&ws.config.state_dir);
+    ledger.files.retain(|path, _| {
+        let now = manifest.files.get(path).map(|e| e.current.blake3);
+        now.is_some() && now == before.get(path).map(|e| e.current.blake3)
     });
-    history.save(&ws.config.state_dir);
-    Ok(report)
+    ledger.save(&ws.config.state_dir);
 }
 
 /// Files are staged, flushed and installed in batches of about this many bytes or files, so
@@ -373,31 +455,6 @@ fn batches(jobs: &[Job]) -> Vec<&[Job]> {
         out.push(&jobs[start..]);
     }
     out
-}
-
-/// Flushes every reachable target; returns those whose flush failed.
-fn sync_targets(ws: &Workspace, reachable: &[bool], findings: &mut Findings) -> Vec<usize> {
-    let results: Vec<(usize, std::io::Result<()>)> = ws
-        .targets
-        .par_iter()
-        .enumerate()
-        .filter(|(i, _)| reachable[*i])
-        .map(|(i, t)| (i, t.sync()))
-        .collect();
-    let mut failed = Vec::new();
-    for (i, result) in results {
-        if let Err(e) = result {
-            let name = ws.targets[i].name();
-            findings.problem(
-                ProblemKind::WriteFailed,
-                Some(name),
-                None,
-                format!("cannot flush the target to stable storage: {e}"),
-            );
-            failed.push(i);
-        }
-    }
-    failed
 }
 
 /// Throws away the staged copies `drop(job, target)` selects.
@@ -500,38 +557,38 @@ fn stage_job(ws: &Workspace, job: &Job, manifest: &Manifest, progress: &dyn Prog
     result
 }
 
-/// Renames a job's staged copies into place. A changed file's previous copy is kept as a
-/// version first when `keep_versions` asks for it; a new or gap-filling copy goes through
-/// [`install_over`], which never overwrites unknown bytes.
+/// Renames a job's staged copies into place. A changed file's last committed copy is replaced
+/// (kept as a version first when `keep_versions` asks for it); anything else in the way goes
+/// through [`install_over`], which never overwrites unknown bytes.
 fn install_job(
     ws: &Workspace,
     job: &Job,
     result: &mut JobResult,
     stamp: &str,
-    base_generation: u64,
-    kept_versions: &mut bool,
+    versions: &mut Versions,
 ) {
     let path = job.path.as_str();
     let Some(version) = result.version.clone() else { return };
     for (target, staged) in std::mem::take(&mut result.staged) {
         let copy = ws.targets[target].as_ref();
         let existing = job.sinks.iter().find(|s| s.target == target).and_then(|s| s.existing);
-        let outcome = if job.kind == JobKind::Changed {
-            let keep = ws.config.keep_versions > 0 && existing.is_some();
-            match keep.then(|| keep_version(copy, &job.path, base_generation)) {
-                Some(Err(e)) => {
-                    copy.discard(staged);
-                    Err(std::io::Error::other(format!(
-                        "cannot keep the previous version, so it was not replaced: {e}"
-                    )))
-                }
-                _ => {
-                    *kept_versions |= keep;
+        let outcome = match existing {
+            // A run killed after its rename left the new version there already.
+            Some(stat) if holds(copy, &job.path, stat, &version) => {
+                copy.discard(staged);
+                Ok(None)
+            }
+            // The last committed version, replaced by the new one (and kept, if asked).
+            Some(stat)
+                if job.kind == JobKind::Changed && versions.recorded(copy, &job.path, stat) =>
+            {
+                if versions.wanted() {
+                    replace_keeping_version(copy, target, staged, &job.path, versions)
+                } else {
                     copy.install(staged, &job.path).map(|()| None)
                 }
             }
-        } else {
-            install_over(copy, staged, &job.path, existing, &version, stamp)
+            _ => install_over(copy, staged, &job.path, existing, &version, stamp),
         };
         match outcome {
             Ok(note) => {
@@ -550,6 +607,30 @@ fn install_job(
     }
 }
 
+/// Whether the copy at `path`, seen with `stat`, already holds `version` (stat and digest).
+fn holds(copy: &dyn Store, path: &RelPath, stat: FileStat, version: &FileVersion) -> bool {
+    version.held_by(stat, copy.mtime_granularity_ns())
+        && hash_copy(copy, path, &Silent).is_ok_and(|(_, digest)| digest == version.blake3)
+}
+
+/// Keeps the copy at `path` (the last committed version) among the versions, then installs.
+fn replace_keeping_version(
+    copy: &dyn Store,
+    target: usize,
+    staged: Staged,
+    path: &RelPath,
+    versions: &mut Versions,
+) -> std::io::Result<Option<String>> {
+    if let Err(e) = versions.keep(copy, target, path) {
+        copy.discard(staged);
+        return Err(std::io::Error::other(format!(
+            "cannot keep the previous version, so it was not replaced: {e}"
+        )));
+    }
+    copy.install(staged, path)?;
+    Ok(None)
+}
+
 /// Installs a staged copy where something may already stand. A file that already holds the
 /// same content is kept (a run killed after its rename); anything else is moved to the
 /// quarantine first, never overwritten.
@@ -565,10 +646,7 @@ fn install_over(
         copy.install(staged, path)?;
         return Ok(None);
     };
-    if version.held_by(existing, copy.mtime_granularity_ns())
-        && let Ok((_, digest)) = hash_copy(copy, path, &Silent)
-        && digest == version.blake3
-    {
+    if holds(copy, path, existing, version) {
         copy.discard(staged);
         return Ok(None);
     }
@@ -587,54 +665,14 @@ fn install_over(
     Ok(Some(format!("replaced a copy that did not match; the old bytes are kept at {kept}")))
 }
 
-/// The local state folder and every reachable target.
-fn writable_holders(ws: &Workspace, reachable: &[bool]) -> Vec<CopyId> {
-    ws.copy_ids()
-        .filter(|id| match id {
-            CopyId::Source => true,
-            CopyId::Target(i) => reachable[*i],
-        })
-        .collect()
-}
-
-/// Writes a manifest to the holders. The local replica failing ends the run; a target
-/// failing is a problem, and the target is returned so its pending installs are skipped.
-fn write_manifest(
-    ws: &Workspace,
-    manifest: &Manifest,
-    holders: &[CopyId],
-    findings: &mut Findings,
-) -> Result<Vec<usize>> {
-    let mut failed = Vec::new();
-    for (id, result) in ws.write_replicas(manifest, holders) {
-        match (id, result) {
-            (_, Ok(())) => {}
-            (CopyId::Source, Err(e)) => {
-                return Err(e).with_context(|| {
-                    format!("writing the manifest to {}", ws.config.state_dir.display())
-                });
-            }
-            (CopyId::Target(i), Err(e)) => {
-                findings.problem(
-                    ProblemKind::WriteFailed,
-                    Some(ws.targets[i].name()),
-                    None,
-                    format!("cannot write the manifest replica: {e}"),
-                );
-                failed.push(i);
-            }
-        }
-    }
-    Ok(failed)
-}
-
-/// Removes a file deleted from the source from every reachable target. An unreachable
-/// target keeps it, and verify will show it there as an unknown file.
+/// Removes a pruned file from every reachable target (kept as a version first when
+/// `keep_versions` asks for it). An unreachable target keeps it, and verify will show it there
+/// as an unknown file.
 fn prune(
     ws: &Workspace,
     path: &RelPath,
     listings: &[Option<Listing>],
-    keep_as_version_of: Option<u64>,
+    versions: &mut Versions,
     findings: &mut Findings,
 ) {
     for (i, listing) in listings.iter().enumerate() {
@@ -643,8 +681,8 @@ fn prune(
             continue;
         }
         let target = ws.targets[i].as_ref();
-        if let Some(generation) = keep_as_version_of
-            && let Err(e) = keep_version(target, path, generation)
+        if versions.wanted()
+            && let Err(e) = versions.keep(target, i, path)
         {
             findings.problem(
                 ProblemKind::WriteFailed,
@@ -665,42 +703,69 @@ fn prune(
     }
 }
 
-/// Keeps the copy now at `path` as the version of `generation`.
-fn keep_version(copy: &dyn Store, path: &RelPath, generation: u64) -> std::io::Result<String> {
-    copy.keep(path, &versions_folder(generation), &format!("version of generation {generation}"))
+/// The versions a run keeps (`keep_versions`): the copies it replaces or prunes, in the
+/// folder of the generation the run started from, whose manifest is written there before
+/// the first of them, so `restore --generation` finds every kept generation whole.
+struct Versions<'a> {
+    ws: &'a Workspace,
+    base: &'a Manifest,
+    /// Targets whose `<generation>.manifest` this run has written.
+    described: Vec<usize>,
 }
 
-/// Beside the versions kept this run, the manifest they belong to (so `restore --generation`
-/// knows the whole tree of that generation); then drops the oldest beyond `keep_versions`.
-fn record_versions(ws: &Workspace, base: &Manifest, reachable: &[bool], findings: &mut Findings) {
-    let snapshot = base.encode();
-    for (i, target) in ws.targets.iter().enumerate() {
-        if !reachable[i] {
-            continue;
+impl<'a> Versions<'a> {
+    fn new(ws: &'a Workspace, base: &'a Manifest) -> Versions<'a> {
+        Versions { ws, base, described: Vec::new() }
+    }
+
+    fn wanted(&self) -> bool {
+        self.ws.config.keep_versions > 0
+    }
+
+    /// Whether a copy seen with `stat` looks like the base generation's version of `path`.
+    fn recorded(&self, copy: &dyn Store, path: &RelPath, stat: FileStat) -> bool {
+        let entry = self.base.files.get(path);
+        entry.is_some_and(|e| e.current.held_by(stat, copy.mtime_granularity_ns()))
+    }
+
+    /// Keeps the copy now at `path` on `target` as a version of the base generation.
+    fn keep(&mut self, copy: &dyn Store, target: usize, path: &RelPath) -> std::io::Result<String> {
+        let generation = self.base.generation;
+        let folder = versions_folder(generation);
+        if !self.described.contains(&target) {
+            copy.write_state(&format!("{folder}.manifest"), &self.base.encode())?;
+            self.described.push(target);
         }
-        let name = format!("{}.manifest", versions_folder(base.generation));
-        if let Err(e) = target.write_state(&name, &snapshot) {
-            findings.problem(
-                ProblemKind::WriteFailed,
-                Some(target.name()),
-                None,
-                format!("cannot record the manifest of the versions kept: {e}"),
-            );
-        }
-        let kept = kept_generations(target.as_ref());
-        for old in kept.iter().rev().skip(ws.config.keep_versions) {
-            let folder = versions_folder(*old);
-            let dropped = target
-                .remove_kept(&folder)
-                .and_then(|()| target.remove_kept(&format!("{folder}.manifest")))
-                .and_then(|()| target.remove_kept(&format!("{folder}.notes")));
-            if let Err(e) = dropped {
-                findings.problem(
-                    ProblemKind::WriteFailed,
-                    Some(target.name()),
-                    None,
-                    format!("cannot drop the versions of generation {old}: {e}"),
-                );
+        copy.keep(path, &folder, &format!("version of generation {generation}"))
+    }
+
+    /// Drops the oldest generations beyond `keep_versions` on every target this run kept
+    /// versions on. A folder without its manifest (left by a redundo before manifests came
+    /// first) is not counted and not dropped: its bytes may be the only old copy.
+    fn drop_oldest(&self, reachable: &[bool], findings: &mut Findings) {
+        for &i in self.described.iter().filter(|i| reachable[**i]) {
+            let target = self.ws.targets[i].as_ref();
+            let described: Vec<u64> = kept_generations(target)
+                .into_iter()
+                .filter(|g| {
+                    let manifest = format!("{}.manifest", versions_folder(*g));
+                    target.read_state(&manifest).is_ok_and(|m| m.is_some())
+                })
+                .collect();
+            for old in described.iter().rev().skip(self.ws.config.keep_versions) {
+                let folder = versions_folder(*old);
+                let dropped = target
+                    .remove_kept(&folder)
+                    .and_then(|()| target.remove_kept(&format!("{folder}.manifest")))
+                    .and_then(|()| target.remove_kept(&format!("{folder}.notes")));
+                if let Err(e) = dropped {
+                    findings.problem(
+                        ProblemKind::WriteFailed,
+                        Some(target.name()),
+                        None,
+                        format!("cannot drop the versions of generation {old}: {e}"),
+                    );
+                }
             }
         }
     }

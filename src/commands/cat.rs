@@ -9,11 +9,13 @@ use anyhow::Result;
 
 use crate::record::relpath::RelPath;
 use crate::report::exit::{DamageError, usage};
-use crate::run::mosaic::MosaicReader;
+use crate::run::mosaic::{MosaicReader, PENDING_NOTE, version_to_read};
 use crate::run::workspace::Workspace;
 use crate::store::Store;
 
-pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
+/// Streams the file to `out`; returns a note for the user when the bytes are those of a
+/// version an interrupted backup was installing (see [`version_to_read`]).
+pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<Option<&'static str>> {
     let reachable: Vec<bool> = ws.reach_targets(&[]).iter().map(|r| r.is_ok()).collect();
     let replicas = ws.read_replicas(&reachable);
     let path = match RelPath::new(raw_path.trim_end_matches('/')) {
@@ -31,7 +33,8 @@ pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
         .map(|(_, t)| (t.name().to_string(), t.as_ref()))
         .collect();
     copies.push(("source".into(), ws.source.as_ref()));
-    let mut reader = MosaicReader::new(copies, &path, &entry.current);
+    let (version, pending) = version_to_read(entry, &copies, &path);
+    let mut reader = MosaicReader::new(copies, &path, version);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; crate::record::digest::BLOCK_SIZE];
     loop {
@@ -45,11 +48,11 @@ pub fn run(ws: &Workspace, raw_path: &str, out: &mut dyn Write) -> Result<()> {
         out.write_all(&buf[..n])?;
     }
     out.flush()?;
-    if crate::record::digest::Digest::from(hasher.finalize()) != entry.current.blake3 {
+    if crate::record::digest::Digest::from(hasher.finalize()) != version.blake3 {
         return Err(DamageError(format!(
             "{path}: the verified blocks do not add up to the recorded digest"
         ))
         .into());
     }
-    Ok(())
+    Ok(pending.then_some(PENDING_NOTE))
 }

@@ -167,6 +167,9 @@ pub(crate) fn file_findings(
             CopyVerdict::Pending { why } => {
                 let detail = match why {
                     PendingWhy::SourceChanged => "changed since the last backup",
+                    PendingWhy::SourceExcluded => {
+                        "excluded by the config now; its copies are kept until `backup --prune --prune-excluded`"
+                    }
                     PendingWhy::SourceDeleted => {
                         "deleted from the source; kept on the targets until `backup --prune`"
                     }

@@ -25,6 +25,7 @@ use crate::record::verified::Ledger;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
 use crate::report::outcome::{Action, RepairReport};
 use crate::report::progress::{Progress, Silent};
+use crate::run::commit::Commit;
 use crate::run::fanout::{discard_all, fan_out};
 use crate::run::inspect::{Scope, hash_copy, inspect};
 use crate::run::mosaic::MosaicReader;
@@ -214,20 +215,20 @@ pub fn run(
     if options.dry_run {
         replica_findings(ws, &replicas, &reachable, &mut findings);
     } else {
-        for (i, target) in ws.targets.iter().enumerate() {
-            if reachable[i]
-                && let Err(e) = target.sync()
+        let mut commit = Commit::begin(ws, &replicas, &reachable);
+        commit.flush(&mut findings);
+        for action in &actions {
+            if let Some(CopyId::Target(i)) =
+                ws.copy_ids().find(|id| ws.copy_name(*id) == action.copy)
+                && let Ok(path) = RelPath::new(&action.path)
             {
-                findings.problem(
-                    ProblemKind::WriteFailed,
-                    Some(target.name()),
-                    None,
-                    format!("cannot sync the target: {e}"),
-                );
+                commit.installed(&path, i);
             }
         }
-        replicas_rewritten =
-            rewrite_replicas(ws, &replicas, &reachable, &mut manifest, &mut findings);
+        let seen: Vec<Option<&crate::store::Listing>> =
+            inspection.targets.iter().map(Option::as_ref).collect();
+        let committed = commit.finish(&mut manifest, &seen, &mut findings)?;
+        replicas_rewritten = committed.replicas_written;
     }
     if !options.dry_run {
         ledger.save(&ws.config.state_dir);
@@ -543,57 +544,4 @@ fn heal_file(
         }
     }
     healed
-}
-
-/// Rewrites every replica that is not current (and all of them when the manifest was
-/// corrected, under a new generation). Returns how many were written.
-fn rewrite_replicas(
-    ws: &Workspace,
-    replicas: &crate::run::workspace::Replicas,
-    reachable: &[bool],
-    manifest: &mut Manifest,
-    findings: &mut Findings,
-) -> usize {
-    let corrected = manifest.files != replicas.chosen.manifest.files;
-    if corrected {
-        manifest.generation += 1;
-        manifest.written_at = now_rfc3339();
-    }
-    let to: Vec<CopyId> = replicas
-        .holders
-        .iter()
-        .zip(&replicas.chosen.statuses)
-        .filter(|(id, status)| {
-            let reachable = match id {
-                CopyId::Source => true,
-                CopyId::Target(i) => reachable[*i],
-            };
-            reachable && (corrected || !status.is_current())
-        })
-        .map(|(id, _)| *id)
-        .collect();
-    let mut written = 0;
-    for (id, result) in ws.write_replicas(manifest, &to) {
-        let name = ws.copy_name(id);
-        match result {
-            Ok(()) => {
-                written += 1;
-                if !corrected {
-                    findings.notice(
-                        NoticeKind::Done,
-                        Some(&name),
-                        None,
-                        "manifest replica rewritten from the chosen manifest",
-                    );
-                }
-            }
-            Err(e) => findings.problem(
-                ProblemKind::WriteFailed,
-                Some(&name),
-                None,
-                format!("cannot write the manifest replica: {e}"),
-            ),
-        }
-    }
-    written
 }

@@ -13,12 +13,12 @@ use crate::record::manifest::{FileVersion, Manifest};
 use crate::record::relpath::{RelPath, STATE_DIR};
 use crate::record::stat::FileStat;
 use crate::report::exit::usage;
-use crate::report::findings::{Findings, ProblemKind};
+use crate::report::findings::{Findings, NoticeKind, ProblemKind};
 use crate::report::outcome::{BlocksUsed, RestoreReport};
 use crate::report::progress::{Progress, Silent};
 use crate::run::fanout::{discard_all, fan_out};
 use crate::run::inspect::hash_copy;
-use crate::run::mosaic::MosaicReader;
+use crate::run::mosaic::{MosaicReader, PENDING_NOTE, version_to_read};
 use crate::run::workspace::{Workspace, kept_generations, versions_folder};
 use crate::store::{LocalDir, Store};
 
@@ -67,13 +67,15 @@ pub fn run(
     copies.extend(views.iter().map(|(name, view)| (name.clone(), view.as_ref())));
     copies.push(("source".into(), ws.source.as_ref()));
     let destination = LocalDir::destination("restore", &options.to);
+    let selected = prefer_surviving_versions(manifest, selected, &copies, &mut findings);
 
     let total: u64 = selected.iter().map(|(_, v)| v.size).sum();
     progress.begin("restore", total);
-    let results: Vec<(RelPath, Result<BlocksUsed, String>)> = selected
+    let results: Vec<(RelPath, u64, Result<BlocksUsed, String>)> = selected
         .par_iter()
         .map(|(path, version)| {
-            (path.clone(), restore_file(&copies, &destination, path, version, progress))
+            let restored = restore_file(&copies, &destination, path, version, progress);
+            (path.clone(), version.size, restored)
         })
         .collect();
     progress.finish();
@@ -95,12 +97,11 @@ pub fn run(
         blocks_from: Default::default(),
         findings: Findings::default(),
     };
-    for (path, result) in results {
+    for (path, size, result) in results {
         match result {
             Ok(used) => {
                 report.files += 1;
-                report.bytes +=
-                    selected.iter().find(|(p, _)| *p == path).map_or(0, |(_, v)| v.size);
+                report.bytes += size;
                 for (name, blocks) in used {
                     *report.blocks_from.entry(name).or_default() += blocks;
                 }
@@ -111,6 +112,32 @@ pub fn run(
     findings.sort();
     report.findings = findings;
     Ok(report)
+}
+
+/// For a file whose current version no copy holds any more but a pending one does (a backup
+/// killed between its renames and its commit), that pending version: the newest bytes
+/// backed up, said so in a notice.
+fn prefer_surviving_versions(
+    manifest: &Manifest,
+    selected: Vec<(RelPath, FileVersion)>,
+    copies: &[(String, &dyn Store)],
+    findings: &mut Findings,
+) -> Vec<(RelPath, FileVersion)> {
+    selected
+        .into_iter()
+        .map(|(path, version)| {
+            let Some(entry) = manifest.files.get(&path).filter(|e| e.current == version) else {
+                return (path, version);
+            };
+            match version_to_read(entry, copies, &path) {
+                (pending, true) => {
+                    findings.notice(NoticeKind::Pending, None, Some(path.as_str()), PENDING_NOTE);
+                    (path, pending.clone())
+                }
+                _ => (path, version),
+            }
+        })
+        .collect()
 }
 
 /// The manifest of an old generation, as kept beside its versions on some target.

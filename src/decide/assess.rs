@@ -20,6 +20,8 @@ pub enum Observed {
     /// The target could not be reached; nothing is known.
     Unreachable,
     Absent,
+    /// The source file is covered by the config's excludes, so it was not looked at.
+    Excluded,
     /// The source's size or mtime differs from the manifest: edited or deleted since the last
     /// backup, so it is not a witness for the recorded content.
     SourceChanged,
@@ -101,6 +103,9 @@ pub fn assess(
             Observed::Unreachable => ballots.push(Ballot { copy: *id, seen: Seen::Unreachable }),
             Observed::SourceChanged => {
                 copies.push((*id, CopyVerdict::Pending { why: PendingWhy::SourceChanged }))
+            }
+            Observed::Excluded => {
+                copies.push((*id, CopyVerdict::Pending { why: PendingWhy::SourceExcluded }))
             }
             Observed::Absent if *id == CopyId::Source => {
                 copies.push((*id, CopyVerdict::Pending { why: PendingWhy::SourceDeleted }))

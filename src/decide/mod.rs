@@ -6,5 +6,6 @@
 
 pub mod assess;
 pub mod durability;
+pub mod pending;
 pub mod plan;
 pub mod vote;

@@ -52,6 +52,9 @@ pub struct BackupPlan {
     pub unchanged: usize,
     /// In the manifest but gone from the source.
     pub deleted: Vec<RelPath>,
+    /// In the manifest, and matched by the config's excludes now: still in the source,
+    /// perhaps, but no longer walked. Pruned only when asked for by name (`--prune-excluded`).
+    pub excluded: Vec<RelPath>,
 }
 
 /// What one reachable target holds, and the finest mtime it keeps (HDFS: milliseconds).
@@ -66,6 +69,9 @@ pub struct TargetFiles<'a> {
 pub struct SourceFiles<'a> {
     pub files: &'a BTreeMap<RelPath, FileStat>,
     pub unreadable: &'a [(RelPath, String)],
+    /// The config's excludes: a recorded file they match was not walked, so it is excluded,
+    /// not deleted.
+    pub excluded: &'a dyn Fn(&RelPath) -> bool,
 }
 
 /// `targets[i]` is target i's listing, or `None` when it is unreachable this run.
@@ -112,12 +118,8 @@ pub fn plan_backup(
     // A file below a folder the walk could not read is unknown, not deleted: never pruned.
     let unreadable =
         |p: &RelPath| source.unreadable.iter().any(|(dir, _)| p.starts_with(dir.as_str()));
-    plan.deleted = manifest
-        .files
-        .keys()
-        .filter(|p| !source.files.contains_key(*p) && !unreadable(p))
-        .cloned()
-        .collect();
+    let gone = manifest.files.keys().filter(|p| !source.files.contains_key(*p) && !unreadable(p));
+    (plan.excluded, plan.deleted) = gone.cloned().partition(|p| (source.excluded)(p));
     plan
 }
 
@@ -221,7 +223,7 @@ mod tests {
     }
 
     fn src(files: &BTreeMap<RelPath, FileStat>) -> SourceFiles<'_> {
-        SourceFiles { files, unreadable: &[] }
+        SourceFiles { files, unreadable: &[], excluded: &|_| false }
     }
 
     fn at(files: &BTreeMap<RelPath, FileStat>) -> Option<TargetFiles<'_>> {
@@ -271,9 +273,23 @@ mod tests {
         let source = listing(&[("ok", st(1, 1))]);
         let m = manifest(&[("ok", st(1, 1)), ("locked/a", st(2, 2)), ("gone", st(3, 3))]);
         let unreadable = [(p("locked"), "Permission denied".to_string())];
-        let plan =
-            plan_backup(SourceFiles { files: &source, unreadable: &unreadable }, &m, &[], false);
+        let plan = plan_backup(
+            SourceFiles { files: &source, unreadable: &unreadable, excluded: &|_| false },
+            &m,
+            &[],
+            false,
+        );
         assert_eq!(plan.deleted, vec![p("gone")]);
+    }
+
+    #[test]
+    fn files_the_excludes_now_cover_are_excluded_not_deleted() {
+        let source = listing(&[("ok", st(1, 1))]);
+        let m = manifest(&[("ok", st(1, 1)), ("cache/a", st(2, 2)), ("gone", st(3, 3))]);
+        let excluded = |p: &RelPath| p.starts_with("cache");
+        let source = SourceFiles { files: &source, unreadable: &[], excluded: &excluded };
+        let plan = plan_backup(source, &m, &[], false);
+        assert_eq!((plan.deleted, plan.excluded), (vec![p("gone")], vec![p("cache/a")]));
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The manifest: what every copy should hold, and the choice among its replicas.
 //!
-//! On disk a replica is one header line, `redundo-manifest <version> <blake3 of the body>`,
-//! then the body as JSON. The header digest makes a torn or rotten replica detectable before
-//! a byte of it is trusted; every path in the body is a validated [`RelPath`] and every block
+//! On disk a replica is one header line, `redundo-manifest <version> <digest>`, then the body
+//! as JSON. From format 3 on the digest covers the header's first two fields as well as the
+//! body (`blake3("redundo-manifest 3\n" + body)`; formats 1 and 2 cover the body only), so a
+//! flipped version number is caught as damage like any other flipped bit, and only a replica
+//! that checks is believed to come from a newer redundo. The digest makes a torn or rotten
+//! replica detectable before a byte of it is trusted; every path in the body is a validated [`RelPath`] and every block
 //! list must add up to the file size, so a crafted replica is rejected rather than obeyed.
 //!
 //! An entry may carry `pending` versions: a backup records the new content it is about to
@@ -18,13 +21,16 @@ use crate::record::hdfs_checksum::HdfsChecksum;
 use crate::record::relpath::RelPath;
 use crate::record::stat::FileStat;
 
-/// 2 added `source` to file versions; format-1 replicas are read as they are.
-pub const FORMAT_VERSION: u32 = 2;
+/// 2 added `source` to file versions; 3 added `run_id` and put the version under the digest.
+/// Older replicas are read as they are.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A file changed less than this before its read began may change again within the same
 /// timestamp tick (2 s on FAT, 1 s on many NAS mounts) without its stat showing it.
 const RACY_WINDOW_NS: i64 = 2_000_000_000;
-const MAX_GENERATION: u64 = 1 << 53;
+/// No replica above this generation is believed, and no run commits past it: one commit adds
+/// exactly one, so a real set never comes near it.
+pub const MAX_GENERATION: u64 = 1 << 53;
 const MAGIC: &str = "redundo-manifest";
 
 /// The file name of a replica inside a `.redundo/` folder.
@@ -43,6 +49,10 @@ pub struct Manifest {
     pub generation: u64,
     /// RFC 3339, UTC.
     pub written_at: String,
+    /// Names the run that wrote this generation, so two commits never look alike (a run that
+    /// could not see a target and a killed run's partial write may reach the same generation).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
     pub block_size: u64,
     #[serde(deserialize_with = "unique_paths")]
     pub files: BTreeMap<RelPath, Entry>,
@@ -216,6 +226,7 @@ impl Manifest {
             set_id: String::new(),
             generation: 0,
             written_at: String::new(),
+            run_id: String::new(),
             block_size: BLOCK_SIZE as u64,
             files: BTreeMap::new(),
         }
@@ -224,7 +235,8 @@ impl Manifest {
     /// The bytes of a replica: header line with the body digest, then the body.
     pub fn encode(&self) -> Vec<u8> {
         let body = serde_json::to_vec(self).expect("a manifest always serializes");
-        let mut out = format!("{MAGIC} {FORMAT_VERSION} {}\n", Digest::of(&body)).into_bytes();
+        let digest = sealed_digest(FORMAT_VERSION, &body);
+        let mut out = format!("{MAGIC} {FORMAT_VERSION} {digest}\n").into_bytes();
         out.extend_from_slice(&body);
         out
     }
@@ -257,16 +269,17 @@ impl Manifest {
         }
         let version: u32 =
             fields.next().and_then(|v| v.parse().ok()).ok_or(ReplicaDefect::NotAManifest)?;
-        if version > FORMAT_VERSION {
-            return Err(ReplicaDefect::FutureVersion(version));
-        }
         let recorded: Digest =
             fields.next().and_then(|d| d.parse().ok()).ok_or(ReplicaDefect::NotAManifest)?;
         if fields.next().is_some() {
             return Err(ReplicaDefect::NotAManifest);
         }
-        if Digest::of(body) != recorded {
+        // The digest first: a version is believed only from a replica that checks.
+        if sealed_digest(version, body) != recorded {
             return Err(ReplicaDefect::DigestMismatch);
+        }
+        if version > FORMAT_VERSION {
+            return Err(ReplicaDefect::FutureVersion(version));
         }
         let manifest: Manifest =
             serde_json::from_slice(body).map_err(|e| ReplicaDefect::Invalid(e.to_string()))?;
@@ -291,6 +304,19 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// The digest in the header of a replica of format `version`: over the body alone up to
+/// format 2, over `"redundo-manifest <version>\n"` and the body from 3 on (every later
+/// format must keep this, or an older redundo cannot tell it from damage).
+fn sealed_digest(version: u32, body: &[u8]) -> Digest {
+    if version < 3 {
+        return Digest::of(body);
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(format!("{MAGIC} {version}\n").as_bytes());
+    hasher.update(body);
+    Digest::from(hasher.finalize())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -388,10 +414,11 @@ fn unique_paths<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<RelPath, Ent
     d.deserialize_map(Unique)
 }
 
-/// Chooses the manifest: the newest generation wins (a later generation is only ever written
-/// after an earlier one, by the run holding the lock); among replicas of that generation the
-/// content held by most wins, ties broken by digest so the choice never depends on order.
-pub fn choose(found: &[ReplicaFound]) -> Chosen {
+/// Chooses the manifest: the newest believable generation wins (a later generation is only
+/// ever written after an earlier one, by the run holding the lock); among replicas of that
+/// generation the content held by most wins, ties broken by digest so the choice never
+/// depends on order. `local` is the state folder's replica, if among `found`.
+pub fn choose(found: &[ReplicaFound], local: Option<usize>) -> Chosen {
     let digests: Vec<Option<Digest>> = found
         .iter()
         .map(|f| match f {
@@ -399,20 +426,26 @@ pub fn choose(found: &[ReplicaFound]) -> Chosen {
             _ => None,
         })
         .collect();
-    choose_with(found, &digests)
+    choose_with(found, &digests, local)
 }
 
 /// [`choose`] with each valid replica's canonical digest already known (computing it is most
 /// of the cost for a large manifest).
-pub fn choose_with(found: &[ReplicaFound], digests: &[Option<Digest>]) -> Chosen {
+pub fn choose_with(
+    found: &[ReplicaFound],
+    digests: &[Option<Digest>],
+    local: Option<usize>,
+) -> Chosen {
     let future = found.iter().enumerate().find_map(|(i, f)| match f {
         ReplicaFound::Defective(ReplicaDefect::FutureVersion(v)) => Some((i, *v)),
         _ => None,
     });
+    let limit = believable_limit(found, digests, local);
+    let in_doubt = |m: &Manifest| limit.is_some_and(|limit| m.generation > limit);
     let newest = found
         .iter()
         .filter_map(|f| match f {
-            ReplicaFound::Valid(m) => Some(m.generation),
+            ReplicaFound::Valid(m) if !in_doubt(m) => Some(m.generation),
             _ => None,
         })
         .max();
@@ -460,6 +493,13 @@ pub fn choose_with(found: &[ReplicaFound], digests: &[Option<Digest>]) -> Chosen
         .iter()
         .zip(digests)
         .map(|(f, d)| match f {
+            ReplicaFound::Valid(m) if in_doubt(m) => ReplicaStatus::Defective {
+                reason: format!(
+                    "generation {} is further ahead of the {} the other replicas vouch for than one interrupted run explains",
+                    m.generation,
+                    limit.unwrap_or_default() - 1
+                ),
+            },
             ReplicaFound::Valid(m) if m.generation < newest => {
                 ReplicaStatus::Stale { generation: m.generation }
             }
@@ -469,6 +509,32 @@ pub fn choose_with(found: &[ReplicaFound], digests: &[Option<Digest>]) -> Chosen
         })
         .collect();
     Chosen { manifest: winner.clone(), disputed, statuses, none_valid: false, future }
+}
+
+/// The highest generation a replica may have and be believed. A commit writes the state
+/// folder's replica before any target's, so no honest target is more than one generation
+/// (a replica an older redundo wrote first) ahead of it; and two replicas holding identical
+/// bytes vouch for their generation, since damage never makes two replicas agree. A lone
+/// replica beyond both is in doubt however valid its digest: trusting it would let one
+/// crafted or misplaced file outrank every agreeing copy. `None` when nothing vouches.
+fn believable_limit(
+    found: &[ReplicaFound],
+    digests: &[Option<Digest>],
+    local: Option<usize>,
+) -> Option<u64> {
+    let generation = |i: usize| match &found[i] {
+        ReplicaFound::Valid(m) => Some(m.generation),
+        _ => None,
+    };
+    let from_local = local.and_then(generation);
+    let mut held: BTreeMap<Digest, (usize, u64)> = BTreeMap::new();
+    for (i, d) in digests.iter().enumerate() {
+        if let (Some(d), Some(g)) = (d, generation(i)) {
+            held.entry(*d).or_insert((0, g)).0 += 1;
+        }
+    }
+    let agreed = held.values().filter(|(count, _)| *count >= 2).map(|(_, g)| *g).max();
+    from_local.max(agreed).map(|g| g.saturating_add(1))
 }
 
 fn status_without_winner(found: &ReplicaFound) -> ReplicaStatus {
@@ -516,12 +582,17 @@ mod tests {
         let bytes = manifest(1, &[("a", b"alpha")]).encode();
         assert_eq!(Manifest::decode(&bytes[..bytes.len() - 3]), Err(ReplicaDefect::DigestMismatch));
         assert_eq!(Manifest::decode(b"\x00\x01garbage"), Err(ReplicaDefect::NotAManifest));
-        let future = String::from_utf8(bytes.clone()).unwrap().replacen(
+        // One flipped bit in the version number is damage, not a newer redundo.
+        let flipped = String::from_utf8(bytes.clone()).unwrap().replacen(
             &format!(" {FORMAT_VERSION} "),
-            " 99 ",
+            &format!(" {} ", FORMAT_VERSION ^ 1),
             1,
         );
-        assert_eq!(Manifest::decode(future.as_bytes()), Err(ReplicaDefect::FutureVersion(99)));
+        assert_eq!(Manifest::decode(flipped.as_bytes()), Err(ReplicaDefect::DigestMismatch));
+        let body = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        let mut future = format!("{MAGIC} 99 {}\n", sealed_digest(99, body)).into_bytes();
+        future.extend_from_slice(body);
+        assert_eq!(Manifest::decode(&future), Err(ReplicaDefect::FutureVersion(99)));
 
         let crafted = |body: &str| {
             let mut out = format!("{MAGIC} 1 {}\n", Digest::of(body.as_bytes())).into_bytes();
@@ -554,12 +625,15 @@ mod tests {
     fn newest_generation_wins_and_older_replicas_are_stale() {
         let old = manifest(1, &[("a", b"1")]);
         let new = manifest(2, &[("a", b"2")]);
-        let chosen = choose(&[
-            ReplicaFound::Valid(old.clone()),
-            ReplicaFound::Valid(new.clone()),
-            ReplicaFound::Missing,
-            ReplicaFound::Defective(ReplicaDefect::DigestMismatch),
-        ]);
+        let chosen = choose(
+            &[
+                ReplicaFound::Valid(old.clone()),
+                ReplicaFound::Valid(new.clone()),
+                ReplicaFound::Missing,
+                ReplicaFound::Defective(ReplicaDefect::DigestMismatch),
+            ],
+            Some(0),
+        );
         assert_eq!(chosen.manifest, new);
         assert!(chosen.disputed.is_empty());
         assert_eq!(chosen.statuses[0], ReplicaStatus::Stale { generation: 1 });
@@ -571,11 +645,14 @@ mod tests {
     fn same_generation_majority_wins_and_differences_are_disputed() {
         let good = manifest(3, &[("a", b"A"), ("b", b"B")]);
         let odd = manifest(3, &[("a", b"X"), ("b", b"B")]);
-        let chosen = choose(&[
-            ReplicaFound::Valid(odd.clone()),
-            ReplicaFound::Valid(good.clone()),
-            ReplicaFound::Valid(good.clone()),
-        ]);
+        let chosen = choose(
+            &[
+                ReplicaFound::Valid(odd.clone()),
+                ReplicaFound::Valid(good.clone()),
+                ReplicaFound::Valid(good.clone()),
+            ],
+            Some(0),
+        );
         assert_eq!(chosen.manifest, good);
         assert_eq!(chosen.statuses[0], ReplicaStatus::Divergent);
         let a = RelPath::new("a").unwrap();
@@ -583,8 +660,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_replica_too_far_ahead_is_in_doubt_not_the_winner() {
+        let at = |g| ReplicaFound::Valid(manifest(g, &[("a", b"1")]));
+        let huge = MAX_GENERATION;
+        // replicas (state folder first), whether it is local, chosen generation, in doubt
+        let lost = ReplicaFound::Missing;
+        // replicas (the state folder's first), chosen generation, replicas in doubt
+        let cases: [(&str, Vec<ReplicaFound>, u64, Vec<usize>); 6] = [
+            ("one crafted target", vec![at(5), at(5), at(huge), at(5)], 5, vec![2]),
+            ("killed commit: state folder ahead", vec![at(6), at(5), at(5)], 6, vec![]),
+            ("older redundo: a target one ahead", vec![at(5), at(6), at(5)], 6, vec![]),
+            ("target two ahead of the state folder", vec![at(5), at(7), at(5)], 5, vec![1]),
+            ("state lost, two agree", vec![lost.clone(), at(9), at(9), at(40)], 9, vec![3]),
+            ("state lost, nothing vouches", vec![lost, at(9), at(40)], 40, vec![]),
+        ];
+        for (name, found, generation, doubted) in cases {
+            let chosen = choose(&found, Some(0));
+            assert_eq!(chosen.manifest.generation, generation, "{name}");
+            for (i, status) in chosen.statuses.iter().enumerate() {
+                let defective = matches!(status, ReplicaStatus::Defective { .. });
+                assert_eq!(defective, doubted.contains(&i), "{name}: replica {i} is {status:?}");
+            }
+        }
+    }
+
+    #[test]
     fn no_valid_replica_gives_an_empty_manifest() {
-        let chosen = choose(&[ReplicaFound::Missing, ReplicaFound::Missing]);
+        let chosen = choose(&[ReplicaFound::Missing, ReplicaFound::Missing], Some(0));
         assert!(chosen.none_valid);
         assert!(chosen.manifest.files.is_empty());
     }

@@ -59,6 +59,9 @@ pub enum CopyVerdict {
 pub enum PendingWhy {
     SourceChanged,
     SourceDeleted,
+    /// The config's excludes now cover the file: it is not walked, but its copies stay
+    /// (until `backup --prune --prune-excluded`).
+    SourceExcluded,
     InterruptedBackup,
 }
 

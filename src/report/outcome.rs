@@ -36,6 +36,8 @@ pub struct BackupReport {
     pub pruned: usize,
     /// Deleted from the source, still kept on the targets (until `--prune`).
     pub deleted_kept: usize,
+    /// Recorded, but excluded by the config now; kept (until `--prune --prune-excluded`).
+    pub excluded_kept: usize,
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// Every file copied, when asked for with `-v`.

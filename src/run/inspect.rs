@@ -172,7 +172,8 @@ fn observe(
                 );
             }
             let Some(stat) = listing.files.get(path) else {
-                return (id, Some(Observed::Absent));
+                let excluded = id == CopyId::Source && ws.config.excludes.covers(path);
+                return (id, Some(if excluded { Observed::Excluded } else { Observed::Absent }));
             };
             // The source is a witness only while it is provably the file backed up: same
             // size, mtime, ctime and inode.

@@ -8,9 +8,38 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use crate::record::digest::{BLOCK_SIZE, Digest, read_block};
-use crate::record::manifest::FileVersion;
+use crate::record::manifest::{Entry, FileVersion};
 use crate::record::relpath::RelPath;
 use crate::store::Store;
+
+/// The version of a file to read back: the current one, unless no copy looks like it (by
+/// size and mtime) and one looks like a version an interrupted backup recorded as pending.
+/// That is the state a backup killed between its renames and its commit leaves, and those
+/// bytes are the newest the user backed up. `true` when a pending version was chosen.
+pub fn version_to_read<'e>(
+    entry: &'e Entry,
+    copies: &[(String, &dyn Store)],
+    path: &RelPath,
+) -> (&'e FileVersion, bool) {
+    if entry.pending.is_empty() {
+        return (&entry.current, false);
+    }
+    let stats: Vec<_> = copies
+        .iter()
+        .filter_map(|(_, copy)| Some((copy.stat(path).ok()??, copy.mtime_granularity_ns())))
+        .collect();
+    let held = |v: &FileVersion| stats.iter().any(|(stat, g)| v.held_by(*stat, *g));
+    if held(&entry.current) {
+        return (&entry.current, false);
+    }
+    match entry.pending.iter().rev().find(|v| held(v)) {
+        Some(pending) => (pending, true),
+        None => (&entry.current, false),
+    }
+}
+
+/// What a reader is told when [`version_to_read`] chose a pending version.
+pub const PENDING_NOTE: &str = "no copy holds the recorded version any more; read back the newer version an interrupted backup was installing (the next backup records it)";
 
 pub struct MosaicReader<'a> {
     copies: Vec<(String, &'a dyn Store)>,

@@ -172,7 +172,8 @@ impl Workspace {
         }
         drop(decoded);
         let (found, foreign) = set_apart_foreign(&holders, found, self.local_set_id());
-        Replicas { holders, chosen: manifest::choose_with(&found, &digests), foreign }
+        let local = holders.iter().position(|id| *id == CopyId::Source);
+        Replicas { holders, chosen: manifest::choose_with(&found, &digests, local), foreign }
     }
 
     /// Writes `manifest` to the given holders, in parallel; one result per holder.

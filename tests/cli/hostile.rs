@@ -149,10 +149,16 @@ fn garbage_replica_on_a_target_is_outvoted_and_rewritten_by_repair() {
     env.ok(&["verify", "--quiet"]);
 }
 
-/// A replica with its format version raised past this redundo's (and the rest intact).
+/// A replica as a newer redundo (format 4) would seal it, the body otherwise intact.
 fn future(bytes: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
-    text.replacen("redundo-manifest 2 ", "redundo-manifest 3 ", 1).into_bytes()
+    let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let body = &bytes[newline + 1..];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"redundo-manifest 4\n");
+    hasher.update(body);
+    let mut out = format!("redundo-manifest 4 {}\n", hasher.finalize().to_hex()).into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 #[test]
@@ -168,7 +174,7 @@ fn future_format_replica_on_one_target_is_never_misread_and_named() {
         1 => {
             assert!(
                 verify.stdout.lines().any(|l| l.starts_with("t3: MANIFEST DEFECTIVE: ")
-                    && l.contains("newer redundo (format version 3")),
+                    && l.contains("newer redundo (format version 4")),
                 "{verify:?}"
             );
             assert!(verify.stdout.contains("t3 3 ok"), "its copies are still checked: {verify:?}");

@@ -4,6 +4,7 @@
 mod common;
 
 mod backup;
+mod between_runs;
 mod config;
 mod crash;
 mod faults;

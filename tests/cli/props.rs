@@ -403,30 +403,35 @@ fn found(replicas: &[Option<(u64, usize)>]) -> Vec<ReplicaFound> {
 }
 
 proptest! {
-    /// The newest generation wins; within it, content held by at least as many replicas as
-    /// any other; the choice does not depend on the order of the replicas; every replica gets
+    /// The newest believable generation wins (a lone replica more than one generation ahead of
+    /// any two that agree is in doubt, reported defective); within it, content held by at
+    /// least as many replicas as any other; the choice does not depend on the order of the replicas; every replica gets
     /// a status, and only replicas holding the chosen content are current.
     #[test]
     fn replica_choice_takes_the_newest_generation_and_its_most_common_content(
         replicas in proptest::collection::vec(replica(), 1..7),
         rotate in 0usize..7,
     ) {
-        let chosen = choose(&found(&replicas));
+        let chosen = choose(&found(&replicas), None);
         let valid: Vec<(u64, usize)> = replicas.iter().flatten().copied().collect();
         prop_assert_eq!(chosen.statuses.len(), replicas.len());
         if valid.is_empty() {
             prop_assert!(chosen.none_valid);
             return Ok(());
         }
-        let newest = valid.iter().map(|v| v.0).max().unwrap();
+        let vouched = valid.iter().filter(|v| valid.iter().filter(|w| w == v).count() >= 2).map(|v| v.0).max();
+        let believable = |g: u64| vouched.is_none_or(|vouched| g <= vouched + 1);
+        let newest = valid.iter().map(|v| v.0).filter(|g| believable(*g)).max().unwrap();
         prop_assert_eq!(chosen.manifest.generation, newest);
         let count = |variant: usize| valid.iter().filter(|v| **v == (newest, variant)).count();
+        let valid: Vec<(u64, usize)> = valid.iter().copied().filter(|v| believable(v.0)).collect();
         let winner = (0..3).find(|&v| chosen.manifest == manifest_for(newest, v)).expect("one of the replicas");
         prop_assert!((0..3).all(|v| count(winner) >= count(v)));
         let current = chosen.statuses.iter().filter(|s| s.is_current()).count();
         prop_assert_eq!(current, count(winner));
         for (r, status) in replicas.iter().zip(&chosen.statuses) {
             match r {
+                Some((g, _)) if !believable(*g) => prop_assert!(matches!(status, ReplicaStatus::Defective { .. }), "{:?}", status),
                 Some((g, _)) if *g < newest => prop_assert!(matches!(status, ReplicaStatus::Stale { .. }), "{:?}", status),
                 Some((_, v)) if *v == winner => prop_assert!(status.is_current()),
                 Some(_) => prop_assert!(matches!(status, ReplicaStatus::Divergent), "{:?}", status),
@@ -438,6 +443,6 @@ proptest! {
 
         let mut rotated = replicas.clone();
         rotated.rotate_left(rotate % replicas.len());
-        prop_assert_eq!(choose(&found(&rotated)).manifest, chosen.manifest);
+        prop_assert_eq!(choose(&found(&rotated), None).manifest, chosen.manifest);
     }
 }

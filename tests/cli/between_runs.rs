@@ -1,0 +1,282 @@
+//! What one run leaves for the next: the states a killed backup leaves (new bytes installed
+//! and recorded only as pending), replicas that are ahead, behind or flipped, and files the
+//! config stops walking. Each scenario is built exactly as a killed run or a hostile hand
+//! leaves it, the pristine bytes saved first, and the outcome judged by bytes.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::common::{Env, body, bytes, plant_json, replicas};
+
+const FILE: &str = "ckpt/model.bin";
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Every file below `root` whose bytes equal `content`.
+fn files_holding(root: &Path, content: &[u8]) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && read(e.path()) == content)
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+fn set_mtime_ns(path: &Path, mtime_ns: i64) {
+    let time = filetime::FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_file_mtime(path, time).unwrap();
+}
+
+/// A set with three targets where `FILE` went from `old` to `new` across two completed
+/// backups; returns the first backup's record (the state folder's replica body) and the
+/// entry the second recorded for the file.
+struct TwoBackups {
+    env: Env,
+    old: Vec<u8>,
+    new: Vec<u8>,
+    first: Value,
+    new_entry: Value,
+}
+
+fn two_backups(keep_versions: usize) -> TwoBackups {
+    let env = Env::with_targets(3);
+    if keep_versions > 0 {
+        let config = std::fs::read_to_string(env.path("redundo.toml")).unwrap();
+        let config = format!("keep_versions = {keep_versions}\n{config}");
+        std::fs::write(env.path("redundo.toml"), config).unwrap();
+    }
+    let old = bytes(1, 3 * 1024 * 1024 + 17);
+    let new = bytes(2, 3 * 1024 * 1024 + 99);
+    env.write("small.txt", b"unchanged\n");
+    env.write(FILE, &old);
+    set_mtime_ns(&env.path(&format!("data/{FILE}")), 1_700_000_000_000_000_000);
+    env.ok(&["backup"]);
+    let first = body(&env, ".redundo/manifest");
+    env.write(FILE, &new);
+    set_mtime_ns(&env.path(&format!("data/{FILE}")), 1_700_000_100_000_000_000);
+    env.ok(&["backup"]);
+    let mut new_entry = body(&env, ".redundo/manifest")["files"][FILE].clone();
+    new_entry.as_object_mut().unwrap().remove("pending");
+    TwoBackups { env, old, new, first, new_entry }
+}
+
+impl TwoBackups {
+    /// Every replica set to what a backup killed after recording `new` as pending (and
+    /// before its commit) left: the first backup's record, one generation on, with the new
+    /// version pending.
+    fn record_new_as_pending(&self) {
+        let mut doc = self.first.clone();
+        doc["generation"] = json!(doc["generation"].as_u64().unwrap() + 1);
+        doc["files"][FILE]["pending"] = json!([self.new_entry]);
+        for replica in replicas(self.env.root()) {
+            plant_json(&self.env, &replica, &doc);
+        }
+    }
+
+    /// Puts the old bytes, with their mtime, back on one target.
+    fn put_old_back(&self, target: &str) {
+        let path = self.env.path(&format!("{target}/{FILE}"));
+        std::fs::write(&path, &self.old).unwrap();
+        set_mtime_ns(&path, self.first["files"][FILE]["mtime_ns"].as_i64().unwrap());
+    }
+
+    fn copy(&self, target: &str) -> Vec<u8> {
+        read(&self.env.path(&format!("{target}/{FILE}")))
+    }
+}
+
+#[test]
+fn a_pending_version_outlives_a_backup_that_has_no_job_for_its_file() {
+    let set = two_backups(0);
+    let env = &set.env;
+    // Killed between installing the new version on t1 and on t2.
+    set.record_new_as_pending();
+    set.put_old_back("t2");
+    set.put_old_back("t3");
+    // Then the user deletes the file: the next backup has nothing to copy for it.
+    std::fs::remove_file(env.path(&format!("data/{FILE}"))).unwrap();
+    env.ok(&["backup"]);
+
+    let pending = &body(env, ".redundo/manifest")["files"][FILE]["pending"];
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "still pending: {pending}");
+    let verify = env.run(&["verify"]);
+    assert!(!verify.stdout.contains("CORRUPT"), "the newest bytes are not damage: {verify:?}");
+    env.run(&["repair"]);
+    assert!(set.copy("t1") == set.new, "repair kept the only copy of the newest content");
+    assert!(set.copy("t2") == set.old && set.copy("t3") == set.old);
+}
+
+#[test]
+fn after_a_backup_killed_before_its_commit_restore_and_cat_give_back_the_new_bytes() {
+    let set = two_backups(0);
+    let env = &set.env;
+    // Every copy holds the new version; the record has it only as pending.
+    set.record_new_as_pending();
+
+    let verify = env.run(&["verify"]);
+    assert!(verify.code == 0 || verify.code == 1, "{verify:?}");
+    let restore = env.run(&["restore", "--to", "out"]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    assert!(read(&env.path(&format!("out/{FILE}"))) == set.new, "restored the newest bytes");
+    assert!(restore.stdout.contains("interrupted backup"), "and said why: {restore:?}");
+    let cat = env.command(&["cat", FILE]).output().unwrap();
+    assert!(cat.status.success(), "{cat:?}");
+    assert!(cat.stdout == set.new, "cat gives the newest bytes");
+    assert!(String::from_utf8_lossy(&cat.stderr).contains("interrupted backup"));
+
+    // The next backup finds the bytes in place: nothing is copied, kept or quarantined.
+    env.ok(&["backup"]);
+    let record = body(env, ".redundo/manifest");
+    assert_eq!(record["files"][FILE]["blake3"], set.new_entry["blake3"]);
+    assert!(record["files"][FILE].get("pending").is_none(), "{record}");
+    for t in ["t1", "t2", "t3"] {
+        assert!(set.copy(t) == set.new, "{t}");
+        assert!(
+            !env.path(&format!("{t}/.redundo/quarantine")).exists(),
+            "{t}: nothing quarantined"
+        );
+    }
+    env.ok(&["verify", "--quiet"]);
+}
+
+#[test]
+fn keep_versions_after_a_killed_run_keeps_the_old_bytes_never_the_new_ones_as_old() {
+    let set = two_backups(1);
+    let env = &set.env;
+    let generation = set.first["generation"].as_u64().unwrap();
+    // A run killed before its commit, by a redundo that wrote a generation's manifest only
+    // after the commit: the old bytes kept without their manifest, the new ones installed.
+    set.record_new_as_pending();
+    for t in ["t1", "t2", "t3"] {
+        let manifest = env.path(&format!("{t}/.redundo/versions/{generation}.manifest"));
+        std::fs::remove_file(manifest).unwrap();
+    }
+    env.ok(&["backup"]);
+
+    let mut kept_old = Vec::new();
+    for t in ["t1", "t2", "t3"] {
+        let versions = env.path(&format!("{t}/.redundo/versions"));
+        kept_old.extend(files_holding(&versions, &set.old));
+        let new_as_old = files_holding(&versions, &set.new);
+        assert!(new_as_old.is_empty(), "the new bytes kept as an old version: {new_as_old:?}");
+    }
+    assert!(!kept_old.is_empty(), "the only copies of the previous version were dropped");
+}
+
+#[test]
+fn kept_versions_are_written_with_their_manifest_first() {
+    let set = two_backups(2);
+    let env = &set.env;
+    let generation = set.first["generation"].as_u64().unwrap();
+    for t in ["t1", "t2", "t3"] {
+        let kept = env.path(&format!("{t}/.redundo/versions/{generation}/{FILE}"));
+        assert!(read(&kept) == set.old, "{t}");
+        assert!(env.path(&format!("{t}/.redundo/versions/{generation}.manifest")).is_file());
+    }
+    let restore = env.run(&["restore", "--to", "out", "--generation", &generation.to_string()]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    assert!(read(&env.path(&format!("out/{FILE}"))) == set.old);
+}
+
+#[test]
+fn one_replica_far_ahead_is_in_doubt_and_the_agreeing_ones_decide() {
+    let set = two_backups(0);
+    let env = &set.env;
+    let agreed = body(env, ".redundo/manifest");
+    let generation = agreed["generation"].as_u64().unwrap();
+    // A valid replica at the highest believable generation that forgets a file.
+    let mut crafted = agreed.clone();
+    crafted["generation"] = json!(1u64 << 53);
+    crafted["files"].as_object_mut().unwrap().remove("small.txt");
+    plant_json(env, "t3/.redundo/manifest", &crafted);
+
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(
+        verify.stdout.lines().any(|l| l.starts_with("t3: MANIFEST DEFECTIVE: ")
+            && l.contains(&format!("generation {}", 1u64 << 53))),
+        "{verify:?}"
+    );
+    assert!(!verify.stdout.contains("small.txt"), "the agreed record still has it: {verify:?}");
+    env.write("more.txt", b"a change to commit\n");
+    env.ok(&["backup"]);
+    for replica in replicas(env.root()) {
+        let doc = body(env, &replica);
+        assert_eq!(doc["generation"].as_u64(), Some(generation + 1), "{replica}: one step on");
+        assert!(doc["files"]["small.txt"].is_object(), "{replica}");
+    }
+    env.ok(&["verify", "--quiet"]);
+}
+
+#[test]
+fn a_flipped_bit_in_one_replicas_version_number_is_damage_not_a_newer_redundo() {
+    let set = two_backups(0);
+    let env = &set.env;
+    let path = env.path("t2/.redundo/manifest");
+    let mut replica = read(&path);
+    let digit = "redundo-manifest ".len();
+    replica[digit] ^= 1;
+    std::fs::write(&path, &replica).unwrap();
+
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 1, "the other replicas still speak: {verify:?}");
+    assert!(
+        verify
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("t2: MANIFEST DEFECTIVE: ") && l.contains("torn or rotten")),
+        "{verify:?}"
+    );
+    env.ok(&["backup"]);
+    assert_eq!(read(&path), read(&env.path("t1/.redundo/manifest")), "rewritten");
+    env.ok(&["verify", "--quiet"]);
+}
+
+#[test]
+fn a_replica_brought_up_to_date_is_byte_identical_and_current_ones_are_left_alone() {
+    let set = two_backups(0);
+    let env = &set.env;
+    let first = set.first.clone();
+    plant_json(env, "t3/.redundo/manifest", &first);
+    let t1_before = read(&env.path("t1/.redundo/manifest"));
+    // A new second for `written_at`, so a rewrite would show.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let backup = env.ok(&["backup"]);
+    assert!(backup.stdout.is_empty() || !backup.stdout.contains("t3"), "{backup:?}");
+    assert_eq!(read(&env.path("t1/.redundo/manifest")), t1_before, "t1 was current: untouched");
+    assert_eq!(read(&env.path("t3/.redundo/manifest")), t1_before, "t3: the chosen manifest");
+}
+
+#[test]
+fn a_newly_excluded_file_is_reported_as_excluded_and_prune_keeps_its_copies() {
+    let env = Env::with_targets(2);
+    let cached = bytes(5, 70_000);
+    env.write("keep/a.txt", b"kept\n");
+    env.write("cache/shard.bin", &cached);
+    env.ok(&["backup"]);
+    let config = std::fs::read_to_string(env.path("redundo.toml")).unwrap();
+    std::fs::write(env.path("redundo.toml"), format!("exclude = [\"cache\"]\n{config}")).unwrap();
+
+    let backup = env.ok(&["backup", "--prune"]);
+    assert!(backup.stdout.contains("excludes"), "{backup:?}");
+    assert!(!backup.stdout.contains("deleted from the source"), "{backup:?}");
+    for t in ["t1", "t2"] {
+        assert!(read(&env.path(&format!("{t}/cache/shard.bin"))) == cached, "{t}: kept");
+    }
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(!verify.stdout.contains("deleted from the source"), "{verify:?}");
+
+    env.ok(&["backup", "--prune", "--prune-excluded"]);
+    for t in ["t1", "t2"] {
+        assert!(!env.path(&format!("{t}/cache/shard.bin")).exists(), "{t}: pruned when asked");
+    }
+    assert!(read(&env.path("data/cache/shard.bin")) == cached, "the source is never touched");
+    env.ok(&["verify", "--quiet"]);
+}
