@@ -1,7 +1,9 @@
 //! Gathering facts for verify and repair: every copy of every manifest file is stat-ed (from
-//! one walk per copy) and, for a deep check, hashed; then each file is judged by the pure
-//! [`assess`]. Copies of a file are read in parallel, and so are files.
+//! one walk per copy) and, for a deep check, hashed (whole and per block, in one read); then
+//! each file is judged by the pure [`assess`]. Copies of a file are read in parallel, and so
+//! are files.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::decide::assess::{Assessment, CopyId, Observed, assess_with_clones};
 use crate::decide::vote::Claim;
-use crate::record::digest::{BLOCK_SIZE, Digest, hash_stream, read_block};
+use crate::record::digest::{BLOCK_SIZE, Digest, FileDigest, hash_stream, read_block};
 use crate::record::manifest::{Chosen, Entry};
 use crate::record::relpath::RelPath;
 use crate::record::stat::FileId;
@@ -106,7 +108,7 @@ pub fn inspect(
                 None => Claim::Agreed(entry.current.blake3),
             };
             let mut assessment = assess_with_clones(entry, &claim, &observed, &same_file, deep);
-            locate_damage(ws, path, entry, &mut assessment);
+            locate_damage(entry, &observed, &mut assessment);
             (path.clone(), assessment)
         }));
     }
@@ -193,31 +195,60 @@ fn observe(
         .into_par_iter()
         .map(|(id, known)| {
             let racy_source = id == CopyId::Source && entry.current.source.is_some_and(|s| s.racy);
-            let observed = known.unwrap_or_else(|| match hash_copy(ws.copy(id), path, progress) {
-                // Read racily at the backup: other bytes under the same stat are a change made
-                // in the same timestamp tick, not rot.
-                Ok((_, digest)) if racy_source && digest != entry.current.blake3 => {
-                    Observed::SourceChanged
-                }
-                Ok((size, digest)) => Observed::Present { size, digest: Some(digest) },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
-                Err(e) => Observed::Unreadable(e.to_string()),
-            });
+            let observed =
+                known.unwrap_or_else(|| match digest_copy(ws.copy(id), path, progress) {
+                    // Read racily at the backup: other bytes under the same stat are a change
+                    // made in the same timestamp tick, not rot.
+                    Ok(found) if racy_source && found.whole != entry.current.blake3 => {
+                        Observed::SourceChanged
+                    }
+                    Ok(found) => Observed::Present {
+                        size: found.size,
+                        digest: Some(found.whole),
+                        blocks: found.blocks,
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
+                    Err(e) => Observed::Unreadable(e.to_string()),
+                });
             (id, observed)
         })
         .collect()
 }
 
-/// Fills in which byte ranges of each corrupt copy differ from the record, by re-reading
-/// only the copies found corrupt (rare, so the common path reads each copy once).
-fn locate_damage(ws: &Workspace, path: &RelPath, entry: &Entry, assessment: &mut Assessment) {
-    for (id, verdict) in assessment.copies.iter_mut() {
-        if let CopyVerdict::Corrupt { expected, damaged, .. } = verdict
-            && *expected == entry.current.blake3
-            && let Ok(mut reader) = ws.copy(*id).open(path)
-            && let Ok(found) = hash_stream(&mut *reader, &mut |_| {})
+/// Fills in which byte ranges of each corrupt copy differ from the record, from the block
+/// digests hashed in the one read of each copy. A clone was not read: its original's blocks
+/// are its own. When a good copy showed the record's block list wrong, the ranges are
+/// measured against the true blocks, not the wrong ones.
+fn locate_damage(entry: &Entry, observed: &[(CopyId, Observed)], assessment: &mut Assessment) {
+    let truth = match &assessment.record_blocks {
+        Some(r) => Cow::Owned(entry.current.clone().with_blocks(r.found.clone())),
+        None => Cow::Borrowed(&entry.current),
+    };
+    let hashed = |id: CopyId| {
+        let read = assessment.same_file.iter().find(|(c, _)| *c == id).map_or(id, |(_, o)| *o);
+        observed.iter().find_map(|(i, o)| match o {
+            Observed::Present { size, digest: Some(_), blocks } if *i == read => {
+                Some((*size, blocks))
+            }
+            _ => None,
+        })
+    };
+    let located: Vec<(CopyId, Vec<(u64, u64)>)> = assessment
+        .copies
+        .iter()
+        .filter_map(|(id, verdict)| match verdict {
+            CopyVerdict::Corrupt { expected, .. } if *expected == entry.current.blake3 => {
+                let (size, blocks) = hashed(*id)?;
+                Some((*id, damaged_ranges(&truth, blocks, size)))
+            }
+            _ => None,
+        })
+        .collect();
+    for (id, ranges) in located {
+        if let Some((_, CopyVerdict::Corrupt { damaged, .. })) =
+            assessment.copies.iter_mut().find(|(i, _)| *i == id)
         {
-            *damaged = damaged_ranges(&entry.current, &found.blocks, found.size);
+            *damaged = ranges;
         }
     }
 }
@@ -225,7 +256,7 @@ fn locate_damage(ws: &Workspace, path: &RelPath, entry: &Entry, assessment: &mut
 /// A look that reads no data: the size, and the kind's own checksum where it has one that
 /// the manifest recorded (HDFS), compared without downloading the copy.
 fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u64) -> Observed {
-    let present = Observed::Present { size, digest: None };
+    let present = Observed::Present { size, digest: None, blocks: Vec::new() };
     let CopyId::Target(i) = id else { return present };
     let copy = ws.targets[i].as_ref();
     let recorded = copy
@@ -245,8 +276,20 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
     }
 }
 
-/// Reads one copy whole and returns its size and BLAKE3. Buffers are one block, so memory
-/// stays bounded; big blocks use BLAKE3's multi-threaded path.
+/// Reads one copy whole and returns its size, BLAKE3 and block digests: what a deep check
+/// needs of it, from one read.
+fn digest_copy(
+    copy: &dyn Store,
+    path: &RelPath,
+    progress: &dyn Progress,
+) -> io::Result<FileDigest> {
+    let mut reader = copy.open(path)?;
+    hash_stream(&mut *reader, &mut |n| progress.advance(n))
+}
+
+/// Reads one copy whole and returns its size and BLAKE3, for a check against a known digest
+/// that needs no blocks (it skips their hashing). Buffers are one block, so memory stays
+/// bounded; big blocks use BLAKE3's multi-threaded path.
 pub fn hash_copy(
     copy: &dyn Store,
     path: &RelPath,

@@ -235,7 +235,7 @@ pub fn rot_source(env: &Env, rel: &str, offset: u64) {
 
 /// Rewrites every manifest replica that agrees with the state folder's with `change` made
 /// to its body, sealed with a header digest that matches.
-fn reseal_replicas(env: &Env, change: impl FnOnce(&mut serde_json::Value)) {
+pub fn reseal_replicas(env: &Env, change: impl FnOnce(&mut serde_json::Value)) {
     let state = env.read(".redundo/manifest");
     let mut doc = body(env, ".redundo/manifest");
     change(&mut doc);
@@ -247,7 +247,7 @@ fn reseal_replicas(env: &Env, change: impl FnOnce(&mut serde_json::Value)) {
 }
 
 /// Every manifest replica in the workspace: the state folder's and one per target folder.
-fn replicas(root: &Path) -> Vec<String> {
+pub fn replicas(root: &Path) -> Vec<String> {
     let mut found = vec![".redundo/manifest".to_string()];
     for entry in std::fs::read_dir(root).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
