@@ -16,6 +16,7 @@ use crate::record::history::CopyCounts;
 use crate::record::manifest::ReplicaStatus;
 use crate::record::relpath::RelPath;
 use crate::record::verdict::{CopyVerdict, PendingWhy};
+use crate::report::blocks_text;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
 use crate::run::workspace::{Replicas, Workspace};
 
@@ -316,6 +317,29 @@ pub(crate) fn file_findings(
         }
         None => {}
     }
+}
+
+/// A problem for a file whose record lists wrong block digests (see
+/// [`RecordBlocks`](crate::decide::assess::RecordBlocks)). Kept apart from
+/// [`file_findings`] because repair heals it instead of reporting it.
+pub(crate) fn record_findings(
+    ws: &Workspace,
+    path: &RelPath,
+    assessment: &Assessment,
+    findings: &mut Findings,
+) {
+    let Some(record) = &assessment.record_blocks else { return };
+    findings.problem(
+        ProblemKind::RecordDefective,
+        None,
+        Some(path.as_str()),
+        format!(
+            "the manifest's digests of {} do not match the content, which {} holds whole (its blake3 is the recorded one): the record is wrong, not the copies; until `redundo repair` rewrites the block list, `restore` and `cat` fail at {}",
+            blocks_text(&record.differing),
+            ws.copy_name(record.from),
+            if record.differing.len() == 1 { "that block" } else { "those blocks" },
+        ),
+    );
 }
 
 /// `; damaged bytes 0..1048576, 3145728..4194304` for a report line.

@@ -12,7 +12,7 @@ use std::io::Read;
 use anyhow::Result;
 
 use super::verify::unix_now;
-use super::{file_findings, open_run, replica_findings, require_backup};
+use super::{file_findings, open_run, record_findings, replica_findings, require_backup};
 use crate::decide::assess::{Assessment, CopyId};
 use crate::decide::vote::NoWinner;
 use crate::record::digest::Digest;
@@ -22,8 +22,9 @@ use crate::record::relpath::RelPath;
 use crate::record::stat::{FileId, FileStat};
 use crate::record::verdict::CopyVerdict;
 use crate::record::verified::Ledger;
+use crate::report::blocks_text;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
-use crate::report::outcome::{Action, RepairReport};
+use crate::report::outcome::{Action, RecordAction, RepairReport};
 use crate::report::progress::{Progress, Silent};
 use crate::run::commit::Commit;
 use crate::run::fanout::{discard_all, fan_out};
@@ -117,9 +118,37 @@ pub fn run(
     }
     let mut manifest = chosen.manifest.clone();
     let mut actions = Vec::new();
+    let mut records = Vec::new();
     let mut counts = Default::default();
     for (path, assessment) in &inspection.files {
         let disputed = chosen.disputed.contains_key(path);
+        // The content is proven (a good copy holds the agreed recorded digest) and only the
+        // block list is wrong: it is rewritten before the plan, so a copy rebuilt below is
+        // checked against the true blocks.
+        if let Some(record) = &assessment.record_blocks {
+            let from = ws.copy_name(record.from);
+            if options.dry_run {
+                record_findings(ws, path, assessment, &mut findings);
+            } else {
+                let entry =
+                    manifest.files.get_mut(path).expect("assessed files are in the manifest");
+                entry.current = entry.current.clone().with_blocks(record.found.clone());
+                findings.notice(
+                    NoticeKind::Done,
+                    None,
+                    Some(path.as_str()),
+                    format!(
+                        "the recorded digests of {} rewritten from {from}'s content, whose blake3 is the recorded one (no copy was wrong)",
+                        blocks_text(&record.differing)
+                    ),
+                );
+            }
+            records.push(RecordAction {
+                path: path.to_string(),
+                blocks: record.differing.clone(),
+                from,
+            });
+        }
         let Some(plan) = plan_file(ws, path, assessment, &manifest.files[path].current, disputed)
         else {
             // Healthy, or nothing can be chosen: report as verify would.
@@ -264,6 +293,7 @@ pub fn run(
         copies_healed: actions.len(),
         replicas_rewritten,
         actions,
+        records,
         findings,
     })
 }

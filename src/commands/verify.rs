@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{file_findings, open_run, replica_findings, require_backup};
+use super::{file_findings, open_run, record_findings, replica_findings, require_backup};
 use crate::decide::assess::Assessment;
 use crate::record::history::{History, VerifyRecord};
 use crate::record::relpath::RelPath;
@@ -93,6 +93,7 @@ pub fn run(
     let mut ok = Vec::new();
     for (path, assessment) in &inspection.files {
         file_findings(ws, path, assessment, &mut findings, &mut copies);
+        record_findings(ws, path, assessment, &mut findings);
         if assessment.good_targets() < ws.config.min_copies && !options.fast {
             below_min_copies += 1;
         }

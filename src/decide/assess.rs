@@ -25,10 +25,13 @@ pub enum Observed {
     /// The source's size or mtime differs from the manifest: edited or deleted since the last
     /// backup, so it is not a witness for the recorded content.
     SourceChanged,
-    /// `digest` is `None` when the check read no data (`verify --fast`).
+    /// `digest` is `None` when the check read no data (`verify --fast`); `blocks` are the
+    /// block digests hashed in the same read, when they were (one copy per file is enough:
+    /// copies with the same whole digest have the same blocks).
     Present {
         size: u64,
         digest: Option<Digest>,
+        blocks: Option<Vec<Digest>>,
     },
     Unreadable(String),
     /// The kind's own checksum (HDFS's, read without the data) differs from the recorded one.
@@ -49,6 +52,22 @@ pub struct Assessment {
     /// Copies that are the same file on disk as an earlier copy (clone, original): one file
     /// is one voter, so a clone was not counted and is no copy of its own.
     pub same_file: Vec<(CopyId, CopyId)>,
+    /// The record's block digests are wrong: see [`RecordBlocks`].
+    pub record_blocks: Option<RecordBlocks>,
+}
+
+/// A good copy holds the recorded content whole (its digest and size are the agreed record's)
+/// but its blocks hash to other digests than the record lists. The whole digest proves the
+/// content, so the record's block list is what is wrong, and every block-checked read
+/// (`restore`, `cat`, a block-level repair) would fail on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordBlocks {
+    /// The copy the true block list was hashed from.
+    pub from: CopyId,
+    /// Indexes of the blocks whose recorded digest is wrong.
+    pub differing: Vec<usize>,
+    /// Every block digest of the content, as hashed from `from`.
+    pub found: Vec<Digest>,
 }
 
 impl Assessment {
@@ -112,7 +131,7 @@ pub fn assess(
             }
             Observed::Absent => ballots.push(Ballot { copy: *id, seen: Seen::Missing }),
             Observed::Unreadable(_) => ballots.push(Ballot { copy: *id, seen: Seen::Unreadable }),
-            Observed::Present { size, digest: Some(digest) } => {
+            Observed::Present { size, digest: Some(digest), .. } => {
                 if *digest == current.blake3 && *size != current.size {
                     // The recorded digest with another size: the manifest contradicts itself
                     // (a crafted or damaged record). Not a good copy, and not a vote for it.
@@ -130,7 +149,7 @@ pub fn assess(
                 *id,
                 CopyVerdict::ChecksumDiffers { found: found.clone(), expected: expected.clone() },
             )),
-            Observed::Present { size, digest: None } => {
+            Observed::Present { size, digest: None, .. } => {
                 let verdict = if *size == current.size || pending.iter().any(|p| p.size == *size) {
                     CopyVerdict::Ok
                 } else {
@@ -168,6 +187,7 @@ pub fn assess(
             manifest_overruled: false,
             no_winner: None,
             same_file: vec![],
+            record_blocks: None,
         };
     }
 
@@ -181,6 +201,7 @@ pub fn assess(
             manifest_overruled: false,
             no_winner: None,
             same_file: vec![],
+            record_blocks: None,
         };
     }
     let verdict = vote::decide(claim, &ballots);
@@ -225,7 +246,42 @@ pub fn assess(
         copies.push((ballot.copy, judged));
     }
     copies.sort_by_key(|(id, _)| *id);
-    Assessment { copies, winner, manifest_overruled, no_winner, same_file: vec![] }
+    let record_blocks = record_blocks(entry, claim, winner, &copies, observed);
+    Assessment { copies, winner, manifest_overruled, no_winner, same_file: vec![], record_blocks }
+}
+
+/// Whether a good copy shows the record's block list wrong. Only an agreed record that the
+/// copies confirm whole is corrected this way: with the record in doubt the copies vote on
+/// the content first, and a copy that is not good says nothing about the record.
+fn record_blocks(
+    entry: &Entry,
+    claim: &Claim,
+    winner: Option<Digest>,
+    copies: &[(CopyId, CopyVerdict)],
+    observed: &[(CopyId, Observed)],
+) -> Option<RecordBlocks> {
+    let current = &entry.current;
+    let Claim::Agreed(recorded) = claim else { return None };
+    if *recorded != current.blake3 || winner != Some(*recorded) {
+        return None;
+    }
+    // Every good copy holds the same bytes, so the first whose blocks were hashed shows the
+    // true ones; a target is named first, as the targets are redundo's own.
+    let good = copies.iter().filter(|(_, v)| *v == CopyVerdict::Ok);
+    let targets_first = good.clone().filter(|(id, _)| *id != CopyId::Source);
+    let (from, size, digest, blocks) =
+        targets_first.chain(good.filter(|(id, _)| *id == CopyId::Source)).find_map(|(id, _)| {
+            observed.iter().find_map(|(i, o)| match o {
+                Observed::Present { size, digest: Some(digest), blocks: Some(blocks) }
+                    if i == id =>
+                {
+                    Some((*id, *size, *digest, blocks))
+                }
+                _ => None,
+            })
+        })?;
+    let differing = current.blocks_differing(digest, size, blocks);
+    (!differing.is_empty()).then(|| RecordBlocks { from, differing, found: blocks.clone() })
 }
 
 /// Judges one file whose copies may include clones: `same_file` pairs a copy with an earlier
@@ -260,6 +316,7 @@ pub fn assess_with_clones(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::digest::{BLOCK_SIZE, hash_stream};
     use crate::record::manifest::FileVersion;
 
     fn entry(content: &[u8]) -> Entry {
@@ -277,7 +334,21 @@ mod tests {
     }
 
     fn present(content: &[u8]) -> Observed {
-        Observed::Present { size: content.len() as u64, digest: Some(Digest::of(content)) }
+        let hashed = hash_stream(&mut &content[..], &mut |_| {}).unwrap();
+        Observed::Present {
+            size: hashed.size,
+            digest: Some(hashed.whole),
+            blocks: Some(hashed.blocks),
+        }
+    }
+
+    /// A copy hashed whole, its blocks not hashed.
+    fn whole_only(content: &[u8]) -> Observed {
+        Observed::Present {
+            size: content.len() as u64,
+            digest: Some(Digest::of(content)),
+            blocks: None,
+        }
     }
 
     const S: CopyId = CopyId::Source;
@@ -385,8 +456,8 @@ mod tests {
             &e,
             &Claim::Agreed(e.current.blake3),
             &[
-                (T0, Observed::Present { size: 5, digest: None }),
-                (T1, Observed::Present { size: 4, digest: None }),
+                (T0, Observed::Present { size: 5, digest: None, blocks: None }),
+                (T1, Observed::Present { size: 4, digest: None, blocks: None }),
                 (CopyId::Target(2), Observed::Absent),
             ],
             false,
@@ -588,5 +659,77 @@ mod tests {
         );
         assert_eq!(verdicts(&got), ["ok", "ok", "not independent"]);
         assert_eq!(got.good_targets(), 1);
+    }
+
+    #[test]
+    fn a_good_copy_whose_blocks_hash_otherwise_shows_the_record_defective() {
+        let data: Vec<u8> = (0..(3 * BLOCK_SIZE + 5)).map(|i| (i * 13 % 251) as u8).collect();
+        let hashed = hash_stream(&mut &data[..], &mut |_| {}).unwrap();
+        let truth =
+            Entry { current: FileVersion::new(hashed.size, 1, hashed.clone()), pending: vec![] };
+        let mut swapped = truth.clone();
+        swapped.current.blocks.swap(0, 2);
+        let mut rotten = data.clone();
+        rotten[10] ^= 1;
+        let agreed = Claim::Agreed(truth.current.blake3);
+        let in_doubt = Claim::Disputed(vec![truth.current.blake3, Digest::of(b"jello")]);
+        let found =
+            |from| RecordBlocks { from, differing: vec![0, 2], found: hashed.blocks.clone() };
+        // name, entry, claim, observed, what is found wrong with the record
+        type Case<'a> = (&'a str, &'a Entry, Claim, Vec<(CopyId, Observed)>, Option<RecordBlocks>);
+        let cases: Vec<Case> = vec![
+            (
+                "a true record",
+                &truth,
+                agreed.clone(),
+                vec![(S, present(&data)), (T0, present(&data))],
+                None,
+            ),
+            (
+                "two blocks swapped in the record: a target is named before the source",
+                &swapped,
+                agreed.clone(),
+                vec![(S, present(&data)), (T0, present(&data))],
+                Some(found(T0)),
+            ),
+            (
+                "swapped, the source edited: a target speaks",
+                &swapped,
+                agreed.clone(),
+                vec![(S, Observed::SourceChanged), (T0, present(&rotten)), (T1, present(&data))],
+                Some(found(T1)),
+            ),
+            (
+                "swapped, blocks hashed on the source only",
+                &swapped,
+                agreed.clone(),
+                vec![(S, present(&data)), (T0, whole_only(&data))],
+                Some(found(S)),
+            ),
+            (
+                "swapped, no good copy: nothing proves the content",
+                &swapped,
+                agreed,
+                vec![(S, present(&rotten)), (T0, Observed::Absent)],
+                None,
+            ),
+            (
+                "swapped, the record in doubt",
+                &swapped,
+                in_doubt,
+                vec![(S, present(&data)), (T0, present(&data)), (T1, present(&data))],
+                None,
+            ),
+        ];
+        for (name, entry, claim, observed, expected) in cases {
+            let got = assess(entry, &claim, &observed, true);
+            assert_eq!(got.record_blocks, expected, "{name}");
+        }
+        // A fast look reads nothing, so it says nothing about the blocks.
+        let fast = [(T0, Observed::Present { size: hashed.size, digest: None, blocks: None })];
+        assert_eq!(
+            assess(&swapped, &Claim::Agreed(truth.current.blake3), &fast, false).record_blocks,
+            None
+        );
     }
 }

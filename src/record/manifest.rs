@@ -137,15 +137,34 @@ impl From<Entry> for FlatEntry {
 
 impl FileVersion {
     pub fn new(size: u64, mtime_ns: i64, digest: FileDigest) -> FileVersion {
-        let blocks = if digest.blocks.len() > 1 { digest.blocks } else { Vec::new() };
         FileVersion {
             size,
             mtime_ns,
             blake3: digest.whole,
-            blocks,
+            blocks: Vec::new(),
             hdfs: digest.hdfs,
             source: None,
         }
+        .with_blocks(digest.blocks)
+    }
+
+    /// This version with `blocks`, one digest per block as hashed, as its block list (kept
+    /// empty for a file of at most one block, whose one block digest is `blake3`).
+    pub fn with_blocks(mut self, blocks: Vec<Digest>) -> FileVersion {
+        self.blocks = if blocks.len() > 1 { blocks } else { Vec::new() };
+        self
+    }
+
+    /// The blocks whose recorded digest differs from the one hashed from a copy, given the
+    /// copy's whole digest, size and block digests. Only a copy that holds this version whole
+    /// (same digest, same size) can speak against the record's blocks: empty when it does not,
+    /// as then the copy is in question, not the record; empty too when every block agrees.
+    pub fn blocks_differing(&self, whole: Digest, size: u64, blocks: &[Digest]) -> Vec<usize> {
+        if whole != self.blake3 || size != self.size {
+            return Vec::new();
+        }
+        let count = block_count(self.size).max(blocks.len());
+        (0..count).filter(|&i| self.block_digest(i) != blocks.get(i).copied()).collect()
     }
 
     /// This version as read from the source with `stat`, the read having begun at
@@ -689,6 +708,59 @@ mod tests {
         let chosen = choose(&[ReplicaFound::Missing, ReplicaFound::Missing], Some(0));
         assert!(chosen.none_valid);
         assert!(chosen.manifest.files.is_empty());
+    }
+
+    #[test]
+    fn only_a_copy_holding_the_version_whole_can_find_its_block_digests_wrong() {
+        let data: Vec<u8> = (0..(3 * BLOCK_SIZE + 9)).map(|i| (i * 31 % 241) as u8).collect();
+        let truth = version(&data, 7);
+        let hashed = truth.blocks.clone();
+        let (whole, size) = (truth.blake3, truth.size);
+        let mut swapped = truth.clone();
+        swapped.blocks.swap(1, 2);
+        let mut last_wrong = truth.clone();
+        last_wrong.blocks[3] = Digest::of(b"x");
+        let small = version(b"alpha", 7);
+        let empty = version(b"", 7);
+        let other = Digest::of(b"other");
+        // name, record, the copy's whole digest, size and blocks, the blocks that differ
+        type Case<'a> = (&'a str, &'a FileVersion, Digest, u64, Vec<Digest>, Vec<usize>);
+        let cases: Vec<Case> = vec![
+            ("record and copy agree", &truth, whole, size, hashed.clone(), vec![]),
+            ("two blocks swapped in the record", &swapped, whole, size, hashed.clone(), vec![1, 2]),
+            ("the short last block wrong", &last_wrong, whole, size, hashed.clone(), vec![3]),
+            (
+                "copy of other content: not the record's fault",
+                &swapped,
+                other,
+                size,
+                vec![],
+                vec![],
+            ),
+            (
+                "same digest, other size: not comparable",
+                &swapped,
+                whole,
+                size - 1,
+                hashed.clone(),
+                vec![],
+            ),
+            (
+                "one block: its digest is the whole one",
+                &small,
+                small.blake3,
+                5,
+                vec![small.blake3],
+                vec![],
+            ),
+            ("one block hashed otherwise", &small, small.blake3, 5, vec![other], vec![0]),
+            ("empty file, no blocks", &empty, Digest::of(b""), 0, vec![], vec![]),
+        ];
+        for (name, record, whole, size, blocks, expected) in cases {
+            assert_eq!(record.blocks_differing(whole, size, &blocks), expected, "{name}");
+        }
+        assert_eq!(swapped.with_blocks(hashed), truth);
+        assert_eq!(small.clone().with_blocks(vec![small.blake3]).blocks, vec![]);
     }
 
     #[test]

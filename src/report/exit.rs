@@ -67,7 +67,7 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes (the same for every command):
   0  all healthy / done
   1  damage or unrepaired problems found (a copy corrupt or missing, no majority,
-     fewer good copies than min_copies, source rot)
+     fewer good copies than min_copies, source rot, a defective record)
   2  usage or configuration error
   3  operational failure (a target unreachable or unwritable, I/O error,
      lock held by another run)

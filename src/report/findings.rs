@@ -23,6 +23,8 @@ pub enum ProblemKind {
     ReplicaMissing,
     ReplicaDefective,
     ReplicaDivergent,
+    /// The record's block digests disagree with the content its whole digest proves.
+    RecordDefective,
     // Configuration: exit 2.
     ForeignTarget,
     // Operational: exit 3.
@@ -39,7 +41,9 @@ impl ProblemKind {
         match self {
             Corrupt | Missing | WrongSize | SourceRot | ForeignContent | NotIndependent
             | NoMajority | NoGoodCopy | KnownDamage | ManifestOverruled | BelowMinCopies
-            | ReplicaMissing | ReplicaDefective | ReplicaDivergent => Exit::Damage,
+            | ReplicaMissing | ReplicaDefective | ReplicaDivergent | RecordDefective => {
+                Exit::Damage
+            }
             ForeignTarget => Exit::Usage,
             TargetUnreachable | WriteFailed | ReadFailed | SourceChanging | PruneRefused => {
                 Exit::Operational
@@ -64,6 +68,7 @@ impl ProblemKind {
             ReplicaMissing => "MANIFEST MISSING",
             ReplicaDefective => "MANIFEST DEFECTIVE",
             ReplicaDivergent => "MANIFEST DIVERGENT",
+            RecordDefective => "RECORD DEFECTIVE",
             ForeignTarget => "FOREIGN TARGET",
             TargetUnreachable => "UNREACHABLE",
             WriteFailed => "WRITE FAILED",

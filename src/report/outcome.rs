@@ -78,6 +78,9 @@ pub struct RepairReport {
     pub copies_healed: usize,
     pub replicas_rewritten: usize,
     pub actions: Vec<Action>,
+    /// Records whose block list was rewritten (or, with `--dry-run`, would be).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordAction>,
     /// What is still wrong after the run.
     #[serde(flatten)]
     pub findings: Findings,
@@ -94,6 +97,16 @@ pub struct Action {
     pub was: CopyVerdict,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined_to: Option<String>,
+}
+
+/// One file whose recorded block digests a repair rewrote from a copy holding its content.
+#[derive(Debug, Serialize)]
+pub struct RecordAction {
+    pub path: String,
+    /// The blocks whose recorded digest was wrong.
+    pub blocks: Vec<usize>,
+    /// The copy the true block digests were hashed from.
+    pub from: String,
 }
 
 // `redundo restore`

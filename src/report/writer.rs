@@ -144,6 +144,15 @@ impl Report {
                             a.was.word()
                         )?;
                     }
+                    for rec in &r.records {
+                        writeln!(
+                            out,
+                            "{}: would rewrite the recorded digests of {} from {}'s content",
+                            rec.path,
+                            blocks_text(&rec.blocks),
+                            rec.from
+                        )?;
+                    }
                 } else if output.verbose {
                     for a in &r.actions {
                         writeln!(out, "{}: {}: rewritten from {}", a.copy, a.path, a.from)?;
@@ -231,6 +240,12 @@ pub fn human_bytes(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// `block 3` or `blocks 1, 2` for a report line.
+pub fn blocks_text(blocks: &[usize]) -> String {
+    let list: Vec<String> = blocks.iter().map(usize::to_string).collect();
+    format!("block{} {}", if blocks.len() == 1 { "" } else { "s" }, list.join(", "))
+}
+
 /// `1 file`, `2 files`, `1 copy`, `3 copies`.
 fn count(n: usize, noun: &str) -> String {
     match (n, noun.strip_suffix('y')) {
@@ -313,16 +328,24 @@ fn verify_summary(r: &VerifyReport) -> String {
 
 fn repair_summary(r: &RepairReport) -> String {
     let left = r.findings.problems.len();
+    // Only mentioned when there are some, as record defects are rare.
+    let records = |before: &str, after: &str| match r.records.len() {
+        0 => String::new(),
+        1 => format!("{before}1 block list{after}"),
+        n => format!("{before}{n} block lists{after}"),
+    };
     if r.dry_run {
         format!(
-            "repair --dry-run: would rewrite {}; nothing written",
-            count(r.copies_healed, "copy")
+            "repair --dry-run: would rewrite {}{}; nothing written",
+            count(r.copies_healed, "copy"),
+            records(" and ", "")
         )
     } else {
         format!(
-            "repair: {} rewritten, {} rewritten; {}",
+            "repair: {} rewritten, {} rewritten{}; {}",
             count(r.copies_healed, "copy"),
             count(r.replicas_rewritten, "manifest replica"),
+            records(" (", " corrected)"),
             if left == 0 {
                 "all healthy".to_string()
             } else {

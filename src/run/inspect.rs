@@ -1,7 +1,9 @@
 //! Gathering facts for verify and repair: every copy of every manifest file is stat-ed (from
-//! one walk per copy) and, for a deep check, hashed; then each file is judged by the pure
-//! [`assess`]. Copies of a file are read in parallel, and so are files.
+//! one walk per copy) and, for a deep check, hashed (whole and per block, in one read); then
+//! each file is judged by the pure [`assess`]. Copies of a file are read in parallel, and so
+//! are files.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io;
 use std::time::Instant;
@@ -10,12 +12,12 @@ use rayon::prelude::*;
 
 use crate::decide::assess::{Assessment, CopyId, Observed, assess_with_clones};
 use crate::decide::vote::Claim;
-use crate::record::digest::{BLOCK_SIZE, Digest, hash_stream, read_block};
+use crate::record::digest::{BLOCK_SIZE, Digest, FileDigest, hash_stream, read_block};
 use crate::record::manifest::{Chosen, Entry};
 use crate::record::relpath::RelPath;
 use crate::record::stat::FileId;
 use crate::record::verdict::CopyVerdict;
-use crate::report::progress::Progress;
+use crate::report::progress::{Progress, Silent};
 use crate::run::mosaic::damaged_ranges;
 use crate::run::workspace::Workspace;
 use crate::store::{Listing, Store};
@@ -106,7 +108,7 @@ pub fn inspect(
                 None => Claim::Agreed(entry.current.blake3),
             };
             let mut assessment = assess_with_clones(entry, &claim, &observed, &same_file, deep);
-            locate_damage(ws, path, entry, &mut assessment);
+            locate_damage(ws, path, entry, &observed, &mut assessment);
             (path.clone(), assessment)
         }));
     }
@@ -190,35 +192,132 @@ fn observe(
             (id, None)
         })
         .collect();
-    stats
+    // One copy's blocks are hashed in its read (a target's first): copies with the same whole
+    // digest hold the same bytes, so their blocks add nothing, and hashing every copy's would
+    // double the work of a deep check.
+    let mut to_read = stats.iter().filter(|(_, known)| known.is_none()).map(|(id, _)| *id);
+    let with_blocks = to_read.clone().find(|id| *id != CopyId::Source).or_else(|| to_read.next());
+    let mut observed: Vec<(CopyId, Observed)> = stats
         .into_par_iter()
         .map(|(id, known)| {
             let racy_source = id == CopyId::Source && entry.current.source.is_some_and(|s| s.racy);
-            let observed = known.unwrap_or_else(|| match hash_copy(ws.copy(id), path, progress) {
-                // Read racily at the backup: other bytes under the same stat are a change made
-                // in the same timestamp tick, not rot.
-                Ok((_, digest)) if racy_source && digest != entry.current.blake3 => {
-                    Observed::SourceChanged
+            let observed = known.unwrap_or_else(|| {
+                match read_copy(ws.copy(id), path, Some(id) == with_blocks, progress) {
+                    // Read racily at the backup: other bytes under the same stat are a change
+                    // made in the same timestamp tick, not rot.
+                    Ok(found) if racy_source && found.whole != entry.current.blake3 => {
+                        Observed::SourceChanged
+                    }
+                    Ok(found) => Observed::Present {
+                        size: found.size,
+                        digest: Some(found.whole),
+                        blocks: found.blocks,
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
+                    Err(e) => Observed::Unreadable(e.to_string()),
                 }
-                Ok((size, digest)) => Observed::Present { size, digest: Some(digest) },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
-                Err(e) => Observed::Unreadable(e.to_string()),
             });
             (id, observed)
         })
-        .collect()
+        .collect();
+    hash_blocks_of_a_good_copy(ws, path, entry, &mut observed);
+    observed
 }
 
-/// Fills in which byte ranges of each corrupt copy differ from the record, by re-reading
-/// only the copies found corrupt (rare, so the common path reads each copy once).
-fn locate_damage(ws: &Workspace, path: &RelPath, entry: &Entry, assessment: &mut Assessment) {
-    for (id, verdict) in assessment.copies.iter_mut() {
-        if let CopyVerdict::Corrupt { expected, damaged, .. } = verdict
-            && *expected == entry.current.blake3
-            && let Ok(mut reader) = ws.copy(*id).open(path)
-            && let Ok(found) = hash_stream(&mut *reader, &mut |_| {})
+/// When the copy whose blocks were hashed does not hold the recorded content, the blocks of
+/// one that does are hashed after all (a second read, only where there is damage), so a
+/// wrong block list in the record is still found.
+fn hash_blocks_of_a_good_copy(
+    ws: &Workspace,
+    path: &RelPath,
+    entry: &Entry,
+    observed: &mut [(CopyId, Observed)],
+) {
+    let recorded = |o: &Observed| matches!(o, Observed::Present { size, digest: Some(d), .. } if *d == entry.current.blake3 && *size == entry.current.size);
+    let checked = observed
+        .iter()
+        .any(|(_, o)| recorded(o) && matches!(o, Observed::Present { blocks: Some(_), .. }));
+    if checked {
+        return;
+    }
+    let Some((id, seen)) = observed.iter_mut().find(|(_, o)| recorded(o)) else { return };
+    if let Ok(found) = read_copy(ws.copy(*id), path, true, &Silent)
+        && let Observed::Present { blocks, .. } = seen
+        && found.whole == entry.current.blake3
+    {
+        *blocks = found.blocks;
+    }
+}
+
+/// What one read of a copy gives: its size and BLAKE3, and its block digests when asked for.
+struct Read {
+    size: u64,
+    whole: Digest,
+    blocks: Option<Vec<Digest>>,
+}
+
+fn read_copy(
+    copy: &dyn Store,
+    path: &RelPath,
+    with_blocks: bool,
+    progress: &dyn Progress,
+) -> io::Result<Read> {
+    if with_blocks {
+        let found = digest_copy(copy, path, progress)?;
+        return Ok(Read { size: found.size, whole: found.whole, blocks: Some(found.blocks) });
+    }
+    let (size, whole) = hash_copy(copy, path, progress)?;
+    Ok(Read { size, whole, blocks: None })
+}
+
+/// Fills in which byte ranges of each corrupt copy differ from the record, from the block
+/// digests of its read, or of a second read where its blocks were not hashed (damage is
+/// rare, so the common path reads each copy once). A clone was not read: its original's
+/// blocks are its own. When a good copy showed the record's block list wrong, the ranges are
+/// measured against the true blocks, not the wrong ones.
+fn locate_damage(
+    ws: &Workspace,
+    path: &RelPath,
+    entry: &Entry,
+    observed: &[(CopyId, Observed)],
+    assessment: &mut Assessment,
+) {
+    let truth = match &assessment.record_blocks {
+        Some(r) => Cow::Owned(entry.current.clone().with_blocks(r.found.clone())),
+        None => Cow::Borrowed(&entry.current),
+    };
+    let blocks_of = |id: CopyId| -> Option<(u64, Cow<Vec<Digest>>)> {
+        let read = assessment.same_file.iter().find(|(c, _)| *c == id).map_or(id, |(_, o)| *o);
+        let seen = observed.iter().find_map(|(i, o)| match o {
+            Observed::Present { size, digest: Some(_), blocks } if *i == read => {
+                Some((*size, blocks.as_ref()))
+            }
+            _ => None,
+        })?;
+        match seen {
+            (size, Some(blocks)) => Some((size, Cow::Borrowed(blocks))),
+            (_, None) => {
+                let found = digest_copy(ws.copy(read), path, &Silent).ok()?;
+                Some((found.size, Cow::Owned(found.blocks)))
+            }
+        }
+    };
+    let located: Vec<(CopyId, Vec<(u64, u64)>)> = assessment
+        .copies
+        .iter()
+        .filter_map(|(id, verdict)| match verdict {
+            CopyVerdict::Corrupt { expected, .. } if *expected == entry.current.blake3 => {
+                let (size, blocks) = blocks_of(*id)?;
+                Some((*id, damaged_ranges(&truth, &blocks, size)))
+            }
+            _ => None,
+        })
+        .collect();
+    for (id, ranges) in located {
+        if let Some((_, CopyVerdict::Corrupt { damaged, .. })) =
+            assessment.copies.iter_mut().find(|(i, _)| *i == id)
         {
-            *damaged = damaged_ranges(&entry.current, &found.blocks, found.size);
+            *damaged = ranges;
         }
     }
 }
@@ -226,7 +325,7 @@ fn locate_damage(ws: &Workspace, path: &RelPath, entry: &Entry, assessment: &mut
 /// A look that reads no data: the size, and the kind's own checksum where it has one that
 /// the manifest recorded (HDFS), compared without downloading the copy.
 fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u64) -> Observed {
-    let present = Observed::Present { size, digest: None };
+    let present = Observed::Present { size, digest: None, blocks: None };
     let CopyId::Target(i) = id else { return present };
     let copy = ws.targets[i].as_ref();
     let recorded = copy
@@ -246,8 +345,20 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
     }
 }
 
-/// Reads one copy whole and returns its size and BLAKE3. Buffers are one block, so memory
-/// stays bounded; big blocks use BLAKE3's multi-threaded path.
+/// Reads one copy whole and returns its size, BLAKE3 and block digests: what a deep check
+/// needs of it, from one read.
+fn digest_copy(
+    copy: &dyn Store,
+    path: &RelPath,
+    progress: &dyn Progress,
+) -> io::Result<FileDigest> {
+    let mut reader = copy.open(path)?;
+    hash_stream(&mut *reader, &mut |n| progress.advance(n))
+}
+
+/// Reads one copy whole and returns its size and BLAKE3, for a check against a known digest
+/// that needs no blocks (it skips their hashing). Buffers are one block, so memory stays
+/// bounded; big blocks use BLAKE3's multi-threaded path.
 pub fn hash_copy(
     copy: &dyn Store,
     path: &RelPath,

@@ -235,7 +235,7 @@ pub fn rot_source(env: &Env, rel: &str, offset: u64) {
 
 /// Rewrites every manifest replica that agrees with the state folder's with `change` made
 /// to its body, sealed with a header digest that matches.
-fn reseal_replicas(env: &Env, change: impl FnOnce(&mut serde_json::Value)) {
+pub fn reseal_replicas(env: &Env, change: impl FnOnce(&mut serde_json::Value)) {
     let state = env.read(".redundo/manifest");
     let mut doc = body(env, ".redundo/manifest");
     change(&mut doc);

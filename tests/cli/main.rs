@@ -12,6 +12,7 @@ mod features;
 mod hdfs;
 mod hostile;
 mod props;
+mod records;
 mod repair;
 mod trust;
 mod verify;
