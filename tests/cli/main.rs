@@ -14,6 +14,7 @@ mod hostile;
 mod props;
 mod records;
 mod repair;
+mod stateful;
 mod trust;
 mod verify;
 mod webhdfs;
