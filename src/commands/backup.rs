@@ -728,12 +728,13 @@ impl<'a> Versions<'a> {
         entry.is_some_and(|e| e.current.held_by(stat, copy.mtime_granularity_ns()))
     }
 
-    /// Keeps the copy now at `path` on `target` as a version of the base generation.
+    /// Keeps the copy now at `path` on `target` as a version of the generation whose content
+    /// the base records (after a killed run, the one before its interim record).
     fn keep(&mut self, copy: &dyn Store, target: usize, path: &RelPath) -> std::io::Result<String> {
-        let generation = self.base.generation;
+        let generation = self.base.content_generation();
         let folder = versions_folder(generation);
         if !self.described.contains(&target) {
-            copy.write_state(&format!("{folder}.manifest"), &self.base.encode())?;
+            copy.write_state(&format!("{folder}.manifest"), &self.base.as_committed().encode())?;
             self.described.push(target);
         }
         copy.keep(path, &folder, &format!("version of generation {generation}"))

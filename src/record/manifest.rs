@@ -53,6 +53,12 @@ pub struct Manifest {
     /// could not see a target and a killed run's partial write may reach the same generation).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub run_id: String,
+    /// Set when this generation records the same content as an earlier one, with pending
+    /// versions added (the record a backup writes before its renames, and what a commit
+    /// that changed no file's content leaves): that earlier generation, the one `backup`
+    /// printed. Versions a later run keeps are filed under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interim_of: Option<u64>,
     pub block_size: u64,
     #[serde(deserialize_with = "unique_paths")]
     pub files: BTreeMap<RelPath, Entry>,
@@ -240,12 +246,39 @@ impl FileVersion {
 }
 
 impl Manifest {
+    /// The generation whose content this one records: its own, or the one it is an interim of.
+    pub fn content_generation(&self) -> u64 {
+        self.interim_of.unwrap_or(self.generation)
+    }
+
+    /// Whether every file's current version is the same content in both (pending versions
+    /// and source stats aside).
+    pub fn same_content(&self, other: &Manifest) -> bool {
+        self.files.len() == other.files.len()
+            && self.files.iter().zip(&other.files).all(|((p, e), (q, f))| {
+                p == q && e.current.blake3 == f.current.blake3 && e.current.size == f.current.size
+            })
+    }
+
+    /// This manifest as the record of its content generation: what `restore --generation`
+    /// reads for the versions kept under it.
+    pub fn as_committed(&self) -> Manifest {
+        let mut committed = self.clone();
+        committed.generation = self.content_generation();
+        committed.interim_of = None;
+        for entry in committed.files.values_mut() {
+            entry.pending.clear();
+        }
+        committed
+    }
+
     pub fn empty() -> Manifest {
         Manifest {
             set_id: String::new(),
             generation: 0,
             written_at: String::new(),
             run_id: String::new(),
+            interim_of: None,
             block_size: BLOCK_SIZE as u64,
             files: BTreeMap::new(),
         }

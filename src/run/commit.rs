@@ -17,7 +17,9 @@
 //!    record of this run will claim its installs.
 //! 6. **Commit** ([`Commit::finish`]). The final manifest, one generation above the last this
 //!    run wrote, with this run's id. A pending version is forgotten only where no target may
-//!    still hold it (`decide::pending`). A run that changed nothing rewrites out-of-date
+//!    still hold it (`decide::pending`). A record whose files hold the content they held at
+//!    the start names the generation that content was committed in (`interim_of`), so
+//!    versions a later run keeps are filed under the generation the user was shown. A run that changed nothing rewrites out-of-date
 //!    replicas with the chosen manifest as it is, so replicas of one generation never differ.
 //!
 //! Every write of a manifest goes to the state folder first and to the targets only after it
@@ -194,6 +196,8 @@ impl<'a> Commit<'a> {
                 self.written
             );
         }
+        let base = self.base();
+        manifest.interim_of = manifest.same_content(base).then(|| base.content_generation());
         manifest.generation = next;
         manifest.written_at = now_rfc3339();
         manifest.run_id.clone_from(&self.run_id);
