@@ -12,6 +12,7 @@ mod hdfs;
 mod hostile;
 mod props;
 mod repair;
+mod symlinks;
 mod trust;
 mod verify;
 mod webhdfs;
