@@ -97,6 +97,8 @@ pub trait Staging: Write + Send {
 /// A finished temporary file, waiting for [`Store::install`].
 #[derive(Debug)]
 pub struct Staged {
+    /// Where the kind finds the temporary again: below the root for a local folder (which
+    /// reaches it through its pinned parent), the absolute path on HDFS.
     pub(crate) temp: PathBuf,
 }
 

@@ -15,6 +15,7 @@ mod props;
 mod records;
 mod repair;
 mod stateful;
+mod symlinks;
 mod trust;
 mod verify;
 mod webhdfs;
