@@ -262,7 +262,7 @@ fn copy_files(
 ) -> Result<()> {
     let total: u64 = jobs.iter().map(|j| j.stat.size).sum();
     progress.begin("backup", total);
-    let stamp = quarantine_stamp();
+    let stamp = versions.stamp.clone();
     for batch in batches(jobs) {
         // Read each file once and stage it on every target.
         let mut results: Vec<(&Job, JobResult)> =
@@ -711,11 +711,13 @@ struct Versions<'a> {
     base: &'a Manifest,
     /// Targets whose `<generation>.manifest` this run has written.
     described: Vec<usize>,
+    /// This run's quarantine folder name.
+    stamp: String,
 }
 
 impl<'a> Versions<'a> {
     fn new(ws: &'a Workspace, base: &'a Manifest) -> Versions<'a> {
-        Versions { ws, base, described: Vec::new() }
+        Versions { ws, base, described: Vec::new(), stamp: quarantine_stamp() }
     }
 
     fn wanted(&self) -> bool {
@@ -737,7 +739,19 @@ impl<'a> Versions<'a> {
             copy.write_state(&format!("{folder}.manifest"), &self.base.as_committed().encode())?;
             self.described.push(target);
         }
-        copy.keep(path, &folder, &format!("version of generation {generation}"))
+        let note = format!("version of generation {generation}");
+        let kept = copy.kept_view(&folder);
+        if kept.stat(path)?.is_none() {
+            return copy.keep(path, &folder, &note);
+        }
+        // A run killed after keeping it and before replacing the copy kept it already.
+        let recorded = self.base.files.get(path).map(|e| e.current.blake3);
+        if hash_copy(kept.as_ref(), path, &Silent).is_ok_and(|(_, d)| Some(d) == recorded) {
+            return Ok(format!("{folder}/{path}"));
+        }
+        // Other bytes are kept under that name: these go to the quarantine, never over them.
+        let note = format!("{note} ({folder} already holds other bytes for this path)");
+        copy.keep(path, &quarantine_folder(&self.stamp), &note)
     }
 
     /// Drops the oldest generations beyond `keep_versions` on every target this run kept

@@ -17,9 +17,9 @@
 //!    record of this run will claim its installs.
 //! 6. **Commit** ([`Commit::finish`]). The final manifest, one generation above the last this
 //!    run wrote, with this run's id. A pending version is forgotten only where no target may
-//!    still hold it (`decide::pending`). A record whose files hold the content they held at
-//!    the start names the generation that content was committed in (`interim_of`), so
-//!    versions a later run keeps are filed under the generation the user was shown. A run that changed nothing rewrites out-of-date
+//!    still hold it (`decide::pending`). The pending record of step 3 names the generation
+//!    whose content it still records (`interim_of`), so versions a later run keeps after a
+//!    kill are filed under the generation the user was shown, not under the interim one. A run that changed nothing rewrites out-of-date
 //!    replicas with the chosen manifest as it is, so replicas of one generation never differ.
 //!
 //! Every write of a manifest goes to the state folder first and to the targets only after it
@@ -120,6 +120,10 @@ impl<'a> Commit<'a> {
         manifest: &mut Manifest,
         findings: &mut Findings,
     ) -> Result<()> {
+        // The run's first such record holds the content the run started from: it names the
+        // generation the user was shown for it.
+        let base = self.base();
+        manifest.interim_of = manifest.same_content(base).then(|| base.content_generation());
         self.write_next(manifest, findings)
     }
 
@@ -149,6 +153,7 @@ impl<'a> Commit<'a> {
             || self.written != base.generation
             || chosen.none_valid;
         if changed {
+            manifest.interim_of = None;
             self.write_next(manifest, findings)?;
             return Ok(Committed {
                 generation: self.written,
@@ -196,8 +201,6 @@ impl<'a> Commit<'a> {
                 self.written
             );
         }
-        let base = self.base();
-        manifest.interim_of = manifest.same_content(base).then(|| base.content_generation());
         manifest.generation = next;
         manifest.written_at = now_rfc3339();
         manifest.run_id.clone_from(&self.run_id);

@@ -10,12 +10,16 @@ use std::io::{self, Read};
 use crate::record::digest::{BLOCK_SIZE, Digest, read_block};
 use crate::record::manifest::{Entry, FileVersion};
 use crate::record::relpath::RelPath;
+use crate::report::progress::Silent;
+use crate::run::inspect::hash_copy;
 use crate::store::Store;
 
-/// The version of a file to read back: the current one, unless no copy looks like it (by
-/// size and mtime) and one looks like a version an interrupted backup recorded as pending.
-/// That is the state a backup killed between its renames and its commit leaves, and those
-/// bytes are the newest the user backed up. `true` when a pending version was chosen.
+/// The version of a file to read back: the current one, unless no copy holds it and one
+/// holds a version an interrupted backup recorded as pending. That is the state a backup
+/// killed between its renames and its commit leaves, and those bytes are the newest the
+/// user backed up. Copies are told apart by size and mtime, and by their bytes when a
+/// pending version has the current one's size and mtime. `true` when a pending version was
+/// chosen.
 pub fn version_to_read<'e>(
     entry: &'e Entry,
     copies: &[(String, &dyn Store)],
@@ -29,12 +33,21 @@ pub fn version_to_read<'e>(
         .filter_map(|(_, copy)| Some((copy.stat(path).ok()??, copy.mtime_granularity_ns())))
         .collect();
     let held = |v: &FileVersion| stats.iter().any(|(stat, g)| v.held_by(*stat, *g));
-    if held(&entry.current) {
-        return (&entry.current, false);
-    }
-    match entry.pending.iter().rev().find(|v| held(v)) {
-        Some(pending) => (pending, true),
-        None => (&entry.current, false),
+    let newest_first = entry.pending.iter().rev().map(|p| (p, true));
+    let candidates: Vec<(&FileVersion, bool)> = std::iter::once((&entry.current, false))
+        .chain(newest_first)
+        .filter(|(v, _)| held(v))
+        .collect();
+    match candidates.as_slice() {
+        [] => (&entry.current, false),
+        [only] => *only,
+        several => copies
+            .iter()
+            .filter_map(|(_, copy)| hash_copy(*copy, path, &Silent).ok())
+            .find_map(|(size, digest)| {
+                several.iter().find(|(v, _)| v.blake3 == digest && v.size == size).copied()
+            })
+            .unwrap_or(several[0]),
     }
 }
 
