@@ -29,7 +29,7 @@ use crate::run::workspace::{
     Replicas, Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder,
     quarantine_stamp, versions_folder,
 };
-use crate::store::{FileStat, Listing, Staged, Store};
+use crate::store::{FileStat, Listing, Staged, Store, process_alive};
 
 /// How often a file that changes while being read is tried before it is reported.
 const READ_ATTEMPTS: usize = 3;
@@ -977,12 +977,8 @@ fn remove_leftovers(copy: &dyn Store, listing: &Listing) {
             .next()
             .and_then(|name| name.strip_prefix(".redundo-tmp-"))
             .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<i32>().ok());
-        let alive = pid.is_some_and(|pid| {
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
-        });
-        if !alive {
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if !pid.is_some_and(process_alive) {
             let _ = copy.remove_leftover(leftover);
         }
     }

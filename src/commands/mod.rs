@@ -66,6 +66,18 @@ pub(crate) fn open_run(
     }
     for (i, set_id) in &replicas.foreign {
         reachable[*i] = false;
+        if set_id.is_empty() {
+            findings.problem(
+                ProblemKind::ForeignTarget,
+                Some(ws.targets[*i].name()),
+                None,
+                format!(
+                    "{} holds a manifest with no backup-set id, which no run of this set writes (a hand-made or planted replica): nothing is written there; move that folder's .redundo aside if the target is this set's",
+                    ws.targets[*i].location()
+                ),
+            );
+            continue;
+        }
         findings.problem(
             ProblemKind::ForeignTarget,
             Some(ws.targets[*i].name()),

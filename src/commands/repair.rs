@@ -241,7 +241,9 @@ pub fn run(
     }
 
     let mut replicas_rewritten = 0;
-    if options.dry_run {
+    if options.dry_run || chosen.none_valid {
+        // With no usable replica there is no record to put back: the unusable ones stay as
+        // evidence, and the next backup rebuilds the manifest from the source.
         replica_findings(ws, &replicas, &reachable, &mut findings);
     } else {
         let mut commit = Commit::begin(ws, &replicas, &reachable);
@@ -288,7 +290,7 @@ pub fn run(
     findings.sort();
     Ok(RepairReport {
         dry_run: options.dry_run,
-        generation: manifest.generation,
+        generation: manifest.content_generation(),
         files: inspection.files.len(),
         copies_healed: actions.len(),
         replicas_rewritten,

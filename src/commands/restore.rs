@@ -39,7 +39,10 @@ pub fn run(
     let (reachable, replicas) = open_run(ws, &[], &mut findings)?;
     let chosen = &replicas.chosen;
     require_backup(ws, &replicas, "restore")?;
-    let wanted = options.generation.filter(|g| *g != chosen.manifest.generation);
+    let current = &chosen.manifest;
+    let wanted = options
+        .generation
+        .filter(|g| *g != current.generation && *g != current.content_generation());
     let snapshot = match wanted {
         Some(generation) => Some(snapshot_of(ws, &reachable, generation)?),
         None => None,
@@ -91,7 +94,7 @@ pub fn run(
 
     let mut report = RestoreReport {
         to: options.to.display().to_string(),
-        generation: manifest.generation,
+        generation: manifest.content_generation(),
         files: 0,
         bytes: 0,
         blocks_from: Default::default(),

@@ -73,7 +73,7 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
     Ok(StatusReport {
         config: ws.config.file.display().to_string(),
         source: ws.config.source.display().to_string(),
-        generation: manifest.generation,
+        generation: manifest.content_generation(),
         manifest_written_at: (!chosen.none_valid).then(|| manifest.written_at.clone()),
         files: manifest.files.len(),
         bytes: manifest.files.values().map(|e| e.current.size).sum(),

@@ -150,7 +150,7 @@ pub fn run(
 
     let report = VerifyReport {
         mode: if options.fast { "fast" } else { "deep" },
-        generation: manifest.generation,
+        generation: manifest.content_generation(),
         files: inspection.files.len(),
         copies,
         replicas_current: replicas.chosen.statuses.iter().filter(|s| s.is_current()).count(),

@@ -53,9 +53,10 @@ pub struct Manifest {
     /// could not see a target and a killed run's partial write may reach the same generation).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub run_id: String,
-    /// Set on the record a backup writes before its renames, which holds the content of an
-    /// earlier generation with pending versions added: that generation, the one `backup`
-    /// printed. Versions a run keeps after this one was left by a kill are filed under it.
+    /// Set when this record holds the same content as an earlier generation (the record a
+    /// backup writes before its renames, which only adds pending versions; a commit that
+    /// changed no file's content): that generation. It is the number users are shown, and
+    /// versions kept later are filed under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interim_of: Option<u64>,
     pub block_size: u64,

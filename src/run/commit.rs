@@ -17,9 +17,11 @@
 //!    record of this run will claim its installs.
 //! 6. **Commit** ([`Commit::finish`]). The final manifest, one generation above the last this
 //!    run wrote, with this run's id. A pending version is forgotten only where no target may
-//!    still hold it (`decide::pending`). The pending record of step 3 names the generation
-//!    whose content it still records (`interim_of`), so versions a later run keeps after a
-//!    kill are filed under the generation the user was shown, not under the interim one. A run that changed nothing rewrites out-of-date
+//!    still hold it (`decide::pending`). A record whose files hold the content they held at
+//!    the start (the pending record of step 3; a commit that only settled pending versions,
+//!    source stats or replicas) names the generation that content was committed in
+//!    (`interim_of`). That is the generation users are shown, and versions kept later are
+//!    filed under it, so `restore --generation` takes the numbers `backup` printed. A run that changed nothing rewrites out-of-date
 //!    replicas with the chosen manifest as it is, so replicas of one generation never differ.
 //!
 //! Every write of a manifest goes to the state folder first and to the targets only after it
@@ -120,10 +122,6 @@ impl<'a> Commit<'a> {
         manifest: &mut Manifest,
         findings: &mut Findings,
     ) -> Result<()> {
-        // The run's first such record holds the content the run started from: it names the
-        // generation the user was shown for it.
-        let base = self.base();
-        manifest.interim_of = manifest.same_content(base).then(|| base.content_generation());
         self.write_next(manifest, findings)
     }
 
@@ -170,7 +168,8 @@ impl<'a> Commit<'a> {
             .collect();
         *manifest = base.clone();
         self.write(base, &behind, findings)?;
-        Ok(Committed { generation: base.generation, replicas_written: self.replicas_written })
+        let generation = base.content_generation();
+        Ok(Committed { generation, replicas_written: self.replicas_written })
     }
 
     fn forget_settled_pending(&self, manifest: &mut Manifest, seen: &[Option<&Listing>]) {
@@ -201,6 +200,8 @@ impl<'a> Commit<'a> {
                 self.written
             );
         }
+        let base = self.base();
+        manifest.interim_of = manifest.same_content(base).then(|| base.content_generation());
         manifest.generation = next;
         manifest.written_at = now_rfc3339();
         manifest.run_id.clone_from(&self.run_id);

@@ -259,7 +259,8 @@ fn seed_key(target: &dyn Store) -> String {
 
 /// The set id is the one recorded in the state folder (by `init` or the first backup), else
 /// the local replica's, else (the state folder was lost) the one most target replicas hold;
-/// replicas of any other set are marked foreign.
+/// replicas of any other set are marked foreign, and so is a target's replica with no set id
+/// once the set's is known: it was not written by a run of this set.
 fn set_apart_foreign(
     holders: &[CopyId],
     found: Vec<ReplicaFound>,
@@ -287,12 +288,18 @@ fn set_apart_foreign(
     let found = holders
         .iter()
         .zip(found)
-        .map(|(id, f)| match (set_of(&f), &ours, id) {
-            (Some(set), Some(ours), CopyId::Target(i)) if set != *ours => {
-                foreign.push((*i, set.clone()));
-                ReplicaFound::Foreign(set)
+        .map(|(id, f)| {
+            let set = match &f {
+                ReplicaFound::Valid(m) => Some(m.set_id.clone()),
+                _ => None,
+            };
+            match (set, &ours, id) {
+                (Some(set), Some(ours), CopyId::Target(i)) if set != *ours => {
+                    foreign.push((*i, set.clone()));
+                    ReplicaFound::Foreign(set)
+                }
+                _ => f,
             }
-            _ => f,
         })
         .collect();
     (found, foreign)

@@ -208,6 +208,16 @@ fn is_symlink(dir: &Dir, name: &str) -> io::Error {
     ))
 }
 
+/// Deletes the temporaries a killed run left in a state folder (a replica written halfway):
+/// in redundo's own folder, a temporary's name and a dead process are proof enough.
+fn remove_dead_temporaries(dir: &Dir) {
+    for (name, kind) in dir.names().unwrap_or_default() {
+        if kind.is_some_and(|k| k.is_file()) && super::dead_state_temporary(&name) {
+            let _ = dir.unlink(&name);
+        }
+    }
+}
+
 /// Writes `bytes` as `name` in `dir` through a synced temporary sibling and a rename.
 fn write_atomically(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
     let temp = temp_name();
@@ -623,6 +633,7 @@ impl Store for LocalDir {
         if let Entry::Symlink = dir.entry(last)? {
             return Err(is_symlink(&dir, last));
         }
+        remove_dead_temporaries(&dir);
         write_atomically(&dir, last, bytes)
     }
 

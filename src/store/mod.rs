@@ -41,6 +41,20 @@ fn temp_pid(name: &str) -> Option<u32> {
     n.parse::<u64>().ok()?;
     pid.parse().ok()
 }
+
+/// Whether a process with this id exists on this machine (then its temporaries are left be:
+/// two configs may share a target).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+}
+
+/// Whether `name`, in one of redundo's own state folders, is a temporary that a run which
+/// is gone left behind (a replica write killed midway): safe to delete.
+fn dead_state_temporary(name: &str) -> bool {
+    temp_pid(name).is_some_and(|pid| pid != std::process::id() && !process_alive(pid))
+}
 pub use webhdfs::WebHdfsDir;
 
 /// Everything a walk of a copy found.

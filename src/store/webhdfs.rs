@@ -217,6 +217,23 @@ impl WebHdfsDir {
         format!("{}/{}", self.root, path.as_str())
     }
 
+    /// Deletes the temporaries a killed run left in a state folder (a replica written
+    /// halfway). Only those a day old: the pid in a name says nothing about a run on another
+    /// machine, and no replica write takes that long.
+    fn remove_dead_temporaries(&self, dir: &str) {
+        let day_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64 - 86_400_000);
+        for status in self.conn.list_dir(dir).unwrap_or_default() {
+            if status.kind == "FILE"
+                && status.modification_time < day_ago
+                && super::dead_state_temporary(&status.path_suffix)
+            {
+                let _ = self.conn.delete(&format!("{dir}/{}", status.path_suffix), false);
+            }
+        }
+    }
+
     fn temp_beside(&self, abs: &str) -> String {
         let dir = abs.rsplit_once('/').map_or("", |(d, _)| d);
         format!("{dir}/{}", temp_name())
@@ -782,6 +799,7 @@ impl Store for WebHdfsDir {
         self.check_root()?;
         let abs = format!("{}/{name}", self.state);
         self.conn.mkdirs(WebHdfsDir::parent_of(&abs))?;
+        self.remove_dead_temporaries(WebHdfsDir::parent_of(&abs));
         let temp = self.temp_beside(&abs);
         self.conn.create_with(&temp, bytes.to_vec())?;
         let result = self.swap_into_place(&temp, &abs);

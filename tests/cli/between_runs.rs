@@ -280,3 +280,48 @@ fn a_newly_excluded_file_is_reported_as_excluded_and_prune_keeps_its_copies() {
     assert!(read(&env.path("data/cache/shard.bin")) == cached, "the source is never touched");
     env.ok(&["verify", "--quiet"]);
 }
+
+#[test]
+fn a_replica_temporary_left_by_a_killed_run_is_removed_and_a_live_runs_is_not() {
+    let set = two_backups(0);
+    let env = &set.env;
+    // A replica write killed midway leaves a full-size temporary beside the replica.
+    let dead = ".redundo-tmp-4194000-0";
+    let live = format!(".redundo-tmp-{}-0", std::process::id());
+    for folder in [".redundo", "t1/.redundo"] {
+        let replica = read(&env.path("t1/.redundo/manifest"));
+        std::fs::write(env.path(&format!("{folder}/{dead}")), replica).unwrap();
+        std::fs::write(env.path(&format!("{folder}/{live}")), b"a live run's").unwrap();
+    }
+    env.write("more.txt", b"a change to commit\n");
+    env.ok(&["backup"]);
+    for folder in [".redundo", "t1/.redundo"] {
+        assert!(!env.path(&format!("{folder}/{dead}")).exists(), "{folder}: removed");
+        assert!(env.path(&format!("{folder}/{live}")).exists(), "{folder}: a live run's is kept");
+    }
+}
+
+#[test]
+fn a_target_replica_with_no_set_id_is_foreign_and_nothing_is_written_there() {
+    let set = two_backups(0);
+    let env = &set.env;
+    let mut planted = body(env, "t2/.redundo/manifest");
+    planted["set_id"] = json!("");
+    planted["files"].as_object_mut().unwrap().remove(FILE);
+    plant_json(env, "t2/.redundo/manifest", &planted);
+    let before = read(&env.path("t2/.redundo/manifest"));
+    std::fs::remove_file(env.path("data/small.txt")).unwrap();
+
+    let backup = env.run(&["backup", "--prune"]);
+    assert_eq!(backup.code, 2, "{backup:?}");
+    assert!(
+        backup
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("t2: FOREIGN TARGET: ") && l.contains("no backup-set id")),
+        "{backup:?}"
+    );
+    assert_eq!(read(&env.path("t2/.redundo/manifest")), before, "its replica untouched");
+    assert!(env.path("t2/small.txt").exists(), "nothing pruned there");
+    assert!(!env.path("t1/small.txt").exists(), "the other targets are served");
+}
