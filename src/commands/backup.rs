@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::open_run;
+use crate::decide::assess::CopyId;
 use crate::decide::plan::{
     Job, JobKind, MaxDelete, PruneRefusal, SourceFiles, TargetFiles, check_prune, plan_backup,
 };
@@ -117,7 +118,7 @@ pub fn run(
         report.pruned += 1;
     }
     versions.drop_oldest(&reachable, &mut findings);
-    forget_verifications(ws, &replicas, &manifest);
+    forget_verifications(ws, &replicas, &manifest, &committed.installed);
 
     report.generation = committed.generation;
     report.files = manifest.files.len();
@@ -422,10 +423,16 @@ fn report_kept_deletions(
 }
 
 /// Verifications of earlier content say nothing about new content: a file whose recorded
-/// digest changed (or that left the manifest) loses them.
-fn forget_verifications(ws: &Workspace, replicas: &Replicas, manifest: &Manifest) {
+/// digest changed (or that left the manifest) loses them. A copy this run rewrote is a new
+/// file: what a verify found of the old one (good or damaged) no longer holds.
+fn forget_verifications(
+    ws: &Workspace,
+    replicas: &Replicas,
+    manifest: &Manifest,
+    rewritten: &std::collections::BTreeMap<RelPath, std::collections::BTreeSet<usize>>,
+) {
     let before = &replicas.chosen.manifest.files;
-    if manifest.files == *before {
+    if manifest.files == *before && rewritten.is_empty() {
         return;
     }
     let mut ledger = Ledger::load(&ws.config.state_dir);
@@ -433,6 +440,13 @@ fn forget_verifications(ws: &Workspace, replicas: &Replicas, manifest: &Manifest
         let now = manifest.files.get(path).map(|e| e.current.blake3);
         now.is_some() && now == before.get(path).map(|e| e.current.blake3)
     });
+    for (path, targets) in rewritten {
+        for target in targets {
+            let key = ws.ledger_key(CopyId::Target(*target));
+            ledger.record_bad(path, &key);
+            ledger.clear_damage(path, &key);
+        }
+    }
     ledger.save(&ws.config.state_dir);
 }
 

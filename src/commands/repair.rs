@@ -112,9 +112,9 @@ pub fn run(
     let mut ledger = Ledger::load(&ws.config.state_dir);
     ledger.begin_run();
     for (path, assessment) in &inspection.files {
-        let named: Vec<_> =
-            assessment.copies.iter().map(|(id, v)| (ws.copy_name(*id), v)).collect();
-        ledger.record(path, &named, unix_now());
+        let keyed: Vec<_> =
+            assessment.copies.iter().map(|(id, v)| (ws.ledger_key(*id), v)).collect();
+        ledger.record(path, &keyed, unix_now());
     }
     let mut manifest = chosen.manifest.clone();
     let mut actions = Vec::new();
@@ -203,7 +203,7 @@ pub fn run(
             continue;
         }
         for (id, _, _) in &healed.done {
-            ledger.record_good(path, &ws.copy_name(*id), unix_now());
+            ledger.record_good(path, &ws.ledger_key(*id), unix_now());
         }
         let source_healed = healed.done.iter().any(|(id, _, _)| *id == CopyId::Source);
         for (id, was, quarantined_to) in healed.done {

@@ -63,7 +63,7 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
     let target_names: Vec<String> = ws.targets.iter().map(|t| t.name().to_string()).collect();
     let durability = durability(
         &manifest.files,
-        &Ledger::load(&ws.config.state_dir),
+        &Ledger::load(&ws.config.state_dir).by_name(&ws.ledger_names()),
         &target_names,
         ws.config.min_copies,
         history.last_verify.as_ref().map(|v| &v.copies),

@@ -51,9 +51,9 @@ pub fn run(
         let now = unix_now();
         ledger.begin_run();
         for (path, assessment) in &inspection.files {
-            let named: Vec<_> =
-                assessment.copies.iter().map(|(id, v)| (ws.copy_name(*id), v)).collect();
-            ledger.record(path, &named, now);
+            let keyed: Vec<_> =
+                assessment.copies.iter().map(|(id, v)| (ws.ledger_key(*id), v)).collect();
+            ledger.record(path, &keyed, now);
         }
         ledger.files.retain(|path, _| files.contains_key(path));
         ledger.damaged.retain(|path, _| files.contains_key(path));
@@ -193,7 +193,10 @@ fn report_known_damage(
         if read.contains(path) {
             continue;
         }
-        for (copy, damage) in copies {
+        for (key, damage) in copies {
+            // Damage recorded for a copy this config no longer has (renamed, re-pointed).
+            let Some(copy) = ws.copy_of_ledger_key(key) else { continue };
+            let copy = ws.copy_name(copy);
             let when = humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + Duration::from_secs(damage.found_at.max(0) as u64),
             );
@@ -201,7 +204,7 @@ fn report_known_damage(
                 if fast { "not re-read by a fast verify" } else { "not re-read by this run" };
             findings.problem(
                 ProblemKind::KnownDamage,
-                Some(copy),
+                Some(&copy),
                 Some(path.as_str()),
                 format!("{} since {when}, {what} (run `redundo repair`)", damage.what),
             );
@@ -211,7 +214,7 @@ fn report_known_damage(
         for (path, assessment) in checked.iter_mut() {
             let Some(known) = ledger.damaged.get(path) else { continue };
             for (id, verdict) in assessment.copies.iter_mut() {
-                if *verdict == CopyVerdict::Ok && known.contains_key(&ws.copy_name(*id)) {
+                if *verdict == CopyVerdict::Ok && known.contains_key(&ws.ledger_key(*id)) {
                     *verdict = CopyVerdict::Unknown;
                 }
             }

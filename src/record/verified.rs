@@ -15,7 +15,8 @@ use crate::record::verdict::CopyVerdict;
 
 const FILE: &str = "verified.json";
 
-/// Per file, per copy name: the Unix time of the last verification that found it good.
+/// Per file, per copy (by the key `Workspace::ledger_key` gives: a target's name, location
+/// and state-folder id): the Unix time of the last verification that found it good.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Ledger {
     pub files: BTreeMap<RelPath, BTreeMap<String, i64>>,
@@ -98,6 +99,23 @@ impl Ledger {
             if copies.is_empty() {
                 self.damaged.remove(path);
             }
+        }
+    }
+
+    /// The ledger with its copies named by `names` (key, name) instead of their keys; copies
+    /// no key names (a renamed or re-pointed target's old records) are left out.
+    pub fn by_name(&self, names: &[(String, String)]) -> Ledger {
+        let rename = |copies: &BTreeMap<String, i64>| -> BTreeMap<String, i64> {
+            names
+                .iter()
+                .filter_map(|(key, name)| copies.get(key).map(|at| (name.clone(), *at)))
+                .collect()
+        };
+        Ledger {
+            files: self.files.iter().map(|(p, c)| (p.clone(), rename(c))).collect(),
+            checked: self.checked.clone(),
+            runs: self.runs,
+            damaged: Default::default(),
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Committed {
     pub generation: u64,
     /// Replicas the final write reached (0 when every replica was already current).
     pub replicas_written: usize,
+    /// Per file: the targets the run durably rewrote it on.
+    pub installed: BTreeMap<RelPath, BTreeSet<usize>>,
 }
 
 impl<'a> Commit<'a> {
@@ -151,12 +153,10 @@ impl<'a> Commit<'a> {
             || self.written != base.generation
             || chosen.none_valid;
         if changed {
-            manifest.interim_of = None;
             self.write_next(manifest, findings)?;
-            return Ok(Committed {
-                generation: self.written,
-                replicas_written: self.replicas_written,
-            });
+            let generation = manifest.content_generation();
+            let (replicas_written, installed) = (self.replicas_written, self.installed);
+            return Ok(Committed { generation, replicas_written, installed });
         }
         let behind: Vec<CopyId> = self
             .replicas
@@ -169,7 +169,8 @@ impl<'a> Commit<'a> {
         *manifest = base.clone();
         self.write(base, &behind, findings)?;
         let generation = base.content_generation();
-        Ok(Committed { generation, replicas_written: self.replicas_written })
+        let (replicas_written, installed) = (self.replicas_written, self.installed);
+        Ok(Committed { generation, replicas_written, installed })
     }
 
     fn forget_settled_pending(&self, manifest: &mut Manifest, seen: &[Option<&Listing>]) {

@@ -22,6 +22,8 @@ pub struct Workspace {
     pub config: Config,
     pub source: Box<dyn Store>,
     pub targets: Vec<Box<dyn Store>>,
+    /// Each target's identity for the verification ledger, read once (see [`Workspace::ledger_key`]).
+    ledger_keys: std::sync::OnceLock<Vec<String>>,
     _lock: Option<RunLock>,
 }
 
@@ -56,7 +58,8 @@ impl Workspace {
         let lock = if lock { Some(RunLock::acquire(&config.state_dir)?) } else { None };
         let source = store::open_source(&config);
         let targets = config.targets.iter().map(store::open_target).collect();
-        let ws = Workspace { config, source, targets, _lock: lock };
+        let ws =
+            Workspace { config, source, targets, ledger_keys: Default::default(), _lock: lock };
         ws.refuse_shared_roots()?;
         Ok(ws)
     }
@@ -191,7 +194,9 @@ impl Workspace {
                 // with no redundo installed: `cd TARGET && b3sum --check .redundo/B3SUMS`.
                 let sums = match id {
                     CopyId::Source => Ok(()),
-                    CopyId::Target(_) => self.copy(id).write_state(B3SUMS_NAME, sums.as_bytes()),
+                    CopyId::Target(_) => self
+                        .give_target_id(self.copy(id))
+                        .and_then(|()| self.copy(id).write_state(B3SUMS_NAME, sums.as_bytes())),
                 };
                 (id, sums.and_then(|()| self.copy(id).write_state(REPLICA_NAME, &bytes)))
             })
@@ -250,7 +255,52 @@ impl Workspace {
     pub fn copy_name(&self, id: CopyId) -> String {
         self.copy(id).name().to_string()
     }
+
+    /// What the verification ledger knows a copy by: for a target, its name, its location and
+    /// the id its state folder holds, so a target renamed, pointed at another folder, or
+    /// holding another folder's state starts unverified instead of inheriting a verification
+    /// of other bytes.
+    pub fn ledger_key(&self, id: CopyId) -> String {
+        let CopyId::Target(i) = id else { return "source".to_string() };
+        let keys = self.ledger_keys.get_or_init(|| {
+            self.targets
+                .par_iter()
+                .map(|t| {
+                    let marker = t.read_state(TARGET_ID_NAME).ok().flatten().unwrap_or_default();
+                    let marker = String::from_utf8_lossy(&marker).trim().to_string();
+                    format!("{}\t{}\t{marker}", t.name(), t.location())
+                })
+                .collect()
+        });
+        keys[i].clone()
+    }
+
+    /// Each copy's ledger key with its name, for reading the ledger by name.
+    pub fn ledger_names(&self) -> Vec<(String, String)> {
+        self.copy_ids().map(|id| (self.ledger_key(id), self.copy_name(id))).collect()
+    }
+
+    /// The copy a ledger key names among this config's copies, if any.
+    pub fn copy_of_ledger_key(&self, key: &str) -> Option<CopyId> {
+        self.copy_ids().find(|id| self.ledger_key(*id) == key)
+    }
 }
+
+impl Workspace {
+    /// Gives a target's state folder an id of its own the first time a replica is written
+    /// there (the ledger's key, with its name and location).
+    fn give_target_id(&self, target: &dyn Store) -> io::Result<()> {
+        if target.read_state(TARGET_ID_NAME)?.is_some() {
+            return Ok(());
+        }
+        let seed = format!("{}\t{}", new_set_id(&self.config), target.location());
+        let id = &blake3::hash(seed.as_bytes()).to_hex()[..32];
+        target.write_state(TARGET_ID_NAME, format!("{id}\n").as_bytes())
+    }
+}
+
+/// The file in a target's state folder holding its id.
+const TARGET_ID_NAME: &str = "target-id";
 
 /// A target as the seeded record names it: its name and its location.
 fn seed_key(target: &dyn Store) -> String {

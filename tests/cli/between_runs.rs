@@ -325,3 +325,43 @@ fn a_target_replica_with_no_set_id_is_foreign_and_nothing_is_written_there() {
     assert!(env.path("t2/small.txt").exists(), "nothing pruned there");
     assert!(!env.path("t1/small.txt").exists(), "the other targets are served");
 }
+
+#[test]
+fn a_target_pointed_at_another_folder_starts_unverified() {
+    let set = two_backups(0);
+    let env = &set.env;
+    env.ok(&["verify"]);
+    let status = env.run(&["status", "--json"]).json();
+    assert!(status["durability"]["oldest_verification_age"]["t2"].is_number(), "{status}");
+    // An older copy of the set, with its state folder, put where t2 now points.
+    let copied = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(env.path("t2"))
+        .arg(env.path("t2b"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let config = std::fs::read_to_string(env.path("redundo.toml")).unwrap();
+    let repointed = config.replace("location = \"t2\"", "location = \"t2b\"");
+    assert_ne!(repointed, config, "the config names t2's location: {config}");
+    std::fs::write(env.path("redundo.toml"), repointed).unwrap();
+
+    let status = env.run(&["status", "--json"]).json();
+    let ages = &status["durability"]["oldest_verification_age"];
+    assert!(ages["t2"].is_null(), "t2 now names another folder: never verified there: {status}");
+    assert!(ages["t1"].is_number(), "{status}");
+}
+
+#[test]
+fn damage_a_backup_heals_is_no_longer_known() {
+    let set = two_backups(0);
+    let env = &set.env;
+    std::fs::remove_file(env.path(&format!("t1/{FILE}"))).unwrap();
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    env.ok(&["backup"]);
+    assert!(set.copy("t1") == set.new, "the gap is filled");
+    let fast = env.run(&["verify", "--fast"]);
+    assert_eq!(fast.code, 0, "the damage was healed by the backup: {fast:?}");
+    assert!(!fast.stdout.contains("KNOWN DAMAGE"), "{fast:?}");
+}
