@@ -183,6 +183,9 @@ pub(crate) fn file_findings(
                     PendingWhy::SourceExcluded => {
                         "excluded by the config now; its copies are kept until `backup --prune --prune-excluded`"
                     }
+                    PendingWhy::OlderBackup => {
+                        "holds an older backed-up version (this target missed later backups; the next backup brings it up to date)"
+                    }
                     PendingWhy::SourceDeleted => {
                         "deleted from the source; kept on the targets until `backup --prune`"
                     }

@@ -98,7 +98,7 @@ pub fn run(
     let (reachable, replicas) = open_run(ws, &[], &mut findings)?;
     let chosen = &replicas.chosen;
     require_backup(ws, &replicas, "repair")?;
-    let inspection = inspect(ws, chosen, &reachable, true, &Scope::everything(), progress)?;
+    let inspection = inspect(ws, &replicas, &reachable, true, &Scope::everything(), progress)?;
     for (i, error) in &inspection.walk_errors {
         findings.problem(
             ProblemKind::ReadFailed,

@@ -45,8 +45,7 @@ pub fn run(
         .then(|| pick_sample(files.keys(), &ledger, options.sample.unwrap_or(100.0)));
     let selected = only.as_ref().map_or(files.len(), Vec::len);
     let scope = Scope { only, deadline: options.max_duration.map(|d| started + d) };
-    let mut inspection =
-        inspect(ws, &replicas.chosen, &reachable, !options.fast, &scope, progress)?;
+    let mut inspection = inspect(ws, &replicas, &reachable, !options.fast, &scope, progress)?;
     if !options.fast {
         let now = unix_now();
         ledger.begin_run();

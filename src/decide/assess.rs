@@ -4,7 +4,7 @@
 
 use crate::decide::vote::{self, Ballot, Claim, NoWinner, Seen, Verdict};
 use crate::record::digest::Digest;
-use crate::record::manifest::Entry;
+use crate::record::manifest::{Entry, FileVersion};
 use crate::record::verdict::{CopyVerdict, PendingWhy};
 
 /// Which copy: the source folder or the n-th configured target.
@@ -282,6 +282,29 @@ fn record_blocks(
         })?;
     let differing = current.blocks_differing(digest, size, blocks);
     (!differing.is_empty()).then(|| RecordBlocks { from, differing, found: blocks.clone() })
+}
+
+/// Whether a target's copy, judged damaged against the current record, holds the version its
+/// own older manifest replica records for the file (`older`): a target that missed backups
+/// still has its last one's copy. Stale, not damaged: random damage never lands on the
+/// digest of an earlier version. Without a digest (`verify --fast`) the size must match.
+pub fn holds_older_version(
+    verdict: &CopyVerdict,
+    observed: &Observed,
+    older: &FileVersion,
+) -> bool {
+    let judged_damaged = matches!(
+        verdict,
+        CopyVerdict::Corrupt { .. } | CopyVerdict::WrongSize { .. } | CopyVerdict::Foreign { .. }
+    );
+    judged_damaged
+        && match observed {
+            Observed::Present { size, digest: Some(digest), .. } => {
+                *digest == older.blake3 && *size == older.size
+            }
+            Observed::Present { size, digest: None, .. } => *size == older.size,
+            _ => false,
+        }
 }
 
 /// Judges one file whose copies may include clones: `same_file` pairs a copy with an earlier
@@ -659,6 +682,30 @@ mod tests {
         );
         assert_eq!(verdicts(&got), ["ok", "ok", "not independent"]);
         assert_eq!(got.good_targets(), 1);
+    }
+
+    #[test]
+    fn a_copy_holding_its_targets_older_recorded_version_is_stale_not_damaged() {
+        let older = entry(b"older").current;
+        let corrupt = CopyVerdict::Corrupt {
+            found: Digest::of(b"older"),
+            expected: Digest::of(b"newer"),
+            damaged: vec![],
+        };
+        let wrong_size = CopyVerdict::WrongSize { size: 5, expected: 6 };
+        let fast = |size| Observed::Present { size, digest: None, blocks: None };
+        // name, verdict, observed, stale
+        let cases = [
+            ("the older version", &corrupt, present(b"older"), true),
+            ("damaged older version", &corrupt, present(b"oldex"), false),
+            ("a fast look, the older size", &wrong_size, fast(5), true),
+            ("a fast look, another size", &wrong_size, fast(4), false),
+            ("a good copy stays good", &CopyVerdict::Ok, present(b"older"), false),
+            ("a missing copy stays missing", &CopyVerdict::Missing, Observed::Absent, false),
+        ];
+        for (name, verdict, observed, stale) in cases {
+            assert_eq!(holds_older_version(verdict, &observed, &older), stale, "{name}");
+        }
     }
 
     #[test]

@@ -383,6 +383,8 @@ pub enum ReplicaDefect {
     DigestMismatch,
     #[error("invalid content: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// What was found at one replica's place.

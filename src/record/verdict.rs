@@ -59,6 +59,9 @@ pub enum CopyVerdict {
 pub enum PendingWhy {
     SourceChanged,
     SourceDeleted,
+    /// The target missed later backups and holds the version its own (older) manifest
+    /// replica records; the next backup brings it up to date.
+    OlderBackup,
     /// The config's excludes now cover the file: it is not walked, but its copies stay
     /// (until `backup --prune --prune-excluded`).
     SourceExcluded,

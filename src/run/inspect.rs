@@ -10,16 +10,18 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::decide::assess::{Assessment, CopyId, Observed, assess_with_clones};
+use crate::decide::assess::{
+    Assessment, CopyId, Observed, assess_with_clones, holds_older_version,
+};
 use crate::decide::vote::Claim;
 use crate::record::digest::{BLOCK_SIZE, Digest, FileDigest, hash_stream, read_block};
-use crate::record::manifest::{Chosen, Entry};
+use crate::record::manifest::{Entry, Manifest};
 use crate::record::relpath::RelPath;
 use crate::record::stat::FileId;
-use crate::record::verdict::CopyVerdict;
+use crate::record::verdict::{CopyVerdict, PendingWhy};
 use crate::report::progress::{Progress, Silent};
 use crate::run::mosaic::damaged_ranges;
-use crate::run::workspace::Workspace;
+use crate::run::workspace::{Replicas, Workspace};
 use crate::store::{Listing, Store};
 
 /// Which files to check, in order, and until when.
@@ -54,12 +56,13 @@ pub struct Inspection {
 
 pub fn inspect(
     ws: &Workspace,
-    chosen: &Chosen,
+    replicas: &Replicas,
     reachable: &[bool],
     deep: bool,
     scope: &Scope,
     progress: &dyn Progress,
 ) -> anyhow::Result<Inspection> {
+    let chosen = &replicas.chosen;
     let excludes = &ws.config.excludes;
     let source = ws.source.list(&|p| excludes.excludes(p))?;
     ws.refuse_targets_in_source(&source)?;
@@ -108,6 +111,7 @@ pub fn inspect(
                 None => Claim::Agreed(entry.current.blake3),
             };
             let mut assessment = assess_with_clones(entry, &claim, &observed, &same_file, deep);
+            mark_older_versions(&replicas.older, path, &observed, &mut assessment);
             locate_damage(ws, path, entry, &observed, &mut assessment);
             (path.clone(), assessment)
         }));
@@ -268,6 +272,26 @@ fn read_copy(
     }
     let (size, whole) = hash_copy(copy, path, progress)?;
     Ok(Read { size, whole, blocks: None })
+}
+
+/// A target that missed backups still holds the versions its own older replica records:
+/// those copies are stale, not damaged (the next backup brings them up to date).
+fn mark_older_versions(
+    older: &BTreeMap<usize, Manifest>,
+    path: &RelPath,
+    observed: &[(CopyId, Observed)],
+    assessment: &mut Assessment,
+) {
+    for (id, verdict) in assessment.copies.iter_mut() {
+        let CopyId::Target(i) = id else { continue };
+        let Some(version) = older.get(i).and_then(|m| m.files.get(path)).map(|e| &e.current) else {
+            continue;
+        };
+        let seen = observed.iter().find(|(o, _)| o == id).map(|(_, seen)| seen);
+        if seen.is_some_and(|seen| holds_older_version(verdict, seen, version)) {
+            *verdict = CopyVerdict::Pending { why: PendingWhy::OlderBackup };
+        }
+    }
 }
 
 /// Fills in which byte ranges of each corrupt copy differ from the record, from the block

@@ -1,7 +1,7 @@
 //! A locked run over one config: the source and targets opened, the manifest replicas read
 //! and chosen, and written back. Commands start here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 
@@ -11,12 +11,14 @@ use rayon::prelude::*;
 use crate::config::Config;
 use crate::decide::assess::CopyId;
 use crate::record::digest::Digest;
-use crate::record::manifest::{self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound};
+use crate::record::manifest::{
+    self, B3SUMS_NAME, Chosen, Manifest, REPLICA_NAME, ReplicaFound, ReplicaStatus,
+};
 use crate::record::relpath::STATE_DIR;
 use crate::record::stat::FileId;
 use crate::report::exit::usage;
 use crate::run::lock::RunLock;
-use crate::store::{self, Listing, Store};
+use crate::store::{self, Listing, MAX_STATE_BYTES, Store};
 
 pub struct Workspace {
     pub config: Config,
@@ -33,6 +35,9 @@ pub struct Replicas {
     pub chosen: Chosen,
     /// Targets holding another backup set's manifest, with that set's id.
     pub foreign: Vec<(usize, String)>,
+    /// Per target whose replica is of an older generation (it missed backups): that replica,
+    /// which says what the target's copies held when it was last written.
+    pub older: BTreeMap<usize, Manifest>,
 }
 
 /// A replica decoded once, with its canonical digest.
@@ -137,12 +142,29 @@ impl Workspace {
     /// Reads every replica: the local one and one per reachable target.
     pub fn read_replicas(&self, reachable: &[bool]) -> Replicas {
         let holders: Vec<CopyId> = self.copy_ids().collect();
+        // The state folder's replica first: a target's may be larger (files were added while
+        // it was written), but not by more than a run could add, or it was not written by a run.
+        let local = self.source.read_state(REPLICA_NAME);
+        let limit = match &local {
+            Ok(Some(bytes)) if Manifest::decode(bytes).is_ok() => {
+                let len = bytes.len() as u64;
+                (len.saturating_mul(2)).max(len + (64 << 20)).min(MAX_STATE_BYTES)
+            }
+            _ => MAX_STATE_BYTES,
+        };
+        let mut local = Some(local);
         // Read every replica's bytes; decode (and digest) each distinct content only once.
-        let raw: Vec<Result<Option<Vec<u8>>, String>> = holders
-            .par_iter()
-            .map(|&id| match id {
-                CopyId::Target(i) if !reachable[i] => Err("target unreachable".into()),
-                _ => self.copy(id).read_state(REPLICA_NAME).map_err(|e| e.to_string()),
+        let raw: Vec<io::Result<Option<Vec<u8>>>> = holders
+            .iter()
+            .map(|id| (*id, (*id == CopyId::Source).then(|| local.take()).flatten()))
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(id, read)| match (id, read) {
+                (_, Some(read)) => read,
+                (CopyId::Target(i), _) if !reachable[i] => {
+                    Err(io::Error::other("target unreachable"))
+                }
+                (_, None) => self.copy(id).read_state_at_most(REPLICA_NAME, limit),
             })
             .collect();
         let mut decoded: Vec<(&[u8], Decoded)> = Vec::new();
@@ -150,7 +172,11 @@ impl Workspace {
         let mut digests = Vec::new();
         for r in &raw {
             let (f, d) = match r {
-                Err(e) => (ReplicaFound::Unreadable(e.clone()), None),
+                Err(e) if e.kind() == io::ErrorKind::FileTooLarge => (
+                    ReplicaFound::Defective(manifest::ReplicaDefect::TooLarge(e.to_string())),
+                    None,
+                ),
+                Err(e) => (ReplicaFound::Unreadable(e.to_string()), None),
                 Ok(None) => (ReplicaFound::Missing, None),
                 Ok(Some(bytes)) => {
                     let idx = match decoded.iter().position(|(b, _)| *b == bytes.as_slice()) {
@@ -176,7 +202,19 @@ impl Workspace {
         drop(decoded);
         let (found, foreign) = set_apart_foreign(&holders, found, self.local_set_id());
         let local = holders.iter().position(|id| *id == CopyId::Source);
-        Replicas { holders, chosen: manifest::choose_with(&found, &digests, local), foreign }
+        let chosen = manifest::choose_with(&found, &digests, local);
+        let older = holders
+            .iter()
+            .zip(found)
+            .zip(&chosen.statuses)
+            .filter_map(|((id, found), status)| match (id, found, status) {
+                (CopyId::Target(i), ReplicaFound::Valid(m), ReplicaStatus::Stale { .. }) => {
+                    Some((*i, m))
+                }
+                _ => None,
+            })
+            .collect();
+        Replicas { holders, chosen, foreign, older }
     }
 
     /// Writes `manifest` to the given holders, in parallel; one result per holder.

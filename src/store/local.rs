@@ -607,7 +607,7 @@ impl Store for LocalDir {
         }
     }
 
-    fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+    fn read_state_at_most(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
         let (dir, last) = match self.state_parent_of(name, false) {
             Ok(found) => found,
             // Only a missing folder means no replica; a file in its place is damage to report.
@@ -622,9 +622,8 @@ impl Store for LocalDir {
         if !file.metadata()?.is_file() {
             return Err(not_regular(&dir, last));
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(Some(bytes))
+        let shown = dir.shown_child(last).display().to_string();
+        Ok(Some(super::read_at_most(&mut file, limit, &shown)?))
     }
 
     fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()> {

@@ -18,6 +18,25 @@ pub use crate::record::stat::{FileId, FileStat};
 
 pub use local::LocalDir;
 
+/// No state file redundo reads may be larger: a replica for ten million files is about 3 GiB,
+/// and a file larger than this one (planted, or a device file) would only exhaust memory.
+pub const MAX_STATE_BYTES: u64 = 8 << 30;
+
+/// Reads at most `limit` bytes, failing with `FileTooLarge` when there is more.
+pub fn read_at_most(reader: &mut dyn Read, limit: u64, what: &str) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "{what} is larger than {limit} bytes, more than redundo would ever have written"
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// How every kind names its temporaries: `.redundo-tmp-<pid>-<n>`, beside the final name.
 const TEMP_PREFIX: &str = ".redundo-tmp-";
 
@@ -165,8 +184,13 @@ pub trait Store: Send + Sync {
     fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()>;
     /// Deletes a temporary file left by a killed run (a name from [`Listing::leftovers`]).
     fn remove_leftover(&self, leftover: &str) -> io::Result<()>;
-    /// Reads a file of redundo's own state (the manifest replica).
-    fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Reads a file of redundo's own state (the manifest replica), refusing one longer than
+    /// `limit` bytes with [`io::ErrorKind::FileTooLarge`] before reading past the limit.
+    fn read_state_at_most(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>>;
+    /// [`Store::read_state_at_most`] with the largest state file redundo reads at all.
+    fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        self.read_state_at_most(name, MAX_STATE_BYTES)
+    }
     /// Atomically and durably replaces a file of redundo's own state.
     fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything written so far durable: staged files' data, and renames. Call it

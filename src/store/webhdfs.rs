@@ -783,13 +783,10 @@ impl Store for WebHdfsDir {
         self.conn.delete(leftover, false)
     }
 
-    fn read_state(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        match self.conn.open(&format!("{}/{name}", self.state), 0) {
-            Ok(mut resp) => {
-                let mut bytes = Vec::new();
-                resp.read_to_end(&mut bytes)?;
-                Ok(Some(bytes))
-            }
+    fn read_state_at_most(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        let abs = format!("{}/{name}", self.state);
+        match self.conn.open(&abs, 0) {
+            Ok(mut resp) => Ok(Some(super::read_at_most(&mut resp, limit, &abs)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

@@ -365,3 +365,57 @@ fn damage_a_backup_heals_is_no_longer_known() {
     assert_eq!(fast.code, 0, "the damage was healed by the backup: {fast:?}");
     assert!(!fast.stdout.contains("KNOWN DAMAGE"), "{fast:?}");
 }
+
+#[test]
+fn a_target_that_missed_a_backup_holds_stale_copies_not_damaged_ones() {
+    let env = Env::with_targets(3);
+    let old = bytes(11, 200_000);
+    let new = bytes(12, 150_000);
+    env.write(FILE, &old);
+    env.ok(&["backup"]);
+    std::fs::rename(env.path("t3"), env.path("t3.away")).unwrap();
+    env.write(FILE, &new);
+    assert_eq!(env.run(&["backup"]).code, 3, "t3 is unreachable");
+    std::fs::rename(env.path("t3.away"), env.path("t3")).unwrap();
+
+    for args in [&["verify"][..], &["verify", "--fast"][..]] {
+        let verify = env.run(args);
+        assert_eq!(verify.code, 0, "{args:?}: stale, not damaged: {verify:?}");
+        assert!(
+            verify.stdout.lines().any(|l| l.starts_with(&format!("t3: {FILE}: pending: "))
+                && l.contains("older backed-up version")),
+            "{args:?}: {verify:?}"
+        );
+    }
+    // A copy of the old version with one flipped byte is damage all the same.
+    let mut rotten = old.clone();
+    rotten[7] ^= 1;
+    std::fs::write(env.path(&format!("t3/{FILE}")), &rotten).unwrap();
+    assert_eq!(env.run(&["verify"]).code, 1);
+    std::fs::write(env.path(&format!("t3/{FILE}")), &old).unwrap();
+
+    env.ok(&["backup"]);
+    assert!(read(&env.path(&format!("t3/{FILE}"))) == new, "brought up to date");
+    env.ok(&["verify", "--quiet"]);
+}
+
+#[test]
+fn a_replica_far_larger_than_the_state_folders_is_defective_and_never_read_whole() {
+    let set = two_backups(0);
+    let env = &set.env;
+    // A sparse 4 GiB file where t2's replica goes: reading it whole would take 4 GiB.
+    let file = std::fs::File::create(env.path("t2/.redundo/manifest")).unwrap();
+    file.set_len(4 << 30).unwrap();
+    drop(file);
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(
+        verify
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("t2: MANIFEST DEFECTIVE: ") && l.contains("larger than")),
+        "{verify:?}"
+    );
+    env.ok(&["backup"]);
+    assert_eq!(read(&env.path("t2/.redundo/manifest")), read(&env.path("t1/.redundo/manifest")));
+}
