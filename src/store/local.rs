@@ -640,6 +640,8 @@ impl Store for LocalDir {
         // One syncfs flushes every staged file's data and every rename on this file system:
         // far cheaper than an fsync per small file, with the same guarantee at the points
         // where callers need it (before renames, and before a manifest records them).
+        #[cfg(debug_assertions)]
+        super::injected_flush_fault(&self.name)?;
         self.root.open(false)?.syncfs()
     }
 }

@@ -37,6 +37,27 @@ pub fn read_at_most(reader: &mut dyn Read, limit: u64, what: &str) -> io::Result
     Ok(bytes)
 }
 
+/// Fault injection for the tests, in debug builds only: `REDUNDO_FAULT_FLUSH=NAME:N` makes
+/// the N-th flush of the store named NAME in this process fail, as a disk that reports a
+/// write-back error would (no file system fails on demand).
+#[cfg(debug_assertions)]
+fn injected_flush_fault(name: &str) -> io::Result<()> {
+    static FLUSHES: std::sync::Mutex<BTreeMap<String, usize>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let Ok(spec) = std::env::var("REDUNDO_FAULT_FLUSH") else { return Ok(()) };
+    let Some((target, nth)) = spec.split_once(':') else { return Ok(()) };
+    if target != name {
+        return Ok(());
+    }
+    let mut flushes = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
+    let count = flushes.entry(name.to_string()).or_default();
+    *count += 1;
+    if nth.parse() == Ok(*count) {
+        return Err(io::Error::other("injected fault: the flush failed"));
+    }
+    Ok(())
+}
+
 /// How every kind names its temporaries: `.redundo-tmp-<pid>-<n>`, beside the final name.
 const TEMP_PREFIX: &str = ".redundo-tmp-";
 

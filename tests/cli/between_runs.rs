@@ -419,3 +419,34 @@ fn a_replica_far_larger_than_the_state_folders_is_defective_and_never_read_whole
     env.ok(&["backup"]);
     assert_eq!(read(&env.path("t2/.redundo/manifest")), read(&env.path("t1/.redundo/manifest")));
 }
+
+#[test]
+fn a_target_whose_flush_fails_after_the_renames_is_not_committed() {
+    let env = Env::with_targets(3);
+    let old = bytes(21, 300_000);
+    let new = bytes(22, 300_001);
+    env.write(FILE, &old);
+    env.ok(&["backup"]);
+    env.write(FILE, &new);
+    // The second flush of t2 in a run with a change is the one after the renames.
+    let backup = env.run_env(&["backup"], &[("REDUNDO_FAULT_FLUSH", "t2:2")]);
+    assert_eq!(backup.code, 3, "{backup:?}");
+    assert!(
+        backup.stdout.lines().any(|l| l.starts_with("t2: WRITE FAILED: ") && l.contains("flush")),
+        "{backup:?}"
+    );
+    let committed = body(&env, ".redundo/manifest");
+    assert!(committed["files"][FILE].get("pending").is_none(), "{committed}");
+    for t in ["t1", "t3"] {
+        assert_eq!(body(&env, &format!("{t}/.redundo/manifest")), committed, "{t}: committed");
+    }
+    // t2 keeps the record written before the renames: the new version only pending there.
+    let t2 = body(&env, "t2/.redundo/manifest");
+    assert!(t2["generation"].as_u64() < committed["generation"].as_u64(), "{t2}");
+    assert_eq!(t2["files"][FILE]["pending"][0]["blake3"], committed["files"][FILE]["blake3"]);
+
+    env.ok(&["verify"]);
+    env.ok(&["backup"]);
+    assert_eq!(body(&env, "t2/.redundo/manifest"), body(&env, ".redundo/manifest"));
+    assert!(read(&env.path(&format!("t2/{FILE}"))) == new);
+}
