@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, bytes, flip_byte};
+use crate::common::{Env, body, bytes, flip_byte};
 
 /// xorshift64*: reproducible from the printed seed.
 struct Rng(u64);
@@ -125,6 +125,20 @@ fn assert_no_torn_copy(
     checked
 }
 
+/// The state folder's replica is written before any target's, so a kill never leaves a
+/// target's replica ahead of it (that is what lets the chooser doubt one that is).
+fn assert_no_replica_ahead_of_the_state_folder(env: &Env, kill: usize) {
+    let generation = |replica: &str| body(env, replica)["generation"].as_u64().unwrap();
+    let local = generation(".redundo/manifest");
+    for target in &env.targets {
+        let theirs = generation(&format!("{target}/.redundo/manifest"));
+        assert!(
+            theirs <= local,
+            "kill {kill}: {target}'s replica is at {theirs}, the state folder's at {local}"
+        );
+    }
+}
+
 #[test]
 fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damage() {
     let mut rng = Rng::from_env();
@@ -170,6 +184,7 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
             budget = (budget * 2 / 3).max(Duration::from_millis(2));
         }
         checked += assert_no_torn_copy(&env, &versions, kill);
+        assert_no_replica_ahead_of_the_state_folder(&env, kill);
         let verify = env.run(&["verify", "--json"]);
         assert_eq!(verify.code, 0, "kill {kill} after {delay:?}: verify found damage: {verify:?}");
     }
