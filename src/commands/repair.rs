@@ -118,6 +118,8 @@ pub fn run(
     }
     let mut manifest = chosen.manifest.clone();
     let mut actions = Vec::new();
+    // The target copies this repair rewrote, for the commit.
+    let mut rewritten: Vec<(RelPath, usize)> = Vec::new();
     let mut records = Vec::new();
     let mut counts = Default::default();
     for (path, assessment) in &inspection.files {
@@ -204,6 +206,9 @@ pub fn run(
         }
         for (id, _, _) in &healed.done {
             ledger.record_good(path, &ws.ledger_key(*id), unix_now());
+            if let CopyId::Target(i) = id {
+                rewritten.push((path.clone(), *i));
+            }
         }
         let source_healed = healed.done.iter().any(|(id, _, _)| *id == CopyId::Source);
         for (id, was, quarantined_to) in healed.done {
@@ -248,13 +253,8 @@ pub fn run(
     } else {
         let mut commit = Commit::begin(ws, &replicas, &reachable);
         commit.flush(&mut findings);
-        for action in &actions {
-            if let Some(CopyId::Target(i)) =
-                ws.copy_ids().find(|id| ws.copy_name(*id) == action.copy)
-                && let Ok(path) = RelPath::new(&action.path)
-            {
-                commit.installed(&path, i);
-            }
+        for (path, target) in &rewritten {
+            commit.installed(path, *target);
         }
         let seen: Vec<Option<&crate::store::Listing>> =
             inspection.targets.iter().map(Option::as_ref).collect();

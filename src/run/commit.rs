@@ -103,13 +103,7 @@ impl<'a> Commit<'a> {
         let mut failed = Vec::new();
         for (i, result) in results {
             if let Err(e) = result {
-                findings.problem(
-                    ProblemKind::WriteFailed,
-                    Some(self.ws.targets[i].name()),
-                    None,
-                    format!("cannot flush the target to stable storage: {e}"),
-                );
-                self.open[i] = false;
+                self.close(i, format!("cannot flush the target to stable storage: {e}"), findings);
                 failed.push(i);
             }
         }
@@ -244,13 +238,7 @@ impl<'a> Commit<'a> {
                     self.note_rewritten(id, findings);
                 }
                 Err(e) => {
-                    findings.problem(
-                        ProblemKind::WriteFailed,
-                        Some(self.ws.targets[i].name()),
-                        None,
-                        format!("cannot write the manifest replica: {e}"),
-                    );
-                    self.open[i] = false;
+                    self.close(i, format!("cannot write the manifest replica: {e}"), findings)
                 }
             }
         }
@@ -276,6 +264,12 @@ impl<'a> Commit<'a> {
             CopyId::Target(_) => self.ws.copy_name(id),
         };
         findings.notice(NoticeKind::Done, Some(&name), None, detail);
+    }
+
+    /// A target whose write or flush failed takes no further record of this run.
+    fn close(&mut self, target: usize, why: String, findings: &mut Findings) {
+        findings.problem(ProblemKind::WriteFailed, Some(self.ws.targets[target].name()), None, why);
+        self.open[target] = false;
     }
 
     fn holder_open(&self, id: CopyId) -> bool {

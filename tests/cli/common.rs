@@ -270,3 +270,30 @@ pub fn calm_records(env: &Env) {
         }
     });
 }
+
+/// xorshift64*: random enough for tests, and reproducible from the printed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from `var` when it is set, else from the clock; prints the seed under `label`.
+    pub fn from_env(var: &str, label: &str) -> Rng {
+        let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                as u64
+                | 1
+        });
+        eprintln!("{label} seed: {var}={seed}");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}

@@ -11,38 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, body, bytes, flip_byte};
-
-/// xorshift64*: reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Rng {
-        let seed = std::env::var("REDUNDO_CRASH_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("crash test seed: REDUNDO_CRASH_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::common::{Env, Rng, body, bytes, flip_byte};
 
 fn kills() -> usize {
     std::env::var("REDUNDO_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(50)
@@ -141,7 +110,7 @@ fn assert_no_replica_ahead_of_the_state_folder(env: &Env, kill: usize) {
 
 #[test]
 fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damage() {
-    let mut rng = Rng::from_env();
+    let mut rng = Rng::from_env("REDUNDO_CRASH_SEED", "crash test");
     let env = Env::with_targets(3);
     let mut versions = BTreeMap::new();
     let mut clock = 1_700_000_000;
@@ -212,7 +181,7 @@ fn backup_killed_at_random_points_never_tears_a_copy_and_verify_reports_no_damag
 
 #[test]
 fn repair_killed_midway_loses_nothing_and_the_next_repair_finishes() {
-    let mut rng = Rng::from_env();
+    let mut rng = Rng::from_env("REDUNDO_CRASH_SEED", "crash test");
     let env = Env::with_targets(3);
     let mut good = BTreeMap::new();
     for i in 0..24 {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, bytes};
+use crate::common::{Env, Rng, bytes};
 
 /// Random steps per sequence (each on a fresh workspace).
 const SEQUENCE_STEPS: usize = 40;
@@ -43,24 +43,9 @@ const NAMES: [&str; 14] = [
     "t.bin",
 ];
 
-/// xorshift64*, as in crash.rs: reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
+/// Picks one of `items`.
+fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
+    &items[rng.below(items.len() as u64) as usize]
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -914,25 +899,25 @@ impl Sequence {
                     _ => Kill::After(rng.below(self.budget_us * 13 / 10)),
                 }),
                 30..=39 if !present.is_empty() => Step::Edit {
-                    path: rng.pick(&present).to_string(),
+                    path: pick(rng, &present).to_string(),
                     size: random_size(rng),
                     seed: rng.next(),
                 },
                 40..=45 if !present.is_empty() => {
-                    Step::EditSameSize { path: rng.pick(&present).to_string(), seed: rng.next() }
+                    Step::EditSameSize { path: pick(rng, &present).to_string(), seed: rng.next() }
                 }
                 46..=50 => {
-                    let path = rng.pick(&NAMES).to_string();
+                    let path = pick(rng, &NAMES).to_string();
                     if self.model.source.contains_key(&path) {
                         continue;
                     }
                     Step::Create { path, size: random_size(rng), seed: rng.next() }
                 }
                 51..=56 if present.len() > 3 => {
-                    Step::Delete { path: rng.pick(&present).to_string() }
+                    Step::Delete { path: pick(rng, &present).to_string() }
                 }
                 57..=68 if !recorded.is_empty() => {
-                    let path = rng.pick(&recorded).to_string();
+                    let path = pick(rng, &recorded).to_string();
                     let target = rng.below(3) as usize;
                     // Damage only where another target still holds the recorded content, so
                     // any loss is redundo's doing.
@@ -952,7 +937,7 @@ impl Sequence {
                 79..=86 => Step::Verify,
                 87..=93 => Step::Restore,
                 94..=99 if !recorded.is_empty() => {
-                    Step::Cat { path: rng.pick(&recorded).to_string() }
+                    Step::Cat { path: pick(rng, &recorded).to_string() }
                 }
                 _ => continue,
             };
