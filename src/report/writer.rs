@@ -71,8 +71,10 @@ impl Report {
                 Report::Status(r) => json_document(self.name(), self.exit(), r),
                 Report::Restore(r) => json_document(self.name(), self.exit(), r),
             };
-            serde_json::to_writer_pretty(&mut out, &body)?;
-            writeln!(out)?;
+            // Rendered first, so a closed stdout shows as the plain io error it is.
+            let mut text = serde_json::to_vec_pretty(&body)?;
+            text.push(b'\n');
+            out.write_all(&text)?;
         } else {
             self.print_human(&mut out, output)?;
         }

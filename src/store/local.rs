@@ -352,6 +352,10 @@ impl Store for LocalDir {
                 Ok(entry) => entry,
                 // A folder that cannot be read is reported and the walk goes on: its files
                 // are unknown, not deleted.
+                // A folder deleted while the walk ran is gone, not unreadable.
+                Err(e) if e.io_error().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {
+                    continue;
+                }
                 Err(e) => match e.path().map(|p| RelPath::from_walk(&root, &shown(p))) {
                     Some(Ok(rel)) => {
                         let reason =
@@ -421,9 +425,20 @@ impl Store for LocalDir {
                 listing.skipped.push(Skipped { path: rel.to_string(), reason: what.into() });
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| {
-                io::Error::other(format!("reading metadata of {}: {e}", path.display()))
-            })?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Deleted between the folder's read and this stat (a busy scratch folder):
+                // it is simply not there, as if the walk had come a moment later.
+                Err(e) if e.io_error().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(io::Error::other(format!(
+                        "reading metadata of {}: {e}",
+                        path.display()
+                    )));
+                }
+            };
             listing.files.insert(rel, file_stat(&meta));
         }
         Ok(listing)

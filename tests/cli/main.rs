@@ -13,6 +13,7 @@ mod hdfs;
 mod hostile;
 mod props;
 mod records;
+mod recovery;
 mod repair;
 mod stateful;
 mod symlinks;

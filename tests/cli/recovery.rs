@@ -1,0 +1,68 @@
+//! Day-two operations: exit codes a cron job can trust, walks of folders other programs are
+//! busy in, and getting data back when the source (or everything but one target) is gone.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::common::{Env, bytes, flip_byte};
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_does_not_turn_damage_into_success() {
+    let env = Env::with_targets(2);
+    for i in 0..50 {
+        env.write(&format!("f{i:02}.bin"), &bytes(i, 5_000));
+    }
+    env.ok(&["backup"]);
+    for i in 0..50 {
+        flip_byte(&env.path(&format!("t1/f{i:02}.bin")), 7);
+    }
+    for args in [&["verify"][..], &["verify", "--json"][..], &["repair", "--dry-run"][..]] {
+        // The reader is gone before redundo writes a byte: `| head -0`, or a pager quit.
+        let mut child =
+            env.command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        drop(child.stdout.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}: damage found is exit 1 whoever reads");
+    }
+}
+
+#[test]
+fn files_deleted_and_created_while_the_walk_runs_never_abort_a_backup() {
+    let env = Env::with_targets(2);
+    for i in 0..3000 {
+        env.write(&format!("scratch/d{}/f{i}.tmp", i % 30), b"x");
+    }
+    env.ok(&["backup"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (stop, root) = (stop.clone(), env.path("data/scratch"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // A bounded population that keeps changing: each name is deleted or created
+                // in turn, never rewritten, so a file is either there or gone.
+                let k = n % 3000;
+                let file = root.join(format!("d{}/f{k}.tmp", k % 30));
+                if std::fs::remove_file(&file).is_err() {
+                    let _ = std::fs::write(&file, b"y");
+                }
+                if n.is_multiple_of(97) {
+                    let folder = root.join(format!("gone-{}", (n / 97) % 5));
+                    if std::fs::remove_dir_all(&folder).is_err() {
+                        let _ = std::fs::create_dir_all(folder.join("sub"));
+                        let _ = std::fs::write(folder.join("sub/x.tmp"), b"z");
+                    }
+                }
+                n += 1;
+            }
+        })
+    };
+    let runs: Vec<_> = (0..6).map(|_| env.run(&["backup", "--quiet"])).collect();
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stderr.is_empty(), "{run:?}");
+    }
+}
