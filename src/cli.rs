@@ -11,7 +11,7 @@ use crate::report::exit::EXIT_CODES_HELP;
 #[command(
     name = "redundo",
     version,
-    about = "Keeps several verified plain-file copies of a directory and heals silent corruption by majority vote.",
+    about = "Keeps several verified plain-file copies of a directory and heals silent corruption from the copies that hold the recorded content.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -101,12 +101,12 @@ pub enum Command {
         sample: Option<f64>,
         /// Stop cleanly after this long (e.g. `30m`, `2h`), saying how far it got; the next
         /// run picks up the files left
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_max_duration)]
         max_duration: Option<std::time::Duration>,
         #[command(flatten)]
         common: Common,
     },
-    /// Rewrite damaged or missing copies from good ones, by majority vote
+    /// Rewrite damaged or missing copies from copies that hold the recorded content
     #[command(after_help = EXIT_CODES_HELP)]
     Repair {
         /// Print what would be done and write nothing
@@ -203,6 +203,17 @@ fn parse_max_delete(raw: &str) -> Result<MaxDelete, String> {
         raw.parse().map(MaxDelete::Files).map_err(|_| {
             format!("{raw:?} is neither a number of files nor a percentage such as 50%")
         })
+    }
+}
+
+/// A time budget: humantime's form (`30m`, `2h`), at most a year (a longer one is a typo, and
+/// would overflow the clock).
+fn parse_max_duration(raw: &str) -> Result<std::time::Duration, String> {
+    const YEAR: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+    match humantime::parse_duration(raw) {
+        Ok(d) if d <= YEAR => Ok(d),
+        Ok(_) => Err(format!("{raw:?} is longer than a year")),
+        Err(e) => Err(format!("{raw:?} is not a duration such as 30m or 2h: {e}")),
     }
 }
 

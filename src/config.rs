@@ -151,6 +151,10 @@ impl Excludes {
     }
 }
 
+/// The most files worked on at once: more only adds threads, and memory, past what any disk
+/// or network can serve.
+const MAX_JOBS: usize = 256;
+
 impl Config {
     /// The config file to use: `--config`, else `$REDUNDO_CONFIG` (clap fills that in), else
     /// `./redundo.toml`.
@@ -165,6 +169,12 @@ impl Config {
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 return usage(format!("{}: not a TOML config (not UTF-8 text)", file.display()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {
+                return usage(format!("config file {} is a folder, not a file", file.display()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return usage(format!("config file {} cannot be read: {e}", file.display()));
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("reading config file {}", file.display()));
@@ -277,8 +287,13 @@ impl Config {
             min_copies,
             keep_versions: raw.keep_versions.unwrap_or(0),
             jobs: match raw.jobs {
-                Some(0) => return fail("jobs = 0: at least one file must be worked on".into()),
-                jobs => jobs,
+                Some(jobs @ 1..=MAX_JOBS) => Some(jobs),
+                Some(jobs) => {
+                    return fail(format!(
+                        "jobs = {jobs}: must be from 1 to {MAX_JOBS} (files worked on at once; each holds a 1 MiB buffer per copy)"
+                    ));
+                }
+                None => None,
             },
             targets,
         })

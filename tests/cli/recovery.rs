@@ -66,3 +66,37 @@ fn files_deleted_and_created_while_the_walk_runs_never_abort_a_backup() {
         assert!(run.stderr.is_empty(), "{run:?}");
     }
 }
+
+#[test]
+fn bad_input_is_one_redundo_error_line_with_exit_2_and_a_json_document_under_json() {
+    let env = Env::with_targets(1);
+    std::fs::create_dir(env.path("cfgdir")).unwrap();
+    let config = std::fs::read_to_string(env.path("redundo.toml")).unwrap();
+    std::fs::write(env.path("jobs.toml"), format!("jobs = 100000\n{config}")).unwrap();
+    // args, what stderr's first line must name
+    let cases: [(&[&str], &str); 5] = [
+        (&["verify", "--bogus"], "--bogus"),
+        (&["verify", "--max-duration", "500000000000y"], "longer than a year"),
+        (&["verify", "--sample", "0"], "percentage"),
+        (&["verify", "--config", "cfgdir"], "is a folder"),
+        (&["backup", "--config", "jobs.toml"], "jobs = 100000"),
+    ];
+    for (args, names) in cases {
+        let run = env.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("redundo: error: ") && first.contains(names),
+            "{args:?}: {run:?}"
+        );
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {run:?}");
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let doc = env.run(&with_json).json();
+        assert_eq!(doc["exit_code"], 2, "{args:?}: {doc}");
+        assert!(doc["error"].as_str().is_some_and(|e| e.contains(names)), "{args:?}: {doc}");
+    }
+    let bare = env.run(&[]);
+    assert_eq!(bare.code, 2, "{bare:?}");
+    assert!(bare.stderr.contains("Usage: redundo <COMMAND>"), "help, not an error line: {bare:?}");
+}
