@@ -55,6 +55,8 @@ const META_MTIME: &str = "x-amz-meta-mtime";
 
 /// What every request needs; shared with the kept views and the uploads.
 struct Conn {
+    /// The target's name, for the test fault below.
+    target: String,
     bucket: Result<Bucket, String>,
     credentials: Result<Credentials, String>,
     part_size: u64,
@@ -108,6 +110,7 @@ impl S3Dir {
                 .expect("a client with no custom TLS settings always builds")
         };
         let conn = Conn {
+            target: name.to_string(),
             bucket,
             credentials: credentials(&spec.profile),
             part_size: spec.part_size,
@@ -655,7 +658,19 @@ impl Upload {
         let etag = self.conn.upload_part(&self.key, id, number, &self.buf)?;
         etags.push(etag);
         self.buf.clear();
+        #[cfg(debug_assertions)]
+        injected_kill(&self.conn.target, number);
         Ok(())
+    }
+}
+
+/// Fault injection for the tests, in debug builds only: `REDUNDO_FAULT_S3_PART=NAME:N` kills
+/// the process (no destructor runs, as with SIGKILL) right after part N of an upload to the
+/// target named NAME was sent, so a test can leave a multipart upload behind at a known point.
+#[cfg(debug_assertions)]
+fn injected_kill(target: &str, part: u16) {
+    if std::env::var("REDUNDO_FAULT_S3_PART").is_ok_and(|spec| spec == format!("{target}:{part}")) {
+        std::process::abort();
     }
 }
 

@@ -14,6 +14,7 @@ mod hostile;
 mod props;
 mod records;
 mod repair;
+mod s3;
 mod stateful;
 mod symlinks;
 mod trust;
