@@ -296,6 +296,25 @@ fn real_s3_multipart_upload_killed_midway_leaves_no_object_and_the_next_backup_a
 }
 
 #[test]
+fn real_s3_key_longer_than_s3_allows_is_refused_naming_the_file_and_the_rest_is_copied() {
+    let Some(url) = endpoint() else { return };
+    let prefix = prefix("long-key");
+    let env = s3_env(&url, &prefix);
+    let aws = Aws { url };
+    // Five folders of 240 bytes: a path Linux holds, a key over S3's 1024 bytes.
+    let deep = vec!["d".repeat(240); 5].join("/");
+    env.write(&format!("{deep}/f.txt"), b"deep");
+
+    let run = env.expect(&["backup"], 3);
+    let wanted = format!(
+        "bucket: {deep}/f.txt: WRITE FAILED: cannot write the copy: S3 cannot hold the key"
+    );
+    assert!(run.stdout.lines().any(|l| l.starts_with(&wanted)), "{run:?}");
+    assert_eq!(env.read(&format!("local/{deep}/f.txt")), b"deep");
+    assert!(aws.read(&format!("{prefix}/a b ü.txt")) == b"spaces and unicode");
+}
+
+#[test]
 fn real_s3_wrong_key_or_missing_bucket_is_one_unreachable_line_with_the_s3_code() {
     let Some(url) = endpoint() else { return };
     let prefix = prefix("wrong-key");
