@@ -49,22 +49,65 @@ pub struct RawTarget {
     /// WebHDFS only: act as this user (`doas`), for a proxy user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doas: Option<String>,
-    /// WebHDFS only: per-request timeout, e.g. "30s" (default 60s).
+    /// WebHDFS and S3: per-request timeout, e.g. "30s" (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// WebHDFS only: retries of a request after a connection error, timeout or 5xx (default 4).
+    /// WebHDFS and S3: retries of a request after a connection error, timeout or 5xx (S3:
+    /// also 429 and SlowDown) (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
     /// WebHDFS only: the HDFS block size files are written with (default 128 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u64>,
+    /// S3 only: the endpoint URL (default AWS's for the region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3 only: the region requests are signed for (default `$AWS_REGION`,
+    /// `$AWS_DEFAULT_REGION`, then us-east-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3 only: `http://endpoint/bucket/key` URLs instead of `http://bucket.endpoint/key`
+    /// (MinIO, SeaweedFS, Ceph); default true when `endpoint` is given, else false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// S3 only: the `~/.aws/credentials` profile used when the environment has no keys
+    /// (default `$AWS_PROFILE`, then "default").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// S3 only: files up to this size go up in one PUT, larger ones as a multipart upload
+    /// of parts this size (default 8 MiB; at least 5 MiB, S3's smallest part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
     WebHdfs(WebHdfsSpec),
+    S3(S3Spec),
 }
+
+/// An S3 target, resolved. Credentials are not here: they never come from the config file
+/// (the store reads them from the environment or `~/.aws/credentials`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Spec {
+    pub bucket: String,
+    /// The key prefix of the target's root, without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    /// `http(s)://host[:port]`.
+    pub endpoint: String,
+    pub region: String,
+    pub path_style: bool,
+    pub profile: String,
+    pub part_size: u64,
+    pub timeout: std::time::Duration,
+    pub retries: u32,
+}
+
+/// S3's smallest part but the last.
+pub const S3_MIN_PART: u64 = 5 << 20;
+/// S3's largest single PUT and largest part.
+pub const S3_MAX_PART: u64 = 5 << 30;
 
 /// A WebHDFS target, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +133,8 @@ impl std::fmt::Display for Location {
                 let host = spec.endpoint.split_once("://").map_or("", |(_, h)| h);
                 write!(f, "{scheme}://{host}{}", spec.root)
             }
+            Location::S3(spec) if spec.prefix.is_empty() => write!(f, "s3://{}", spec.bucket),
+            Location::S3(spec) => write!(f, "s3://{}/{}", spec.bucket, spec.prefix),
         }
     }
 }
@@ -249,6 +294,14 @@ impl Config {
                         x.endpoint == y.endpoint
                             && (under(&x.root, &y.root) || under(&y.root, &x.root))
                     }
+                    (Location::S3(x), Location::S3(y)) => {
+                        let under = |p: &str, q: &str| {
+                            q.is_empty() || p == q || p.starts_with(&format!("{q}/"))
+                        };
+                        x.endpoint == y.endpoint
+                            && x.bucket == y.bucket
+                            && (under(&x.prefix, &y.prefix) || under(&y.prefix, &x.prefix))
+                    }
                     _ => false,
                 };
                 if overlapping {
@@ -328,9 +381,10 @@ pub fn parse_location(base: &Path, raw: &str) -> Result<Location, String> {
     let http = match scheme {
         "webhdfs" => "http",
         "swebhdfs" => "https",
+        "s3" => return parse_s3(raw, rest),
         other => {
             return Err(format!(
-                "location {raw:?}: unsupported scheme {other:?} (use a local path, webhdfs:// or swebhdfs://)"
+                "location {raw:?}: unsupported scheme {other:?} (use a local path, webhdfs://, swebhdfs:// or s3://)"
             ));
         }
     };
@@ -362,20 +416,123 @@ pub fn parse_location(base: &Path, raw: &str) -> Result<Location, String> {
     }))
 }
 
-/// Applies a target's WebHDFS keys; they are an error on a local target.
+/// `s3://BUCKET[/PREFIX]`: the bucket and the key prefix of the target's root.
+fn parse_s3(raw: &str, rest: &str) -> Result<Location, String> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !bucket_ok {
+        return Err(format!(
+            "location {raw:?}: {bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, '.' or '-')"
+        ));
+    }
+    let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+    if let Some(bad) = parts.iter().find(|p| **p == "." || **p == ".." || **p == STATE_DIR) {
+        return Err(format!("location {raw:?}: {bad:?} cannot be part of the prefix"));
+    }
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".into());
+    Ok(Location::S3(S3Spec {
+        bucket: bucket.to_string(),
+        prefix: parts.join("/"),
+        endpoint: format!("https://s3.{region}.amazonaws.com"),
+        region,
+        path_style: false,
+        profile: std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()),
+        part_size: 8 << 20,
+        timeout: std::time::Duration::from_secs(60),
+        retries: 4,
+    }))
+}
+
+/// Applies a target's S3 keys (the shared ones, `timeout` and `retries`, already checked).
+fn with_s3_options(mut spec: S3Spec, raw: &RawTarget) -> Result<Location, String> {
+    if let Some(region) = &raw.region {
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!("region = {region:?}: not a region name"));
+        }
+        spec.region = region.clone();
+    }
+    match &raw.endpoint {
+        Some(endpoint) => {
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|e| format!("endpoint = {endpoint:?}: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(format!(
+                    "endpoint = {endpoint:?}: needs http:// or https:// and a host"
+                ));
+            }
+            if url.path() != "/" || url.query().is_some() {
+                return Err(format!("endpoint = {endpoint:?}: give the server only, no path"));
+            }
+            spec.endpoint = endpoint.trim_end_matches('/').to_string();
+            spec.path_style = true;
+        }
+        None => spec.endpoint = format!("https://s3.{}.amazonaws.com", spec.region),
+    }
+    if let Some(path_style) = raw.path_style {
+        spec.path_style = path_style;
+    }
+    if let Some(profile) = &raw.profile {
+        spec.profile = profile.clone();
+    }
+    if let Some(part_size) = raw.part_size {
+        if !(S3_MIN_PART..=S3_MAX_PART).contains(&part_size) {
+            return Err(format!(
+                "part_size = {part_size}: must be between 5 MiB ({S3_MIN_PART}) and 5 GiB ({S3_MAX_PART})"
+            ));
+        }
+        spec.part_size = part_size;
+    }
+    if let Some(timeout) = &raw.timeout {
+        spec.timeout = humantime::parse_duration(timeout)
+            .map_err(|e| format!("timeout = {timeout:?}: {e}"))?;
+    }
+    if let Some(retries) = raw.retries {
+        spec.retries = retries;
+    }
+    Ok(Location::S3(spec))
+}
+
+/// Applies a target's WebHDFS or S3 keys; each kind's keys are an error on the others.
 fn with_options(location: Location, raw: &RawTarget) -> Result<Location, String> {
-    let given = [
+    let hdfs_only = [
         ("user", raw.user.is_some()),
         ("doas", raw.doas.is_some()),
-        ("timeout", raw.timeout.is_some()),
-        ("retries", raw.retries.is_some()),
         ("block_size", raw.block_size.is_some()),
     ];
+    let shared = [("timeout", raw.timeout.is_some()), ("retries", raw.retries.is_some())];
+    let s3_only = [
+        ("endpoint", raw.endpoint.is_some()),
+        ("region", raw.region.is_some()),
+        ("path_style", raw.path_style.is_some()),
+        ("profile", raw.profile.is_some()),
+        ("part_size", raw.part_size.is_some()),
+    ];
+    let first = |keys: &[(&'static str, bool)]| keys.iter().find(|(_, set)| *set).map(|(k, _)| *k);
     match location {
-        Location::Local(path) => match given.iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(format!("{key} applies to webhdfs:// targets only")),
-            None => Ok(Location::Local(path)),
+        Location::Local(path) => {
+            if let Some(key) = first(&hdfs_only) {
+                return Err(format!("{key} applies to webhdfs:// targets only"));
+            }
+            if let Some(key) = first(&s3_only) {
+                return Err(format!("{key} applies to s3:// targets only"));
+            }
+            match first(&shared) {
+                Some(key) => Err(format!("{key} applies to webhdfs:// and s3:// targets only")),
+                None => Ok(Location::Local(path)),
+            }
+        }
+        Location::S3(spec) => match first(&hdfs_only) {
+            Some(key) => Err(format!("{key} applies to webhdfs:// targets only")),
+            None => with_s3_options(spec, raw),
         },
+        Location::WebHdfs(_) if first(&s3_only).is_some() => {
+            Err(format!("{} applies to s3:// targets only", first(&s3_only).unwrap_or_default()))
+        }
         Location::WebHdfs(mut spec) => {
             if let Some(user) = &raw.user {
                 spec.user = user.clone();
@@ -518,9 +675,28 @@ mod tests {
     }
 
     #[test]
+    fn s3_locations_need_a_bucket_name_and_a_clean_prefix() {
+        let Location::S3(spec) = parse_location(Path::new("/b"), "s3://my-bucket//a/b/").unwrap()
+        else {
+            panic!("not s3")
+        };
+        assert_eq!((spec.bucket.as_str(), spec.prefix.as_str()), ("my-bucket", "a/b"));
+        let Location::S3(spec) = parse_location(Path::new("/b"), "s3://my-bucket").unwrap() else {
+            panic!("not s3")
+        };
+        assert_eq!(spec.prefix, "");
+        assert_eq!(Location::S3(spec).to_string(), "s3://my-bucket");
+        for bad in
+            ["s3://", "s3://B", "s3://Upper/x", "s3://ok-bucket/a/../b", "s3://ok-bucket/.redundo"]
+        {
+            assert!(parse_location(Path::new("/b"), bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn urls_are_not_local_paths() {
-        let err = parse_location(Path::new("/base"), "s3://bucket/x").unwrap_err();
-        assert!(err.contains("unsupported scheme \"s3\""), "{err}");
+        let err = parse_location(Path::new("/base"), "gs://bucket/x").unwrap_err();
+        assert!(err.contains("unsupported scheme \"gs\""), "{err}");
         assert_eq!(
             parse_location(Path::new("/base"), "../backup/./x").unwrap(),
             Location::Local(PathBuf::from("/backup/x"))

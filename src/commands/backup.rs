@@ -354,11 +354,16 @@ fn fold_result(
             report.changed += 1;
         }
         JobKind::Refresh => {
-            // A target that joined later may have brought an HDFS checksum to record.
+            // A target that joined later may have brought an HDFS or S3 checksum to record.
             let entry = manifest.files.get_mut(&job.path).expect("refreshed files are known");
             for hdfs in version.hdfs {
                 if !entry.current.hdfs.iter().any(|h| h.block_size == hdfs.block_size) {
                     entry.current.hdfs.push(hdfs);
+                }
+            }
+            for s3 in version.s3 {
+                if !entry.current.s3.iter().any(|e| e.part_size == s3.part_size) {
+                    entry.current.s3.push(s3);
                 }
             }
             report.unchanged += 1;

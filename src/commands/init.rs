@@ -49,6 +49,11 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             timeout: None,
             retries: None,
             block_size: None,
+            endpoint: None,
+            region: None,
+            path_style: None,
+            profile: None,
+            part_size: None,
         });
     }
     let raw = RawConfig {
@@ -102,6 +107,7 @@ fn default_name(location: &Location) -> String {
             path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
         }
         Location::WebHdfs(spec) => spec.root.rsplit('/').next().unwrap_or_default().to_string(),
+        Location::S3(spec) => spec.prefix.rsplit('/').next().unwrap_or_default().to_string(),
     };
     let cleaned: String = base
         .chars()

@@ -206,12 +206,18 @@ pub(crate) fn file_findings(
                     format!("size {size}, expected {expected}"),
                 );
             }
-            CopyVerdict::ChecksumDiffers { found, expected } => findings.problem(
-                ProblemKind::Corrupt,
-                copy,
-                p,
-                format!("HDFS file checksum {found} differs from the one recorded at backup, {expected} (a deep verify says where)"),
-            ),
+            CopyVerdict::ChecksumDiffers { found, expected } => {
+                let what = match ws.copy(*id).native_checksum_kind() {
+                    Some(crate::store::Native::S3Etag { .. }) => "S3 ETag",
+                    _ => "HDFS file checksum",
+                };
+                findings.problem(
+                    ProblemKind::Corrupt,
+                    copy,
+                    p,
+                    format!("{what} {found} differs from the one recorded at backup, {expected} (a deep verify says where)"),
+                )
+            }
             CopyVerdict::Corrupt { found, expected, damaged } => {
                 let kind = if *id == CopyId::Source {
                     ProblemKind::SourceRot
@@ -236,7 +242,8 @@ pub(crate) fn file_findings(
                     .copies
                     .iter()
                     .filter(|(other, v)| {
-                        other != id && matches!(v, CopyVerdict::Foreign { found: f, .. } if f == found)
+                        other != id
+                            && matches!(v, CopyVerdict::Foreign { found: f, .. } if f == found)
                     })
                     .map(|(other, _)| ws.copy_name(*other))
                     .collect();

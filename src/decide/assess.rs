@@ -350,6 +350,7 @@ mod tests {
                 blake3: Digest::of(content),
                 blocks: vec![],
                 hdfs: vec![],
+                s3: vec![],
                 source: None,
             },
             pending: Vec::new(),
@@ -436,6 +437,7 @@ mod tests {
             blake3: Digest::of(b"new"),
             blocks: vec![],
             hdfs: vec![],
+            s3: vec![],
             source: None,
         }];
         let got = assess(

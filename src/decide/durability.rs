@@ -119,6 +119,7 @@ mod tests {
                     blake3: Digest::of(b""),
                     blocks: vec![],
                     hdfs: vec![],
+                    s3: vec![],
                     source: None,
                 };
                 (RelPath::new(&format!("f{i}")).unwrap(), Entry { current, pending: vec![] })

@@ -215,6 +215,7 @@ mod tests {
                 blake3: Digest::of(b""),
                 blocks: vec![],
                 hdfs: vec![],
+                s3: vec![],
                 source: None,
             };
             m.files.insert(p(path), Entry { current, pending: Vec::new() });

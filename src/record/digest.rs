@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::record::hdfs_checksum::{HdfsChecksum, HdfsChecksummer};
+use crate::record::s3_etag::{S3Etag, S3EtagHasher};
 
 pub const BLOCK_SIZE: usize = 1 << 20;
 
@@ -87,6 +88,18 @@ pub struct FileDigest {
     pub size: u64,
     /// HDFS's own checksum, one per HDFS block size asked for.
     pub hdfs: Vec<HdfsChecksum>,
+    /// The S3 ETag, one per part size asked for.
+    pub s3: Vec<S3Etag>,
+}
+
+/// A checksum a target kind keeps of its own, with what it depends on: which one a store
+/// reports is its [`Native`], and the read of the source computes each one asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Native {
+    /// HDFS's MD5-of-MD5-of-CRC32C, for files written with this block size.
+    Hdfs { block_size: u64 },
+    /// The S3 ETag, for objects uploaded with this part size.
+    S3Etag { part_size: u64 },
 }
 
 /// Number of blocks a file of `size` bytes has.
@@ -100,23 +113,32 @@ pub struct StreamHasher {
     blocks: Vec<Digest>,
     bytes: u64,
     hdfs: Vec<HdfsChecksummer>,
+    s3: Vec<S3EtagHasher>,
 }
 
 impl Default for StreamHasher {
     fn default() -> Self {
-        StreamHasher::with_hdfs(&[])
+        StreamHasher::with_native(&[])
     }
 }
 
 impl StreamHasher {
-    /// Also computes HDFS's checksum for each of these HDFS block sizes.
-    pub fn with_hdfs(block_sizes: &[u64]) -> StreamHasher {
-        StreamHasher {
+    /// Also computes each of these native checksums.
+    pub fn with_native(native: &[Native]) -> StreamHasher {
+        let mut hasher = StreamHasher {
             whole: blake3::Hasher::new(),
             blocks: Vec::new(),
             bytes: 0,
-            hdfs: block_sizes.iter().map(|&b| HdfsChecksummer::new(b)).collect(),
+            hdfs: Vec::new(),
+            s3: Vec::new(),
+        };
+        for kind in native {
+            match *kind {
+                Native::Hdfs { block_size } => hasher.hdfs.push(HdfsChecksummer::new(block_size)),
+                Native::S3Etag { part_size } => hasher.s3.push(S3EtagHasher::new(part_size)),
+            }
         }
+        hasher
     }
 
     /// Feeds one block: exactly `BLOCK_SIZE` bytes, or fewer for the last one.
@@ -132,6 +154,9 @@ impl StreamHasher {
         for hdfs in &mut self.hdfs {
             hdfs.update(block);
         }
+        for s3 in &mut self.s3 {
+            s3.update(block);
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -144,6 +169,7 @@ impl StreamHasher {
             blocks: self.blocks,
             size: self.bytes,
             hdfs: self.hdfs.into_iter().map(HdfsChecksummer::finish).collect(),
+            s3: self.s3.into_iter().map(S3EtagHasher::finish).collect(),
         }
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::record::digest::{BLOCK_SIZE, Digest, FileDigest, block_count};
 use crate::record::hdfs_checksum::HdfsChecksum;
 use crate::record::relpath::RelPath;
+use crate::record::s3_etag::S3Etag;
 use crate::record::stat::FileStat;
 
 /// 2 added `source` to file versions; 3 added `run_id` and put the version under the digest.
@@ -79,6 +80,10 @@ pub struct FileVersion {
     /// (lets `verify --fast` check an HDFS copy without reading it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hdfs: Vec<HdfsChecksum>,
+    /// The S3 ETag of this content, for the part sizes of the S3 targets (lets `verify
+    /// --fast` check an S3 copy with a HEAD).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub s3: Vec<S3Etag>,
     /// What the source file's stat said when this version was read from it, beyond size and
     /// mtime; `None` in records written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +126,8 @@ struct FlatEntry {
     blocks: Vec<Digest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     hdfs: Vec<HdfsChecksum>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    s3: Vec<S3Etag>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<SourceStat>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -129,15 +136,15 @@ struct FlatEntry {
 
 impl From<FlatEntry> for Entry {
     fn from(flat: FlatEntry) -> Entry {
-        let FlatEntry { size, mtime_ns, blake3, blocks, hdfs, source, pending } = flat;
-        Entry { current: FileVersion { size, mtime_ns, blake3, blocks, hdfs, source }, pending }
+        let FlatEntry { size, mtime_ns, blake3, blocks, hdfs, s3, source, pending } = flat;
+        Entry { current: FileVersion { size, mtime_ns, blake3, blocks, hdfs, s3, source }, pending }
     }
 }
 
 impl From<Entry> for FlatEntry {
     fn from(entry: Entry) -> FlatEntry {
-        let FileVersion { size, mtime_ns, blake3, blocks, hdfs, source } = entry.current;
-        FlatEntry { size, mtime_ns, blake3, blocks, hdfs, source, pending: entry.pending }
+        let FileVersion { size, mtime_ns, blake3, blocks, hdfs, s3, source } = entry.current;
+        FlatEntry { size, mtime_ns, blake3, blocks, hdfs, s3, source, pending: entry.pending }
     }
 }
 
@@ -149,6 +156,7 @@ impl FileVersion {
             blake3: digest.whole,
             blocks: Vec::new(),
             hdfs: digest.hdfs,
+            s3: digest.s3,
             source: None,
         }
         .with_blocks(digest.blocks)

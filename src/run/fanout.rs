@@ -47,12 +47,11 @@ pub fn fan_out(
     progress: &dyn Progress,
 ) -> io::Result<Fanned> {
     let mut outs: Vec<(usize, io::Result<Box<dyn Staging>>)> =
-        targets.iter().map(|&(index, target)| (index, target.stage(path))).collect();
-    let mut block_sizes: Vec<u64> =
-        targets.iter().filter_map(|(_, t)| t.native_checksum_block_size()).collect();
-    block_sizes.sort_unstable();
-    block_sizes.dedup();
-    let mut hasher = StreamHasher::with_hdfs(&block_sizes);
+        targets.iter().map(|&(index, target)| (index, target.stage(path, like))).collect();
+    let mut native: Vec<_> = targets.iter().filter_map(|(_, t)| t.native_checksum_kind()).collect();
+    native.sort_unstable();
+    native.dedup();
+    let mut hasher = StreamHasher::with_native(&native);
     let read = crate::record::digest::with_block_buf(|buf| -> io::Result<()> {
         loop {
             let n = match read_block(reader, buf) {

@@ -22,7 +22,7 @@ use crate::record::verdict::{CopyVerdict, PendingWhy};
 use crate::report::progress::{Progress, Silent};
 use crate::run::mosaic::damaged_ranges;
 use crate::run::workspace::{Replicas, Workspace};
-use crate::store::{Listing, Store};
+use crate::store::{Listing, Native, Store};
 
 /// Which files to check, in order, and until when.
 pub struct Scope {
@@ -347,15 +347,24 @@ fn locate_damage(
 }
 
 /// A look that reads no data: the size, and the kind's own checksum where it has one that
-/// the manifest recorded (HDFS), compared without downloading the copy.
+/// the manifest recorded (HDFS, S3), compared without downloading the copy.
 fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u64) -> Observed {
     let present = Observed::Present { size, digest: None, blocks: None };
     let CopyId::Target(i) = id else { return present };
     let copy = ws.targets[i].as_ref();
-    let recorded = copy
-        .native_checksum_block_size()
-        .and_then(|block_size| entry.current.hdfs.iter().find(|h| h.block_size == block_size));
-    let Some(recorded) = recorded.filter(|_| size == entry.current.size) else { return present };
+    if size != entry.current.size {
+        return present;
+    }
+    let recorded = match copy.native_checksum_kind() {
+        Some(Native::Hdfs { block_size }) => {
+            entry.current.hdfs.iter().find(|h| h.block_size == block_size)
+        }
+        Some(Native::S3Etag { part_size }) => {
+            return fast_look_s3(copy, path, entry, part_size, size);
+        }
+        None => None,
+    };
+    let Some(recorded) = recorded else { return present };
     match copy.native_checksum(path) {
         Some(Ok(theirs)) if !recorded.comparable(&theirs.algorithm) => present,
         Some(Ok(theirs)) if recorded.matches(&theirs.bytes, theirs.length) => present,
@@ -363,6 +372,33 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
             size,
             found: theirs.bytes,
             expected: recorded.bytes.clone(),
+        },
+        Some(Err(e)) => Observed::Unreadable(e.to_string()),
+        None => present,
+    }
+}
+
+/// [`fast_look`] for an S3 copy: its ETag against the recorded one, where both have the same
+/// shape (see `record::s3_etag`).
+fn fast_look_s3(
+    copy: &dyn Store,
+    path: &RelPath,
+    entry: &Entry,
+    part_size: u64,
+    size: u64,
+) -> Observed {
+    let present = Observed::Present { size, digest: None, blocks: None };
+    let Some(recorded) = entry.current.s3.iter().find(|e| e.part_size == part_size) else {
+        return present;
+    };
+    match copy.native_checksum(path) {
+        Some(Ok(theirs)) => match recorded.compare(&theirs.bytes) {
+            Some(false) => Observed::ChecksumDiffers {
+                size,
+                found: theirs.bytes,
+                expected: recorded.etag.clone(),
+            },
+            _ => present,
         },
         Some(Err(e)) => Observed::Unreadable(e.to_string()),
         None => present,

@@ -470,7 +470,7 @@ impl Store for LocalDir {
         Ok(Box::new(file))
     }
 
-    fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>> {
+    fn stage(&self, path: &RelPath, _like: &FileStat) -> io::Result<Box<dyn Staging>> {
         let (dir, _) = self.parent_of(path, true)?;
         if self.owns_temporaries {
             self.journal_this_process()?;
@@ -695,7 +695,7 @@ mod tests {
 
     /// Stages, syncs and installs `bytes` at `path`.
     fn put(store: &LocalDir, path: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let mut staging = store.stage(&rel(path))?;
+        let mut staging = store.stage(&rel(path), &like())?;
         staging.write_all(bytes)?;
         let staged = staging.finish(&like())?;
         store.sync()?;

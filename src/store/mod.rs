@@ -5,6 +5,7 @@
 //! the config's state folder), so verify and repair treat it like any other copy.
 
 mod local;
+mod s3;
 mod webhdfs;
 
 use std::io::{self, Read, Write};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, Location, TargetSpec};
+pub use crate::record::digest::Native;
 use crate::record::relpath::RelPath;
 pub use crate::record::stat::{FileId, FileStat};
 
@@ -95,6 +97,7 @@ pub fn process_alive(pid: u32) -> bool {
 fn dead_state_temporary(name: &str) -> bool {
     temp_pid(name).is_some_and(|pid| pid != std::process::id() && !process_alive(pid))
 }
+pub use s3::S3Dir;
 pub use webhdfs::WebHdfsDir;
 
 /// Everything a walk of a copy found.
@@ -128,10 +131,11 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// A checksum a target kind computes itself (HDFS's GETFILECHECKSUM), as it reports it.
+/// A checksum a target kind computes itself (HDFS's GETFILECHECKSUM, S3's ETag), as it
+/// reports it.
 #[derive(Clone, Debug)]
 pub struct NativeChecksum {
-    /// e.g. `MD5-of-0MD5-of-512CRC32C`.
+    /// e.g. `MD5-of-0MD5-of-512CRC32C`, or `ETag`.
     pub algorithm: String,
     /// Hex; only the first `length` bytes count.
     pub bytes: String,
@@ -182,8 +186,9 @@ pub trait Store: Send + Sync {
         io::copy(&mut (&mut reader).take(offset), &mut io::sink())?;
         Ok(reader)
     }
-    /// Starts a temporary file next to where `path` will be installed.
-    fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>>;
+    /// Starts a temporary file next to where `path` will be installed; `like` is the stat it
+    /// will be finished with (S3 fixes an object's metadata when its upload begins).
+    fn stage(&self, path: &RelPath, like: &FileStat) -> io::Result<Box<dyn Staging>>;
     /// Atomically replaces `path` with a staged file.
     fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()>;
     /// Removes a staged file that will not be installed.
@@ -226,9 +231,9 @@ pub trait Store: Send + Sync {
     fn mtime_granularity_ns(&self) -> i64 {
         1
     }
-    /// The block size files are written with, when this kind has its own file checksum that
-    /// redundo computes locally to compare against (HDFS's MD5-of-MD5-of-CRC32C).
-    fn native_checksum_block_size(&self) -> Option<u64> {
+    /// Which checksum of its own this kind keeps, with what it depends on, when redundo can
+    /// compute it locally to compare against (HDFS's MD5-of-MD5-of-CRC32C, S3's ETag).
+    fn native_checksum_kind(&self) -> Option<Native> {
         None
     }
     /// The kind's own checksum of a copy, fetched without reading its data. `None` when the
@@ -256,7 +261,8 @@ pub fn open_store(name: &str, location: &Location, role: Role) -> Box<dyn Store>
             Box::new(LocalDir::source(root, state_dir))
         }
         (Location::WebHdfs(hdfs), Role::Target) => Box::new(WebHdfsDir::target(name, hdfs)),
-        (Location::WebHdfs(_), Role::Source { .. }) => {
+        (Location::S3(s3), Role::Target) => Box::new(S3Dir::target(name, s3)),
+        (Location::WebHdfs(_) | Location::S3(_), Role::Source { .. }) => {
             unreachable!("config accepts only a local folder as the source")
         }
     }

@@ -669,7 +669,7 @@ impl Store for WebHdfsDir {
         Ok(Box::new(self.conn.open(&self.abs(path), offset)?))
     }
 
-    fn stage(&self, path: &RelPath) -> io::Result<Box<dyn Staging>> {
+    fn stage(&self, path: &RelPath, _like: &FileStat) -> io::Result<Box<dyn Staging>> {
         if let Some(bad) = path.as_str().split('/').find(|part| part.contains(':')) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -815,8 +815,8 @@ impl Store for WebHdfsDir {
         1_000_000
     }
 
-    fn native_checksum_block_size(&self) -> Option<u64> {
-        Some(self.conn.block_size)
+    fn native_checksum_kind(&self) -> Option<super::Native> {
+        Some(super::Native::Hdfs { block_size: self.conn.block_size })
     }
 
     fn native_checksum(&self, path: &RelPath) -> Option<io::Result<NativeChecksum>> {

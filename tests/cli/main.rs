@@ -15,6 +15,7 @@ mod props;
 mod records;
 mod recovery;
 mod repair;
+mod s3;
 mod stateful;
 mod symlinks;
 mod trust;
