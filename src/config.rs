@@ -247,7 +247,10 @@ impl Config {
         let source = match std::fs::metadata(&source) {
             Ok(meta) if meta.is_dir() => source.canonicalize().unwrap_or(source),
             Ok(_) => return fail(format!("source {} is not a directory", source.display())),
-            Err(_) => return fail(format!("source {} does not exist", source.display())),
+            // Not there is a state of the source, not a config error: restore and verify work
+            // from the targets, and backup says the folder is missing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => source,
+            Err(e) => return fail(format!("source {}: {e}", source.display())),
         };
 
         let excludes = match Excludes::new(&raw.exclude) {

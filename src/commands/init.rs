@@ -70,6 +70,10 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
     // Validate exactly as later runs will read it, then create the target folders (a later
     // backup refuses a missing one), then write the config through a temporary and a rename.
     let config = Config::from_text(&options.config, &text)?;
+    // A later run takes a missing source for a lost disk; at init it is a typo.
+    if !config.source.is_dir() {
+        return usage(format!("--source {}: no such folder", config.source.display()));
+    }
     for spec in &config.targets {
         let copy = store::open_target(spec);
         copy.create_root()

@@ -18,6 +18,7 @@ use crate::record::relpath::RelPath;
 use crate::record::verdict::{CopyVerdict, PendingWhy};
 use crate::report::blocks_text;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
+use crate::run::inspect::Inspection;
 use crate::run::workspace::{Replicas, Workspace};
 
 /// Checks every target's root; an unreachable one is a problem (exit 3) and is left out of
@@ -90,6 +91,28 @@ pub(crate) fn open_run(
         );
     }
     Ok((reachable, replicas))
+}
+
+/// A problem for each copy whose walk failed: a target's (exit 3), and the source folder when it
+/// is not there (a dead disk, a lost machine: the targets are still checked, and `restore`
+/// and `cat` need only them).
+pub(crate) fn walk_findings(ws: &Workspace, inspection: &Inspection, findings: &mut Findings) {
+    for (i, error) in &inspection.walk_errors {
+        findings.problem(
+            ProblemKind::ReadFailed,
+            Some(ws.targets[*i].name()),
+            None,
+            format!("cannot walk the target: {error}"),
+        );
+    }
+    if let Some(error) = &inspection.source_unreachable {
+        findings.problem(
+            ProblemKind::TargetUnreachable,
+            Some("source"),
+            None,
+            format!("{error}: the source is left out of this run (its copies on the targets are checked; `redundo restore` needs only them)"),
+        );
+    }
 }
 
 /// Refuses (exit 2) a command that needs a manifest when no replica was ever written.

@@ -12,7 +12,9 @@ use std::io::Read;
 use anyhow::Result;
 
 use super::verify::unix_now;
-use super::{file_findings, open_run, record_findings, replica_findings, require_backup};
+use super::{
+    file_findings, open_run, record_findings, replica_findings, require_backup, walk_findings,
+};
 use crate::decide::assess::{Assessment, CopyId};
 use crate::decide::vote::NoWinner;
 use crate::record::digest::Digest;
@@ -99,14 +101,7 @@ pub fn run(
     let chosen = &replicas.chosen;
     require_backup(ws, &replicas, "repair")?;
     let inspection = inspect(ws, &replicas, &reachable, true, &Scope::everything(), progress)?;
-    for (i, error) in &inspection.walk_errors {
-        findings.problem(
-            ProblemKind::ReadFailed,
-            Some(ws.targets[*i].name()),
-            None,
-            format!("cannot walk the target: {error}"),
-        );
-    }
+    walk_findings(ws, &inspection, &mut findings);
 
     let stamp = quarantine_stamp();
     let mut ledger = Ledger::load(&ws.config.state_dir);
@@ -185,7 +180,7 @@ pub fn run(
             continue;
         }
         let assessed = |id: CopyId| match id {
-            CopyId::Source => inspection.source.files.get(path).copied(),
+            CopyId::Source => inspection.source.as_ref()?.files.get(path).copied(),
             CopyId::Target(i) => inspection.targets[i].as_ref()?.files.get(path).copied(),
         };
         let mut healed = heal_file(ws, path, &plan, &stamp, &assessed);

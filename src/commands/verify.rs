@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{file_findings, open_run, record_findings, replica_findings, require_backup};
+use super::{
+    file_findings, open_run, record_findings, replica_findings, require_backup, walk_findings,
+};
 use crate::decide::assess::Assessment;
 use crate::record::history::{History, VerifyRecord};
 use crate::record::relpath::RelPath;
@@ -78,14 +80,7 @@ pub fn run(
         unchecked: inspection.unchecked,
         total: files.len(),
     };
-    for (i, error) in &inspection.walk_errors {
-        findings.problem(
-            ProblemKind::ReadFailed,
-            Some(ws.targets[*i].name()),
-            None,
-            format!("cannot walk the target: {error}"),
-        );
-    }
+    walk_findings(ws, &inspection, &mut findings);
 
     let mut copies = BTreeMap::new();
     let mut below_min_copies = 0;
@@ -121,8 +116,9 @@ pub fn run(
             findings.notice(NoticeKind::Unknown, Some(name), None, format!("temporary file left by an interrupted run: {leftover} (the next backup removes it)"));
         }
     }
-    let new_files =
-        inspection.source.files.keys().filter(|p| !manifest.files.contains_key(*p)).count();
+    let new_files = inspection.source.as_ref().map_or(0, |source| {
+        source.files.keys().filter(|p| !manifest.files.contains_key(*p)).count()
+    });
     if new_files > 0 {
         findings.notice(
             NoticeKind::Pending,

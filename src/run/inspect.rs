@@ -46,8 +46,10 @@ pub struct Inspection {
     pub files: Vec<(RelPath, Assessment)>,
     /// Files in scope that the deadline left unchecked.
     pub unchecked: usize,
-    /// The source walk, excludes applied.
-    pub source: Listing,
+    /// The source walk, excludes applied; `None` when the source folder is not there.
+    pub source: Option<Listing>,
+    /// Why the source could not be walked.
+    pub source_unreachable: Option<String>,
     /// Each target's walk; `None` when it is unreachable.
     pub targets: Vec<Option<Listing>>,
     /// Targets whose walk failed although the root was there.
@@ -64,8 +66,15 @@ pub fn inspect(
 ) -> anyhow::Result<Inspection> {
     let chosen = &replicas.chosen;
     let excludes = &ws.config.excludes;
-    let source = ws.source.list(&|p| excludes.excludes(p))?;
-    ws.refuse_targets_in_source(&source)?;
+    // A source folder that is not there (a dead disk, a lost laptop) is one unreachable copy:
+    // the targets are still checked.
+    let (source, source_unreachable) = match ws.source.check_root() {
+        Ok(()) => (Some(ws.source.list(&|p| excludes.excludes(p))?), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    if let Some(source) = &source {
+        ws.refuse_targets_in_source(source)?;
+    }
     let walked: Vec<Option<io::Result<Listing>>> = ws
         .targets
         .par_iter()
@@ -103,7 +112,7 @@ pub fn inspect(
             continue;
         }
         files.par_extend(chunk.par_iter().map(|&(path, entry)| {
-            let walks = Walks { source: &source, targets: &targets };
+            let walks = Walks { source: source.as_ref(), targets: &targets };
             let same_file = clones(ws, path, walks);
             let observed = observe(ws, path, entry, walks, &same_file, deep, progress);
             let claim = match chosen.disputed.get(path) {
@@ -117,20 +126,20 @@ pub fn inspect(
         }));
     }
     progress.finish();
-    Ok(Inspection { files, unchecked, source, targets, walk_errors })
+    Ok(Inspection { files, unchecked, source, source_unreachable, targets, walk_errors })
 }
 
 /// Every copy's walk; a target's is `None` when it is unreachable.
 #[derive(Clone, Copy)]
 struct Walks<'a> {
-    source: &'a Listing,
+    source: Option<&'a Listing>,
     targets: &'a [Option<Listing>],
 }
 
 impl<'a> Walks<'a> {
     fn of(&self, id: CopyId) -> Option<&'a Listing> {
         match id {
-            CopyId::Source => Some(self.source),
+            CopyId::Source => self.source,
             CopyId::Target(i) => self.targets[i].as_ref(),
         }
     }

@@ -100,3 +100,37 @@ fn bad_input_is_one_redundo_error_line_with_exit_2_and_a_json_document_under_jso
     assert_eq!(bare.code, 2, "{bare:?}");
     assert!(bare.stderr.contains("Usage: redundo <COMMAND>"), "help, not an error line: {bare:?}");
 }
+
+#[test]
+fn with_the_source_folder_gone_restore_cat_and_verify_work_from_the_targets() {
+    let env = Env::with_targets(2);
+    let model = bytes(3, 2_500_000);
+    env.write("ckpt/model.bin", &model);
+    env.write("tokenizer.json", b"{\"vocab\": 3}\n");
+    env.ok(&["backup"]);
+    std::fs::rename(env.path("data"), env.path("data-gone")).unwrap();
+
+    let restore = env.run(&["restore", "--to", "out"]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    assert!(env.read("out/ckpt/model.bin") == model);
+    assert_eq!(env.read("out/tokenizer.json"), b"{\"vocab\": 3}\n");
+    let cat = env.command(&["cat", "ckpt/model.bin"]).output().unwrap();
+    assert!(cat.status.success() && cat.stdout == model, "cat: {:?}", cat.status);
+
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 3, "the source is one unreachable copy: {verify:?}");
+    assert!(verify.stdout.lines().any(|l| l.starts_with("source: UNREACHABLE: ")), "{verify:?}");
+    assert!(verify.stdout.contains("t1 2 ok") && verify.stdout.contains("t2 2 ok"), "{verify:?}");
+    flip_byte(&env.path("t1/ckpt/model.bin"), 10);
+    let repair = env.run(&["repair"]);
+    assert_eq!(repair.code, 3, "{repair:?}");
+    assert!(env.read("t1/ckpt/model.bin") == model, "healed from t2 without the source");
+    assert!(!env.path("data").exists(), "nothing recreated the source");
+    let backup = env.run(&["backup"]);
+    assert_eq!(backup.code, 3, "{backup:?}");
+    assert!(backup.stderr.contains("data"), "names the source folder: {backup:?}");
+    assert_eq!(env.run(&["status"]).code, 0);
+
+    std::fs::rename(env.path("data-gone"), env.path("data")).unwrap();
+    env.ok(&["verify", "--quiet"]);
+}
