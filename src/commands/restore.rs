@@ -189,11 +189,37 @@ fn select(
     Ok(selected)
 }
 
+/// `path` as the file system resolves it: component by component, each existing one with its
+/// symlinks followed, `..` taken from the real parent, and names that do not exist yet kept.
+fn resolve_existing_part(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut resolved = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::CurDir => {}
+            other => {
+                resolved.push(other);
+                if let Ok(real) = resolved.canonicalize() {
+                    resolved = real;
+                }
+            }
+        }
+    }
+    resolved
+}
+
 fn prepare_destination(ws: &Workspace, to: &Path, force: bool) -> Result<()> {
     let absolute =
         std::path::absolute(to).with_context(|| format!("resolving {}", to.display()))?;
+    // `..` and symlinks resolved first: `other/../t1/sub` or a link to a target is inside it.
+    let resolved = resolve_existing_part(&absolute);
     for target in &ws.targets {
-        if absolute.starts_with(target.location()) {
+        let root = Path::new(&target.location()).to_path_buf();
+        let root = root.canonicalize().unwrap_or(root);
+        if absolute.starts_with(&root) || resolved.starts_with(&root) {
             return usage(format!("--to {} is inside target {:?}", to.display(), target.name()));
         }
     }

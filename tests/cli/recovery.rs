@@ -134,3 +134,20 @@ fn with_the_source_folder_gone_restore_cat_and_verify_work_from_the_targets() {
     std::fs::rename(env.path("data-gone"), env.path("data")).unwrap();
     env.ok(&["verify", "--quiet"]);
 }
+
+#[test]
+fn restore_into_a_target_is_refused_however_the_path_is_spelled() {
+    let env = Env::with_targets(2);
+    env.write("a.txt", b"alpha\n");
+    env.ok(&["backup"]);
+    std::fs::create_dir(env.path("other")).unwrap();
+    std::os::unix::fs::symlink(env.path("t1"), env.path("link-to-t1")).unwrap();
+    let before = crate::common::snapshot(&env.path("t1"));
+    for to in ["t1/sub", "other/../t1/sub", "missing/../t1/sub", "link-to-t1/sub", "./t2"] {
+        let run = env.run(&["restore", "--to", to]);
+        assert_eq!(run.code, 2, "--to {to}: {run:?}");
+        assert!(run.stderr.contains("inside target"), "--to {to}: {run:?}");
+    }
+    assert_eq!(crate::common::snapshot(&env.path("t1")), before, "nothing written into t1");
+    env.ok(&["restore", "--to", "other/restored"]);
+}
