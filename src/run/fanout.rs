@@ -107,7 +107,11 @@ pub fn stream_to_targets(
 ) -> Result<Streamed, ReadFailure> {
     let started_ns = now_ns();
     let before = source.stat(path)?.ok_or(ReadFailure::Vanished)?;
-    let mut reader = source.open(path)?;
+    let mut reader = match source.open(path) {
+        // Deleted between the stat and the open.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadFailure::Vanished),
+        opened => opened?,
+    };
     let fanned = fan_out(&mut *reader, path, targets, &before, progress)?;
     let after = source.stat(path)?;
     if after != Some(before) || fanned.digest.size != before.size {

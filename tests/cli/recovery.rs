@@ -58,12 +58,17 @@ fn files_deleted_and_created_while_the_walk_runs_never_abort_a_backup() {
             }
         })
     };
-    let runs: Vec<_> = (0..6).map(|_| env.run(&["backup", "--quiet"])).collect();
+    let runs: Vec<_> = (0..6).map(|_| env.run(&["backup", "--json"])).collect();
     stop.store(true, Ordering::Relaxed);
     churn.join().unwrap();
     for run in &runs {
-        assert_eq!(run.code, 0, "{run:?}");
-        assert!(run.stderr.is_empty(), "{run:?}");
+        assert!(run.stderr.is_empty(), "no run aborts: {run:?}");
+        // A file gone before its read is a notice; one deleted and created again under the
+        // same name during each of its reads is the only problem a run may report.
+        let doc = run.json();
+        let problems = doc["problems"].as_array().cloned().unwrap_or_default();
+        assert!(problems.iter().all(|p| p["kind"] == "source_changing"), "{run:?}");
+        assert!(run.code == 0 || (run.code == 3 && !problems.is_empty()), "{run:?}");
     }
 }
 
