@@ -57,11 +57,16 @@ pub enum Command {
         source: String,
         /// Where a copy goes: a local folder (relative to the config file's folder); repeat
         /// for each target
-        #[arg(long = "target", value_name = "LOCATION", required = true)]
+        #[arg(long = "target", value_name = "LOCATION", required_unless_present = "adopt")]
         targets: Vec<String>,
         /// Overwrite an existing config
         #[arg(long)]
         force: bool,
+        /// Continue the backup set found at this target (added to the targets if not given
+        /// with --target): after a lost config or state folder, the surviving copy is a
+        /// member again, not a foreign target
+        #[arg(long, value_name = "LOCATION")]
+        adopt: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -136,6 +141,10 @@ pub enum Command {
         /// Restore the tree as it was at generation G (needs `keep_versions` in the config)
         #[arg(long, value_name = "G")]
         generation: Option<u64>,
+        /// Restore from this one target (a folder or a `webhdfs://`/`s3://` location) with no
+        /// config and no state folder: its own manifest replica is the record
+        #[arg(long, value_name = "LOCATION")]
+        from: Option<String>,
         #[command(flatten)]
         common: Common,
     },

@@ -52,12 +52,13 @@ pub fn run(cli: &Cli) -> Result<Exit> {
     let output = Output { json: common.json, quiet: common.quiet, verbose: common.verbose > 0 };
     let progress = report::progress::for_run(common.json, common.quiet);
     let report = match &cli.command {
-        Command::Init { source, targets, force, common } => {
+        Command::Init { source, targets, force, adopt, common } => {
             Report::Init(init::run(&init::InitOptions {
                 config: common.config.clone(),
                 source: source.clone(),
                 targets: targets.clone(),
                 force: *force,
+                adopt: adopt.clone(),
             })?)
         }
         Command::Backup { checksum, prune, max_delete, prune_excluded, reseed, common } => {
@@ -91,15 +92,22 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Status(Box::new(status::run(&ws)?))
         }
-        Command::Restore { to, paths, force, generation, common } => {
-            let ws = Workspace::open(&common.config)?;
+        Command::Restore { to, paths, force, generation, from, common } => {
             let options = restore::RestoreOptions {
                 to: to.clone(),
                 paths: paths.clone(),
                 force: *force,
                 generation: *generation,
             };
-            Report::Restore(restore::run(&ws, &options, progress.as_ref())?)
+            match from {
+                Some(location) => {
+                    Report::Restore(restore::run_from(location, &options, progress.as_ref())?)
+                }
+                None => {
+                    let ws = Workspace::open(&common.config)?;
+                    Report::Restore(restore::run(&ws, &options, progress.as_ref())?)
+                }
+            }
         }
         Command::Cat { path, config } => {
             let ws = Workspace::open_unlocked(config)?;

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::config::{self, Config, Location, RawConfig, RawTarget};
+use crate::record::manifest::{Manifest, REPLICA_NAME};
 use crate::report::exit::usage;
-use crate::report::findings::Findings;
+use crate::report::findings::{Findings, NoticeKind};
 use crate::report::outcome::{InitReport, InitTarget};
 use crate::run::workspace::new_set_id;
 use crate::store;
@@ -19,6 +20,8 @@ pub struct InitOptions {
     pub source: String,
     pub targets: Vec<String>,
     pub force: bool,
+    /// A target whose backup set the new config continues (`--adopt LOCATION`).
+    pub adopt: Option<String>,
 }
 
 pub fn run(options: &InitOptions) -> Result<InitReport> {
@@ -28,14 +31,20 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             options.config.display()
         ));
     }
-    if options.targets.is_empty() {
+    let mut targets = options.targets.clone();
+    if let Some(adopt) = &options.adopt
+        && !targets.contains(adopt)
+    {
+        targets.push(adopt.clone());
+    }
+    if targets.is_empty() {
         return usage("init needs at least one --target");
     }
     let base =
         options.config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut names = BTreeSet::new();
     let mut raw_targets = Vec::new();
-    for location in &options.targets {
+    for location in &targets {
         let parsed = match config::parse_location(&std::path::absolute(base)?, location) {
             Ok(parsed) => parsed,
             Err(message) => return usage(format!("--target {location:?}: {message}")),
@@ -79,9 +88,16 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         copy.create_root()
             .with_context(|| format!("creating target {:?} at {}", spec.name, copy.location()))?;
     }
+    let mut findings = Findings::default();
+    let set_file = config.state_dir.join(crate::run::workspace::SET_ID_NAME);
+    if let Some(adopt) = &options.adopt {
+        // The targets are in the order given, the adopted one among them.
+        let at = targets.iter().position(|t| t == adopt).expect("the adopted target was added");
+        let continued = adopt_set(&config, &config.targets[at], adopt, &set_file)?;
+        findings.notice(NoticeKind::Done, None, None, continued);
+    }
     // A new config starts a new backup set, unless its state folder already names one (a
     // re-init with --force of the same setup).
-    let set_file = config.state_dir.join(crate::run::workspace::SET_ID_NAME);
     if !set_file.exists() {
         std::fs::create_dir_all(&config.state_dir)
             .and_then(|()| std::fs::write(&set_file, format!("{}\n", new_set_id(&config))))
@@ -93,7 +109,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         .with_context(|| format!("writing {}", options.config.display()))?;
 
     Ok(InitReport {
-        findings: Findings::default(),
+        findings,
         config: options.config.display().to_string(),
         source: config.source.display().to_string(),
         targets: config
@@ -102,6 +118,57 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             .map(|t| InitTarget { name: t.name.clone(), location: t.location.to_string() })
             .collect(),
     })
+}
+
+/// Makes the new config's state folder continue the backup set whose manifest the target at
+/// `adopt` holds: its set id, and its manifest as the local replica. Refuses a state folder
+/// that already belongs to another set. Returns what was continued, for the report.
+fn adopt_set(
+    config: &Config,
+    spec: &config::TargetSpec,
+    adopt: &str,
+    set_file: &Path,
+) -> Result<String> {
+    let target = store::open_target(spec);
+    let bytes = match target.read_state(REPLICA_NAME) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            return usage(format!(
+                "--adopt {adopt}: no manifest there, so no backup set to continue"
+            ));
+        }
+        Err(e) => return Err(e).with_context(|| format!("--adopt {adopt}: reading its manifest")),
+    };
+    let manifest = Manifest::decode(&bytes).map_err(|defect| {
+        crate::report::exit::UsageError(format!(
+            "--adopt {adopt}: its manifest replica is unusable: {defect}"
+        ))
+    })?;
+    if manifest.set_id.is_empty() {
+        return usage(format!("--adopt {adopt}: its manifest names no backup set"));
+    }
+    if let Ok(existing) = std::fs::read_to_string(set_file)
+        && existing.trim() != manifest.set_id
+    {
+        return usage(format!(
+            "--adopt {adopt}: the state folder {} already belongs to another backup set ({})",
+            config.state_dir.display(),
+            existing.trim()
+        ));
+    }
+    std::fs::create_dir_all(&config.state_dir)
+        .and_then(|()| std::fs::write(set_file, format!("{}\n", manifest.set_id)))
+        .with_context(|| format!("writing {}", set_file.display()))?;
+    store::open_source(config)
+        .write_state(REPLICA_NAME, &manifest.encode())
+        .with_context(|| format!("writing the manifest to {}", config.state_dir.display()))?;
+    Ok(format!(
+        "continues the backup set {} found at {} (generation {}, {} files)",
+        manifest.set_id,
+        target.location(),
+        manifest.content_generation(),
+        manifest.files.len()
+    ))
 }
 
 /// A target's default name: its folder's base name, reduced to the characters names allow.

@@ -9,10 +9,11 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::{open_run, require_backup};
+use crate::record::manifest::REPLICA_NAME;
 use crate::record::manifest::{FileVersion, Manifest};
 use crate::record::relpath::{RelPath, STATE_DIR};
 use crate::record::stat::FileStat;
-use crate::report::exit::usage;
+use crate::report::exit::{DamageError, usage};
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
 use crate::report::outcome::{BlocksUsed, RestoreReport};
 use crate::report::progress::{Progress, Silent};
@@ -49,7 +50,8 @@ pub fn run(
     };
     let manifest = snapshot.as_ref().unwrap_or(&chosen.manifest);
     let selected = select(&manifest.files, &options.paths)?;
-    prepare_destination(ws, &options.to, options.force)?;
+    let roots: Vec<String> = ws.targets.iter().map(|t| t.location()).collect();
+    prepare_destination(&roots, &options.to, options.force)?;
 
     // Targets first, in config order, each followed (for an old generation) by the versions
     // it kept from that generation on; the source last (it may be what is being replaced).
@@ -69,15 +71,68 @@ pub fn run(
     }
     copies.extend(views.iter().map(|(name, view)| (name.clone(), view.as_ref())));
     copies.push(("source".into(), ws.source.as_ref()));
+    restore_into(&copies, manifest, selected, options, findings, progress)
+}
+
+/// `redundo restore --from LOCATION`: everything from one surviving target, with no config
+/// and no state folder. Its own manifest replica is the record, checked like any replica,
+/// and every block is verified against it.
+pub fn run_from(
+    location: &str,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    let parsed = match crate::config::parse_location(&cwd, location) {
+        Ok(parsed) => parsed,
+        Err(message) => return usage(format!("--from {location:?}: {message}")),
+    };
+    let copy = crate::store::open_store("from", &parsed, crate::store::Role::Target);
+    copy.check_root().with_context(|| format!("--from {}", copy.location()))?;
+    let manifest = match copy.read_state(REPLICA_NAME) {
+        Ok(Some(bytes)) => Manifest::decode(&bytes).map_err(|defect| {
+            anyhow::Error::new(DamageError(format!(
+                "{}: its manifest replica is unusable: {defect}",
+                copy.location()
+            )))
+        })?,
+        Ok(None) => {
+            return usage(format!(
+                "--from {}: no manifest there ({STATE_DIR}/{REPLICA_NAME}): not a redundo target",
+                copy.location()
+            ));
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the manifest of {}", copy.location()));
+        }
+    };
+    if options.generation.is_some_and(|g| g != manifest.content_generation()) {
+        return usage("--generation needs the config (its other targets' kept versions); restore the current generation with --from".to_string());
+    }
+    let selected = select(&manifest.files, &options.paths)?;
+    prepare_destination(&[copy.location()], &options.to, options.force)?;
+    let copies: Vec<(String, &dyn Store)> = vec![(copy.location(), copy.as_ref())];
+    restore_into(&copies, &manifest, selected, options, Findings::default(), progress)
+}
+
+/// Restores `selected` from `copies` (in order of preference) into `options.to`.
+fn restore_into(
+    copies: &[(String, &dyn Store)],
+    manifest: &Manifest,
+    selected: Vec<(RelPath, FileVersion)>,
+    options: &RestoreOptions,
+    mut findings: Findings,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let destination = LocalDir::destination("restore", &options.to);
-    let selected = prefer_surviving_versions(manifest, selected, &copies, &mut findings);
+    let selected = prefer_surviving_versions(manifest, selected, copies, &mut findings);
 
     let total: u64 = selected.iter().map(|(_, v)| v.size).sum();
     progress.begin("restore", total);
     let results: Vec<(RelPath, u64, Result<BlocksUsed, String>)> = selected
         .par_iter()
         .map(|(path, version)| {
-            let restored = restore_file(&copies, &destination, path, version, progress);
+            let restored = restore_file(copies, &destination, path, version, progress);
             (path.clone(), version.size, restored)
         })
         .collect();
@@ -211,16 +266,18 @@ fn resolve_existing_part(path: &Path) -> PathBuf {
     resolved
 }
 
-fn prepare_destination(ws: &Workspace, to: &Path, force: bool) -> Result<()> {
+/// Makes `to` ready to restore into; `targets` are the copies' locations, which it must not
+/// lie inside.
+fn prepare_destination(targets: &[String], to: &Path, force: bool) -> Result<()> {
     let absolute =
         std::path::absolute(to).with_context(|| format!("resolving {}", to.display()))?;
     // `..` and symlinks resolved first: `other/../t1/sub` or a link to a target is inside it.
     let resolved = resolve_existing_part(&absolute);
-    for target in &ws.targets {
-        let root = Path::new(&target.location()).to_path_buf();
+    for target in targets {
+        let root = Path::new(target).to_path_buf();
         let root = root.canonicalize().unwrap_or(root);
         if absolute.starts_with(&root) || resolved.starts_with(&root) {
-            return usage(format!("--to {} is inside target {:?}", to.display(), target.name()));
+            return usage(format!("--to {} is inside target {target}", to.display()));
         }
     }
     match std::fs::read_dir(to) {

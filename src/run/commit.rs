@@ -54,6 +54,8 @@ pub struct Commit<'a> {
     installed: BTreeMap<RelPath, BTreeSet<usize>>,
     /// Replicas written by the last write, the state folder's included.
     replicas_written: usize,
+    /// The targets that had held this set when the run began.
+    seeded: BTreeSet<String>,
 }
 
 /// Where a finished commit left the set.
@@ -76,6 +78,7 @@ impl<'a> Commit<'a> {
             open: reachable.to_vec(),
             installed: BTreeMap::new(),
             replicas_written: 0,
+            seeded: ws.seeded(),
         }
     }
 
@@ -253,7 +256,10 @@ impl<'a> Commit<'a> {
             Some(ReplicaStatus::Defective { reason } | ReplicaStatus::Unreadable { reason }) => {
                 format!("rewrote the manifest replica (it was unusable: {reason})")
             }
-            Some(ReplicaStatus::Missing) => "wrote the missing manifest replica".to_string(),
+            // Lost, not new: a first backup or a target joining the set is no news.
+            Some(ReplicaStatus::Missing) if self.held_the_set(id) => {
+                "wrote the missing manifest replica".to_string()
+            }
             Some(ReplicaStatus::Divergent) => {
                 "rewrote the manifest replica that differed from the others".to_string()
             }
@@ -264,6 +270,14 @@ impl<'a> Commit<'a> {
             CopyId::Target(_) => self.ws.copy_name(id),
         };
         findings.notice(NoticeKind::Done, Some(&name), None, detail);
+    }
+
+    /// Whether the holder had a replica of this set before (so a missing one was lost).
+    fn held_the_set(&self, id: CopyId) -> bool {
+        match id {
+            CopyId::Source => !self.replicas.chosen.none_valid,
+            CopyId::Target(i) => self.ws.was_seeded(&self.seeded, i),
+        }
     }
 
     /// A target whose write or flush failed takes no further record of this run.

@@ -156,3 +156,55 @@ fn restore_into_a_target_is_refused_however_the_path_is_spelled() {
     assert_eq!(crate::common::snapshot(&env.path("t1")), before, "nothing written into t1");
     env.ok(&["restore", "--to", "other/restored"]);
 }
+
+#[test]
+fn after_the_laptop_died_one_surviving_disk_gives_everything_back_and_the_set_goes_on() {
+    let env = Env::with_targets(2);
+    let mut pristine = std::collections::BTreeMap::new();
+    for (rel, data) in [
+        ("ckpt/model-00001.safetensors", bytes(1, 2_700_000)),
+        ("ckpt/config.json", b"{\"layers\": 2}\n".to_vec()),
+        ("data/train.jsonl", bytes(2, 300_000)),
+    ] {
+        env.write(rel, &data);
+        pristine.insert(rel.to_string(), data);
+    }
+    env.ok(&["backup"]);
+    // The laptop is gone: source, config, state folder and one disk. t2 survives.
+    for gone in ["data", ".redundo", "t1"] {
+        std::fs::remove_dir_all(env.path(gone)).unwrap();
+    }
+    std::fs::remove_file(env.path("redundo.toml")).unwrap();
+
+    let restore = env.run(&["restore", "--from", "t2", "--to", "data"]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    for (rel, data) in &pristine {
+        assert!(&env.read(&format!("data/{rel}")) == data, "{rel} came back byte for byte");
+    }
+    // A new config continues the set on the surviving disk instead of calling it foreign.
+    let init =
+        env.run(&["init", "--source", "data", "--target", "t2", "--target", "t3", "--adopt", "t2"]);
+    assert_eq!(init.code, 0, "{init:?}");
+    let backup = env.run(&["backup"]);
+    assert_eq!(backup.code, 0, "{backup:?}");
+    assert!(
+        backup.stdout.contains("0 new, 0 changed"),
+        "the restored files are the recorded ones: {backup:?}"
+    );
+    env.ok(&["verify"]);
+    for (rel, data) in &pristine {
+        assert!(&env.read(&format!("t3/{rel}")) == data, "the new disk t3 is filled: {rel}");
+    }
+}
+
+#[test]
+fn restore_from_a_folder_that_holds_no_backup_is_a_clear_refusal() {
+    let env = Env::bare();
+    std::fs::create_dir(env.path("empty")).unwrap();
+    let run = env.run(&["restore", "--from", "empty", "--to", "out"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("no manifest there"), "{run:?}");
+    let run = env.run(&["restore", "--from", "missing", "--to", "out"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.starts_with("redundo: error: --from"), "{run:?}");
+}
