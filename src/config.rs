@@ -324,6 +324,15 @@ impl Config {
             ));
         }
         let state_dir = base.join(raw.state_dir.as_deref().unwrap_or(STATE_DIR));
+        // Inside the source it would be backed up as the user's files, and the source is the
+        // user's: redundo writes nothing there.
+        if real(&state_dir).starts_with(real(&source)) {
+            return fail(format!(
+                "state_dir {} is inside the source {}",
+                state_dir.display(),
+                source.display()
+            ));
+        }
         for target in &targets {
             if let Location::Local(root) = &target.location
                 && real(&state_dir).starts_with(real(root))

@@ -9,9 +9,11 @@ use anyhow::{Context, Result};
 
 use crate::config::{self, Config, Location, RawConfig, RawTarget};
 use crate::record::manifest::{Manifest, REPLICA_NAME};
+use crate::record::relpath::STATE_DIR;
 use crate::report::exit::usage;
 use crate::report::findings::{Findings, NoticeKind};
 use crate::report::outcome::{InitReport, InitTarget};
+use crate::run::workspace::OWNER_NAME;
 use crate::run::workspace::new_set_id;
 use crate::store;
 
@@ -71,7 +73,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         min_copies: None,
         keep_versions: None,
         jobs: None,
-        state_dir: None,
+        state_dir: own_state_dir(&options.config, base),
         targets: raw_targets,
     };
     let text = config::render(&raw)?;
@@ -118,6 +120,19 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             .map(|t| InitTarget { name: t.name.clone(), location: t.location.to_string() })
             .collect(),
     })
+}
+
+/// The state folder a new config gets: the default one, unless another config in the same
+/// folder owns it, then `.redundo-<config name>` (two configs never share state).
+fn own_state_dir(config: &Path, base: &Path) -> Option<String> {
+    let default = base.join(STATE_DIR);
+    let owner = std::fs::read_to_string(default.join(OWNER_NAME)).ok()?;
+    let ours = std::fs::canonicalize(base).ok()?.join(config.file_name()?);
+    if owner.trim_end_matches('\n') == ours.display().to_string() {
+        return None;
+    }
+    let stem = config.file_stem()?.to_string_lossy();
+    Some(format!("{STATE_DIR}-{stem}"))
 }
 
 /// Makes the new config's state folder continue the backup set whose manifest the target at

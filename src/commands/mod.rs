@@ -84,9 +84,9 @@ pub(crate) fn open_run(
             Some(ws.targets[*i].name()),
             None,
             format!(
-                "{} holds the manifest of another backup set ({set_id}): two configs share this target folder; give each config a folder of its own (if this config should continue that set, put its id in {})",
+                "{} holds the manifest of another backup set ({set_id}): two configs share this target folder, or this config's state folder is new; give each config a folder of its own (if this config should continue that set, run `redundo init --adopt {}`)",
                 ws.targets[*i].location(),
-                ws.config.state_dir.join(crate::run::workspace::SET_ID_NAME).display()
+                ws.targets[*i].location()
             ),
         );
     }

@@ -61,6 +61,7 @@ impl Workspace {
             let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
         }
         let lock = if lock { Some(RunLock::acquire(&config.state_dir)?) } else { None };
+        claim_state_folder(&config, lock.is_some())?;
         let source = store::open_source(&config);
         let targets = config.targets.iter().map(store::open_target).collect();
         let ws =
@@ -340,15 +341,41 @@ impl Workspace {
 /// The file in a target's state folder holding its id.
 const TARGET_ID_NAME: &str = "target-id";
 
+/// The file in a state folder naming the config it belongs to.
+pub const OWNER_NAME: &str = "owner";
+
+/// Refuses a state folder that another config owns (two configs in one folder would share one
+/// lock, one manifest and one set: each would see the other's files as missing and prune
+/// them), and records this config as the owner of a state folder that names none yet.
+fn claim_state_folder(config: &Config, write: bool) -> Result<()> {
+    let ours = std::fs::canonicalize(&config.file).unwrap_or_else(|_| config.file.clone());
+    let ours = ours.display().to_string();
+    let owner = config.state_dir.join(OWNER_NAME);
+    match std::fs::read_to_string(&owner) {
+        Ok(recorded) if recorded.trim_end_matches('\n') == ours => Ok(()),
+        Ok(recorded) => usage(format!(
+            "the state folder {} belongs to the config {}: two configs cannot share one; set state_dir in {} to a folder of its own (if that config was moved here, delete {})",
+            config.state_dir.display(),
+            recorded.trim_end_matches('\n'),
+            config.file.display(),
+            owner.display()
+        )),
+        Err(_) if write => std::fs::write(&owner, format!("{ours}\n"))
+            .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", owner.display()))),
+        Err(_) => Ok(()),
+    }
+}
+
 /// A target as the seeded record names it: its name and its location.
 fn seed_key(target: &dyn Store) -> String {
     format!("{}\t{}", target.name(), target.location())
 }
 
 /// The set id is the one recorded in the state folder (by `init` or the first backup), else
-/// the local replica's, else (the state folder was lost) the one most target replicas hold;
-/// replicas of any other set are marked foreign, and so is a target's replica with no set id
-/// once the set's is known: it was not written by a run of this set.
+/// the local replica's. A state folder with neither is new (or was lost): it adopts no set a
+/// target holds (`init --adopt` does that, on purpose), so every target replica with a set
+/// id is then foreign. Replicas of any other set are marked foreign, and so is a target's
+/// replica with no set id once the set's is known: it was not written by a run of this set.
 fn set_apart_foreign(
     holders: &[CopyId],
     found: Vec<ReplicaFound>,
@@ -363,15 +390,7 @@ fn set_apart_foreign(
         .zip(&found)
         .find(|(id, _)| **id == CopyId::Source)
         .and_then(|(_, f)| set_of(f));
-    let ours = recorded.or(local).or_else(|| {
-        let mut votes: std::collections::BTreeMap<String, usize> = Default::default();
-        for f in &found {
-            if let Some(set) = set_of(f) {
-                *votes.entry(set).or_default() += 1;
-            }
-        }
-        votes.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(set, _)| set)
-    });
+    let ours = recorded.or(local);
     let mut foreign = Vec::new();
     let found = holders
         .iter()
@@ -383,6 +402,10 @@ fn set_apart_foreign(
             };
             match (set, &ours, id) {
                 (Some(set), Some(ours), CopyId::Target(i)) if set != *ours => {
+                    foreign.push((*i, set.clone()));
+                    ReplicaFound::Foreign(set)
+                }
+                (Some(set), None, CopyId::Target(i)) if !set.is_empty() => {
                     foreign.push((*i, set.clone()));
                     ReplicaFound::Foreign(set)
                 }

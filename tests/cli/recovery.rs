@@ -208,3 +208,68 @@ fn restore_from_a_folder_that_holds_no_backup_is_a_clear_refusal() {
     assert_eq!(run.code, 3, "{run:?}");
     assert!(run.stderr.starts_with("redundo: error: --from"), "{run:?}");
 }
+
+#[test]
+fn two_configs_in_one_folder_never_share_state_and_never_prune_each_others_files() {
+    let env = Env::bare();
+    env.write("a.txt", b"alpha\n");
+    for (config, target) in [("teamA.toml", "ta"), ("teamB.toml", "tb")] {
+        let init = env.run(&["init", "--config", config, "--source", "data", "--target", target]);
+        assert_eq!(init.code, 0, "{init:?}");
+        env.ok(&["backup", "--config", config]);
+    }
+    assert!(env.path(".redundo").is_dir() && env.path(".redundo-teamB").is_dir());
+    env.write("b.txt", b"beta\n");
+    env.ok(&["backup", "--config", "teamB.toml"]);
+    std::fs::remove_file(env.path("data/a.txt")).unwrap();
+    for config in ["teamA.toml", "teamB.toml"] {
+        let verify = env.run(&["verify", "--config", config]);
+        assert_eq!(verify.code, 0, "{config}: {verify:?}");
+        assert!(!verify.stdout.contains("MISSING") && !verify.stdout.contains("NO GOOD COPY"));
+    }
+    env.ok(&["backup", "--config", "teamA.toml", "--prune", "--max-delete", "100%"]);
+    assert!(env.path("tb/a.txt").exists(), "A's prune never touches B's target");
+
+    // A hand-written config that points at A's state folder is refused, naming the owner.
+    let hand = std::fs::read_to_string(env.path("teamB.toml")).unwrap();
+    let hand = hand.lines().filter(|l| !l.starts_with("state_dir")).collect::<Vec<_>>().join("\n");
+    std::fs::write(env.path("teamC.toml"), hand).unwrap();
+    let run = env.run(&["backup", "--config", "teamC.toml"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("belongs to the config") && run.stderr.contains("teamA.toml"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_new_state_folder_never_adopts_the_set_a_target_holds() {
+    let env = Env::with_targets(2);
+    env.write("a.txt", b"alpha\n");
+    env.ok(&["backup"]);
+    std::fs::remove_dir_all(env.path(".redundo")).unwrap();
+    let backup = env.run(&["backup", "--prune", "--max-delete", "100%"]);
+    assert_eq!(backup.code, 2, "{backup:?}");
+    assert!(
+        backup
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("t1: FOREIGN TARGET: ") && l.contains("init --adopt")),
+        "{backup:?}"
+    );
+    assert!(env.path("t1/a.txt").exists() && env.path("t2/a.txt").exists());
+}
+
+#[test]
+fn a_state_folder_inside_the_source_is_refused() {
+    let env = Env::with_targets(1);
+    let config = std::fs::read_to_string(env.path("redundo.toml")).unwrap();
+    for state_dir in ["data", "data/.redundo"] {
+        std::fs::write(env.path("inside.toml"), format!("state_dir = \"{state_dir}\"\n{config}"))
+            .unwrap();
+        let run = env.run(&["backup", "--config", "inside.toml"]);
+        assert_eq!(run.code, 2, "{state_dir}: {run:?}");
+        assert!(run.stderr.contains("inside the source"), "{run:?}");
+    }
+    assert_eq!(std::fs::read_dir(env.path("data")).unwrap().count(), 0, "nothing written there");
+}
