@@ -21,7 +21,7 @@ pub struct Cli {
 
 /// The output flags of commands that have none: no JSON, no progress.
 static QUIET_DEFAULTS: Common =
-    Common { config: PathBuf::new(), json: false, quiet: true, verbose: 0 };
+    Common { config: PathBuf::new(), json: false, quiet: true, verbose: 0, lock_wait: None };
 
 #[derive(Debug, Args)]
 pub struct Common {
@@ -45,6 +45,10 @@ pub struct Common {
     /// every copy rewritten (repair)
     #[arg(long, short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// When another run holds the lock, wait up to this long for it (e.g. `2h`) instead of
+    /// exiting 3 at once: a weekly verify that meets a long nightly backup
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_duration)]
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

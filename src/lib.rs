@@ -62,7 +62,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             })?)
         }
         Command::Backup { checksum, prune, max_delete, prune_excluded, reseed, common } => {
-            let ws = Workspace::open(&common.config)?;
+            let ws = Workspace::open(&common.config, common.lock_wait)?;
             let options = backup::BackupOptions {
                 checksum: *checksum,
                 prune: *prune,
@@ -74,7 +74,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             Report::Backup(backup::run(&ws, &options, progress.as_ref())?)
         }
         Command::Verify { fast, sample, max_duration, common } => {
-            let ws = Workspace::open(&common.config)?;
+            let ws = Workspace::open(&common.config, common.lock_wait)?;
             let options = verify::VerifyOptions {
                 fast: *fast,
                 list_ok: common.verbose > 0,
@@ -84,7 +84,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             Report::Verify(verify::run(&ws, &options, progress.as_ref())?)
         }
         Command::Repair { dry_run, common } => {
-            let ws = Workspace::open(&common.config)?;
+            let ws = Workspace::open(&common.config, common.lock_wait)?;
             let options = repair::RepairOptions { dry_run: *dry_run };
             Report::Repair(repair::run(&ws, &options, progress.as_ref())?)
         }
@@ -104,7 +104,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
                     Report::Restore(restore::run_from(location, &options, progress.as_ref())?)
                 }
                 None => {
-                    let ws = Workspace::open(&common.config)?;
+                    let ws = Workspace::open(&common.config, common.lock_wait)?;
                     Report::Restore(restore::run(&ws, &options, progress.as_ref())?)
                 }
             }

@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -24,6 +25,19 @@ pub struct RunLock {
 }
 
 impl RunLock {
+    /// [`RunLock::acquire`], trying again for up to `wait` while another run holds it.
+    pub fn acquire_waiting(state_dir: &Path, wait: Duration) -> Result<RunLock> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match RunLock::acquire(state_dir) {
+                Err(e) if e.is::<LockHeld>() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn acquire(state_dir: &Path) -> Result<RunLock> {
         fs::create_dir_all(state_dir)
             .with_context(|| format!("creating state folder {}", state_dir.display()))?;

@@ -44,23 +44,26 @@ pub struct Replicas {
 type Decoded = Result<(Manifest, Digest), manifest::ReplicaDefect>;
 
 impl Workspace {
-    /// Loads the config and takes the run lock.
-    pub fn open(config_file: &Path) -> Result<Workspace> {
-        Workspace::open_with(config_file, true)
+    /// Loads the config and takes the run lock, waiting up to `lock_wait` for a run holding it.
+    pub fn open(config_file: &Path, lock_wait: Option<std::time::Duration>) -> Result<Workspace> {
+        Workspace::open_with(config_file, Some(lock_wait.unwrap_or_default()))
     }
 
     /// Loads the config without the lock, for read-only looks that may run beside a backup.
     pub fn open_unlocked(config_file: &Path) -> Result<Workspace> {
-        Workspace::open_with(config_file, false)
+        Workspace::open_with(config_file, None)
     }
 
-    fn open_with(config_file: &Path, lock: bool) -> Result<Workspace> {
+    fn open_with(config_file: &Path, lock: Option<std::time::Duration>) -> Result<Workspace> {
         let config = Config::load(config_file)?;
         if let Some(jobs) = config.jobs {
             // The first pool wins; a second config in one process keeps it.
             let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
         }
-        let lock = if lock { Some(RunLock::acquire(&config.state_dir)?) } else { None };
+        let lock = match lock {
+            Some(wait) => Some(RunLock::acquire_waiting(&config.state_dir, wait)?),
+            None => None,
+        };
         claim_state_folder(&config, lock.is_some())?;
         let source = store::open_source(&config);
         let targets = config.targets.iter().map(store::open_target).collect();

@@ -810,6 +810,27 @@ fn overlapping_backup_is_refused_with_exit_3_naming_the_running_holders_pid() {
 }
 
 #[test]
+fn lock_wait_waits_for_the_run_holding_the_lock_and_gives_up_after_its_time() {
+    let env = Env::with_targets(2);
+    for i in 0..8 {
+        env.write(&format!("f{i}.bin"), &bytes(i, 2 << 20));
+    }
+    let first = spawn(&env, &["backup"]);
+    let pid = first.id();
+    wait_for_lock(&env, pid);
+    signal(pid, libc::SIGSTOP);
+    let gave_up = env.run(&["verify", "--lock-wait", "1s"]);
+    assert_eq!(gave_up.code, 3, "the holder is still there after 1 s: {gave_up:?}");
+    let waiting = spawn(&env, &["verify", "--lock-wait", "5m"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(pid, libc::SIGCONT);
+    let first = finish(first);
+    let waited = finish(waiting);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(waited.code, 0, "it waited for the backup, then verified it: {waited:?}");
+}
+
+#[test]
 fn lock_left_by_a_killed_backup_is_taken_over_by_the_next_run() {
     let env = Env::with_targets(2);
     for i in 0..4 {
