@@ -711,13 +711,17 @@ fn prune(
             );
             continue;
         }
-        if let Err(e) = target.remove(path) {
-            findings.problem(
+        match target.remove(path) {
+            // A folder the prune emptied goes too; one it cannot remove is left, unreported.
+            Ok(()) => {
+                let _ = target.remove_empty_parents(path);
+            }
+            Err(e) => findings.problem(
                 ProblemKind::WriteFailed,
                 Some(target.name()),
                 Some(path.as_str()),
                 format!("cannot prune: {e}"),
-            );
+            ),
         }
     }
 }

@@ -590,6 +590,19 @@ impl Store for LocalDir {
         dir.unlink(name)
     }
 
+    fn remove_empty_parents(&self, path: &RelPath) -> io::Result<()> {
+        let text = path.as_str();
+        for (at, _) in text.match_indices('/').collect::<Vec<_>>().into_iter().rev() {
+            let (dir, name) = self.root.parent_of(&text[..at], false)?;
+            match dir.remove_empty(name) {
+                Ok(()) => {}
+                // Not empty (or not there): the folders above are not empty either.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
     fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()> {
         let (dir, name) = self.parent_of(path, false)?;
         // Opened read-only, so a copy that is not writable (0444) can still be given them.

@@ -205,6 +205,11 @@ pub trait Store: Send + Sync {
     /// Removes a kept folder and everything in it.
     fn remove_kept(&self, folder: &str) -> io::Result<()>;
     fn remove(&self, path: &RelPath) -> io::Result<()>;
+    /// Removes the folders above `path` that are empty now, deepest first, up to the root
+    /// (after a prune). Kinds without folders have nothing to do.
+    fn remove_empty_parents(&self, _path: &RelPath) -> io::Result<()> {
+        Ok(())
+    }
     /// Gives an existing copy whose bytes already match the record the mtime of `like` and,
     /// where the kind keeps them, its permission bits and owner.
     fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()>;

@@ -273,3 +273,19 @@ fn a_state_folder_inside_the_source_is_refused() {
     }
     assert_eq!(std::fs::read_dir(env.path("data")).unwrap().count(), 0, "nothing written there");
 }
+
+#[test]
+fn prune_removes_the_folders_it_left_empty_and_keeps_the_others() {
+    let env = Env::with_targets(2);
+    env.write("runs/old/a/ckpt.bin", b"old\n");
+    env.write("runs/old/b.txt", b"old\n");
+    env.write("runs/new/ckpt.bin", b"new\n");
+    env.ok(&["backup"]);
+    std::fs::remove_dir_all(env.path("data/runs/old")).unwrap();
+    env.ok(&["backup", "--prune", "--max-delete", "2"]);
+    for t in ["t1", "t2"] {
+        assert!(!env.path(&format!("{t}/runs/old")).exists(), "{t}: the emptied folders are gone");
+        assert!(env.path(&format!("{t}/runs/new/ckpt.bin")).exists(), "{t}");
+    }
+    env.ok(&["verify", "--quiet"]);
+}

@@ -206,6 +206,15 @@ impl Dir {
         check(rc)
     }
 
+    /// Removes the folder `name` if it is empty (rmdir fails on anything else, and on a
+    /// symlink, which it never follows).
+    pub fn remove_empty(&self, name: &str) -> io::Result<()> {
+        let c = cstring(name.as_bytes())?;
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        let rc = unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) };
+        check(rc)
+    }
+
     /// Removes the folder `name` and everything in it. A symlink there is refused.
     pub fn remove_tree(&self, name: &str) -> io::Result<()> {
         let sub = self.child(name, false)?;
