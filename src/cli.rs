@@ -91,6 +91,9 @@ pub enum Command {
         /// (without it they stay on the targets, and in the backup)
         #[arg(long, requires = "prune")]
         prune_excluded: bool,
+        /// Say what would be copied, filled and pruned, and write nothing
+        #[arg(long)]
+        dry_run: bool,
         /// Refill target NAME although it lost its .redundo folder (an emptied or replaced
         /// disk, on purpose); without it such a target is unreachable, never refilled
         #[arg(long, value_name = "NAME")]

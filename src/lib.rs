@@ -61,12 +61,21 @@ pub fn run(cli: &Cli) -> Result<Exit> {
                 adopt: adopt.clone(),
             })?)
         }
-        Command::Backup { checksum, prune, max_delete, prune_excluded, reseed, common } => {
+        Command::Backup {
+            checksum,
+            prune,
+            max_delete,
+            prune_excluded,
+            dry_run,
+            reseed,
+            common,
+        } => {
             let ws = Workspace::open(&common.config, common.lock_wait)?;
             let options = backup::BackupOptions {
                 checksum: *checksum,
                 prune: *prune,
                 prune_excluded: *prune_excluded,
+                dry_run: *dry_run,
                 max_delete: max_delete.unwrap_or_default(),
                 reseed: reseed.clone(),
                 list_copied: common.verbose > 0,

@@ -40,6 +40,8 @@ pub struct BackupOptions {
     pub prune: bool,
     /// Also prune files the config now excludes (`--prune-excluded`).
     pub prune_excluded: bool,
+    /// Say what would be done and write nothing (`--dry-run`).
+    pub dry_run: bool,
     /// The most `--prune` may delete in this run.
     pub max_delete: MaxDelete,
     /// Targets to refill although they lost their marker (`--reseed NAME`).
@@ -83,11 +85,17 @@ pub fn run(
     let mut findings = Findings::default();
     let (mut reachable, replicas) = open_run(ws, &options.reseed, &mut findings)?;
     let mut manifest = replicas.chosen.manifest.clone();
-    adopt_set_id(ws, &mut manifest)?;
-    let walked = walk(ws, &mut reachable, &mut findings)?;
+    let writes = !options.dry_run;
+    adopt_set_id(ws, &mut manifest, writes)?;
+    let walked = walk(ws, &mut reachable, writes, &mut findings)?;
     let mut report = BackupReport::default();
-    let plan = plan(ws, &walked, &mut manifest, options.checksum, &mut findings);
+    let plan = plan(ws, &walked, &mut manifest, options.checksum, writes, &mut findings);
     report.unchanged = plan.unchanged;
+    if options.dry_run {
+        let history = History::load(&ws.config.state_dir);
+        let pruned = choose_pruned(ws, &plan, &replicas, &walked, &history, options, &mut findings);
+        return Ok(dry_run_report(ws, &plan, &manifest, &pruned, report, findings));
+    }
 
     let mut commit = Commit::begin(ws, &replicas, &reachable);
     let mut versions = Versions::new(ws, commit.base());
@@ -146,11 +154,47 @@ fn refuse_unknown_reseed(ws: &Workspace, options: &BackupOptions) -> Result<()> 
     }
 }
 
+/// What a `--dry-run` reports: every job as the copy it would make, the prunes, the counts.
+fn dry_run_report(
+    ws: &Workspace,
+    plan: &crate::decide::plan::BackupPlan,
+    manifest: &Manifest,
+    pruned: &[RelPath],
+    mut report: BackupReport,
+    mut findings: Findings,
+) -> BackupReport {
+    report.dry_run = true;
+    for job in plan.jobs.iter().filter(|j| !j.sinks.is_empty()) {
+        match job.kind {
+            JobKind::New => report.new += 1,
+            JobKind::Changed | JobKind::Recheck => report.changed += 1,
+            JobKind::Refresh => report.gaps_filled += 1,
+        }
+        report.bytes_read += job.stat.size;
+        report.copied.push(Copied {
+            path: job.path.to_string(),
+            kind: job.kind,
+            targets: job.sinks.iter().map(|s| ws.targets[s.target].name().to_string()).collect(),
+        });
+    }
+    report.pruned = pruned.len();
+    report.pruned_paths = pruned.iter().map(RelPath::to_string).collect();
+    report.generation = manifest.content_generation();
+    report.files = (manifest.files.len() + report.new).saturating_sub(pruned.len());
+    report_kept_deletions(plan, pruned, &mut report, &mut findings);
+    findings.sort();
+    report.findings = findings;
+    report
+}
+
 /// Gives a first manifest the set id of this config's state folder (or a new one), and
-/// records it there.
-fn adopt_set_id(ws: &Workspace, manifest: &mut Manifest) -> Result<()> {
+/// records it there (unless this run writes nothing).
+fn adopt_set_id(ws: &Workspace, manifest: &mut Manifest, record: bool) -> Result<()> {
     if manifest.set_id.is_empty() {
         manifest.set_id = ws.local_set_id().unwrap_or_else(|| new_set_id(&ws.config));
+    }
+    if !record {
+        return Ok(());
     }
     ws.record_set_id(&manifest.set_id)
         .with_context(|| format!("recording the backup set in {}", ws.config.state_dir.display()))
@@ -158,7 +202,12 @@ fn adopt_set_id(ws: &Workspace, manifest: &mut Manifest) -> Result<()> {
 
 /// Walks the source and every reachable target at the same time. A target whose walk fails
 /// is left out of the run; leftovers of killed runs are removed from the others.
-fn walk(ws: &Workspace, reachable: &mut [bool], findings: &mut Findings) -> Result<Walked> {
+fn walk(
+    ws: &Workspace,
+    reachable: &mut [bool],
+    writes: bool,
+    findings: &mut Findings,
+) -> Result<Walked> {
     let excludes = &ws.config.excludes;
     let (source, walked) = rayon::join(
         || ws.source.list(&|p| excludes.excludes(p)),
@@ -194,7 +243,9 @@ fn walk(ws: &Workspace, reachable: &mut [bool], findings: &mut Findings) -> Resu
         .enumerate()
         .map(|(i, walk)| match walk {
             Some(Ok(listing)) => {
-                remove_leftovers(ws.targets[i].as_ref(), &listing);
+                if writes {
+                    remove_leftovers(ws.targets[i].as_ref(), &listing);
+                }
                 Some(listing)
             }
             Some(Err(e)) => {
@@ -220,6 +271,7 @@ fn plan(
     walked: &Walked,
     manifest: &mut Manifest,
     checksum: bool,
+    writes: bool,
     findings: &mut Findings,
 ) -> crate::decide::plan::BackupPlan {
     let target_files: Vec<_> = walked
@@ -242,8 +294,9 @@ fn plan(
     let mut plan = plan_backup(source_files, manifest, &target_files, checksum);
     adopt_source_stats(manifest, &walked.source);
     plan.unchanged += resolve_rechecks(ws, &mut plan.jobs, manifest);
-    plan.unchanged += settle_mtimes(ws, &mut plan.jobs, manifest, findings);
-    settle_permissions(ws, &plan.jobs, manifest, &walked.source, &walked.targets, findings);
+    plan.unchanged += settle_mtimes(ws, &mut plan.jobs, manifest, writes, findings);
+    let (source, targets) = (&walked.source, &walked.targets);
+    settle_permissions(ws, &plan.jobs, manifest, source, targets, writes, findings);
     plan
 }
 
@@ -883,6 +936,7 @@ fn settle_mtimes(
     ws: &Workspace,
     jobs: &mut Vec<Job>,
     manifest: &Manifest,
+    writes: bool,
     findings: &mut Findings,
 ) -> usize {
     let settled: Vec<Vec<usize>> = jobs
@@ -899,7 +953,7 @@ fn settle_mtimes(
                     let copy = ws.targets[sink.target].as_ref();
                     let like = job.stat.with_mtime(recorded.mtime_ns);
                     hash_copy(copy, &job.path, &Silent).is_ok_and(|(_, d)| d == recorded.blake3)
-                        && copy.set_attributes(&job.path, &like).is_ok()
+                        && (!writes || copy.set_attributes(&job.path, &like).is_ok())
                 })
                 .map(|sink| sink.target)
                 .collect()
@@ -912,7 +966,11 @@ fn settle_mtimes(
                 NoticeKind::Done,
                 Some(ws.targets[*target].name()),
                 Some(job.path.as_str()),
-                "the copy holds the recorded bytes; its mtime was set to the source's",
+                if writes {
+                    "the copy holds the recorded bytes; its mtime was set to the source's"
+                } else {
+                    "the copy holds the recorded bytes; its mtime would be set to the source's"
+                },
             );
         }
         job.sinks.retain(|sink| !targets.contains(&sink.target));
@@ -939,6 +997,7 @@ fn settle_permissions(
     manifest: &Manifest,
     source: &Listing,
     listings: &[Option<Listing>],
+    writes: bool,
     findings: &mut Findings,
 ) {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -960,6 +1019,11 @@ fn settle_permissions(
                 continue;
             }
             let like = stat.with_mtime(entry.current.mtime_ns);
+            if !writes {
+                let detail = "permissions would be set to the source file's";
+                findings.notice(NoticeKind::Done, Some(target.name()), Some(path.as_str()), detail);
+                continue;
+            }
             match target.set_attributes(path, &like) {
                 Ok(()) => findings.notice(
                     NoticeKind::Done,

@@ -26,6 +26,9 @@ pub struct Copied {
 /// What a backup did.
 #[derive(Debug, Default, Serialize)]
 pub struct BackupReport {
+    /// `--dry-run`: nothing was written; `copied` and `pruned_paths` say what would be.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     pub generation: u64,
     pub files: usize,
     pub new: usize,
@@ -40,9 +43,12 @@ pub struct BackupReport {
     pub excluded_kept: usize,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// Every file copied, when asked for with `-v`.
+    /// Every file copied, when asked for with `-v` (or would be, with `--dry-run`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub copied: Vec<Copied>,
+    /// The files a `--dry-run` with `--prune` would prune.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pruned_paths: Vec<String>,
     #[serde(flatten)]
     pub findings: Findings,
 }

@@ -113,7 +113,7 @@ impl Report {
                 }
             }
             Report::Backup(r) => {
-                if output.verbose {
+                if output.verbose || r.dry_run {
                     for c in &r.copied {
                         let kind = match c.kind {
                             crate::decide::plan::JobKind::New => "new",
@@ -122,6 +122,9 @@ impl Report {
                             crate::decide::plan::JobKind::Recheck => "rechecked",
                         };
                         writeln!(out, "{kind}: {} -> {}", c.path, c.targets.join(", "))?;
+                    }
+                    for path in &r.pruned_paths {
+                        writeln!(out, "prune: {path}")?;
                     }
                 }
                 writeln!(out, "{}", backup_summary(r))?
@@ -258,6 +261,18 @@ fn count(n: usize, noun: &str) -> String {
 }
 
 fn backup_summary(r: &BackupReport) -> String {
+    if r.dry_run {
+        return format!(
+            "backup (dry run, nothing written): at generation {}, {}: would copy {} new and {} changed, fill {}, prune {}; {} to read",
+            r.generation,
+            count(r.files, "file"),
+            r.new,
+            r.changed,
+            count(r.gaps_filled, "gap"),
+            r.pruned,
+            human_bytes(r.bytes_read)
+        );
+    }
     let mut line = format!(
         "backup: generation {}, {}: {} new, {} changed, {} unchanged",
         r.generation,

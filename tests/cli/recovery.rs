@@ -289,3 +289,42 @@ fn prune_removes_the_folders_it_left_empty_and_keeps_the_others() {
     }
     env.ok(&["verify", "--quiet"]);
 }
+
+#[test]
+fn a_dry_run_writes_nothing_and_lists_exactly_what_the_real_backup_then_does() {
+    let env = Env::with_targets(2);
+    for name in ["keep.txt", "edit.txt", "gap.txt", "gone.txt"] {
+        env.write(name, name.as_bytes());
+    }
+    env.ok(&["backup"]);
+    env.write("new.bin", &bytes(9, 3_000_000));
+    env.write("edit.txt", b"edited, longer\n");
+    std::fs::remove_file(env.path("t2/gap.txt")).unwrap();
+    std::fs::remove_file(env.path("data/gone.txt")).unwrap();
+    let everything = || {
+        let mut all = crate::faults::tree(env.root());
+        for replica in crate::common::replicas(env.root()) {
+            all.insert(replica.clone(), env.read(&replica));
+        }
+        all
+    };
+    let before = everything();
+    let args = ["backup", "--prune", "--max-delete", "100%", "--json"];
+    let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
+    let planned = env.run(&dry);
+    assert_eq!(planned.code, 0, "{planned:?}");
+    assert!(everything() == before, "a dry run writes nothing");
+    let planned = planned.json();
+    assert_eq!(planned["dry_run"], true);
+
+    let real: Vec<&str> = args.iter().copied().chain(["-v"]).collect();
+    let done = env.run(&real);
+    assert_eq!(done.code, 0, "{done:?}");
+    let done = done.json();
+    assert_eq!(planned["copied"], done["copied"], "the same copies, kinds and targets");
+    assert_eq!(planned["pruned_paths"], serde_json::json!(["gone.txt"]));
+    assert_eq!(planned["pruned"], done["pruned"]);
+    for key in ["new", "changed", "gaps_filled", "files"] {
+        assert_eq!(planned[key], done[key], "{key}");
+    }
+}
