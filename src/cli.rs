@@ -127,6 +127,18 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// List what the backup holds: sizes, and with -l digests, mtimes and verified copies
+    #[command(after_help = EXIT_CODES_HELP)]
+    Ls {
+        /// Files or folders, relative to the source (default: everything)
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+        /// Also each file's BLAKE3, mtime and the targets a verify last found holding it good
+        #[arg(long, short = 'l')]
+        long: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Show the last backup, the file counts and what the last verify found per target
     #[command(after_help = EXIT_CODES_HELP)]
     Status {
@@ -187,6 +199,7 @@ impl Command {
             Command::Init { common, .. }
             | Command::Backup { common, .. }
             | Command::Verify { common, .. }
+            | Command::Ls { common, .. }
             | Command::Repair { common, .. }
             | Command::Status { common }
             | Command::Restore { common, .. } => common,
@@ -201,6 +214,7 @@ impl Command {
             Command::Verify { .. } => "verify",
             Command::Repair { .. } => "repair",
             Command::Status { .. } => "status",
+            Command::Ls { .. } => "ls",
             Command::Restore { .. } => "restore",
             Command::Cat { .. } => "cat",
             Command::Completions { .. } => "completions",

@@ -41,7 +41,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 use cli::{Cli, Command};
 
-use commands::{backup, cat, init, repair, restore, status, verify};
+use commands::{backup, cat, init, ls, repair, restore, status, verify};
 use report::exit::Exit;
 use report::{Output, Report};
 use run::workspace::Workspace;
@@ -96,6 +96,10 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             let ws = Workspace::open(&common.config, common.lock_wait)?;
             let options = repair::RepairOptions { dry_run: *dry_run };
             Report::Repair(repair::run(&ws, &options, progress.as_ref())?)
+        }
+        Command::Ls { paths, long, common } => {
+            let ws = Workspace::open_unlocked(&common.config)?;
+            Report::Ls(ls::run(&ws, paths, *long)?)
         }
         Command::Status { common } => {
             let ws = Workspace::open_unlocked(&common.config)?;

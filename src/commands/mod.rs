@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod cat;
 pub mod init;
+pub mod ls;
 pub mod repair;
 pub mod restore;
 pub mod status;

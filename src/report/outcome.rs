@@ -207,3 +207,31 @@ pub struct OkCopy {
     pub copy: String,
     pub path: String,
 }
+
+// `redundo ls`
+
+/// What the backup holds, from the records alone.
+#[derive(Debug, Serialize)]
+pub struct LsReport {
+    /// `-l`: digests, mtimes and verified copies in the human output (JSON always has them).
+    #[serde(skip)]
+    pub long: bool,
+    pub generation: u64,
+    pub files: Vec<Listed>,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One backed-up file.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub blake3: String,
+    /// The targets a verify last found holding it good (since its content was recorded).
+    pub verified_good_on: Vec<String>,
+    /// An interrupted backup recorded a newer version of it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}

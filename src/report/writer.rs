@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::exit::Exit;
 use super::findings::{Finding, Findings};
 use super::outcome::{
-    BackupReport, InitReport, RepairReport, RestoreReport, StatusReport, VerifyReport,
+    BackupReport, InitReport, LsReport, RepairReport, RestoreReport, StatusReport, VerifyReport,
 };
 use crate::record::history::CopyCounts;
 
@@ -30,6 +30,7 @@ pub enum Report {
     Repair(RepairReport),
     Status(Box<StatusReport>),
     Restore(RestoreReport),
+    Ls(LsReport),
 }
 
 impl Report {
@@ -41,6 +42,7 @@ impl Report {
             Report::Repair(_) => "repair",
             Report::Status(_) => "status",
             Report::Restore(_) => "restore",
+            Report::Ls(_) => "ls",
         }
     }
 
@@ -52,6 +54,7 @@ impl Report {
             Report::Repair(r) => Some(&r.findings),
             Report::Status(r) => Some(&r.findings),
             Report::Restore(r) => Some(&r.findings),
+            Report::Ls(r) => Some(&r.findings),
         }
     }
 
@@ -70,6 +73,7 @@ impl Report {
                 Report::Repair(r) => json_document(self.name(), self.exit(), r),
                 Report::Status(r) => json_document(self.name(), self.exit(), r),
                 Report::Restore(r) => json_document(self.name(), self.exit(), r),
+                Report::Ls(r) => json_document(self.name(), self.exit(), r),
             };
             // Rendered first, so a closed stdout shows as the plain io error it is.
             let mut text = serde_json::to_vec_pretty(&body)?;
@@ -166,6 +170,26 @@ impl Report {
                 writeln!(out, "{}", repair_summary(r))?;
             }
             Report::Status(r) => print_status(out, r)?,
+            Report::Ls(r) => {
+                for f in &r.files {
+                    if r.long || output.verbose {
+                        let when = mtime_text(f.mtime_ns);
+                        let good = if f.verified_good_on.is_empty() {
+                            "never verified".to_string()
+                        } else {
+                            format!("good on {}", f.verified_good_on.join(", "))
+                        };
+                        let pending = if f.pending { "; a newer version pending" } else { "" };
+                        writeln!(
+                            out,
+                            "{} {:>12} {when} {} ({good}{pending})",
+                            f.blake3, f.size, f.path
+                        )?;
+                    } else {
+                        writeln!(out, "{:>12} {}", f.size, f.path)?;
+                    }
+                }
+            }
             Report::Restore(r) => {
                 let from: Vec<String> =
                     r.blocks_from.iter().map(|(name, n)| format!("{name} {n}")).collect();
@@ -258,6 +282,12 @@ fn count(n: usize, noun: &str) -> String {
         (_, Some(stem)) => format!("{n} {stem}ies"),
         _ => format!("{n} {noun}s"),
     }
+}
+
+/// An mtime as RFC 3339 UTC, to the second.
+fn mtime_text(mtime_ns: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 fn backup_summary(r: &BackupReport) -> String {

@@ -328,3 +328,25 @@ fn a_dry_run_writes_nothing_and_lists_exactly_what_the_real_backup_then_does() {
         assert_eq!(planned[key], done[key], "{key}");
     }
 }
+
+#[test]
+fn ls_lists_what_the_backup_holds_with_digests_and_verified_copies() {
+    let env = Env::with_targets(2);
+    let model = bytes(5, 70_000);
+    env.write("ckpt/model.bin", &model);
+    env.write("notes.txt", b"n\n");
+    env.ok(&["backup"]);
+    let ls = env.ok(&["ls"]);
+    assert_eq!(ls.stdout, "       70000 ckpt/model.bin\n           2 notes.txt\n");
+    let before = env.ok(&["ls", "-l", "ckpt"]);
+    assert!(before.stdout.starts_with(&blake3::hash(&model).to_hex().to_string()), "{before:?}");
+    assert!(
+        before.stdout.contains("never verified") && !before.stdout.contains("notes"),
+        "{before:?}"
+    );
+    flip_byte(&env.path("t2/ckpt/model.bin"), 3);
+    assert_eq!(env.run(&["verify"]).code, 1);
+    let doc = env.ok(&["ls", "--json", "ckpt/model.bin"]).json();
+    assert_eq!(doc["files"][0]["verified_good_on"], serde_json::json!(["t1"]), "{doc}");
+    assert_eq!(env.run(&["ls", "missing"]).code, 2);
+}
