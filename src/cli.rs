@@ -253,3 +253,66 @@ fn parse_percent(raw: &str) -> Result<f64, String> {
         _ => Err(format!("{raw:?} is not a percentage between 0 (exclusive) and 100")),
     }
 }
+
+/// The man page: one page with every command's options in it, then the config keys, so it
+/// names no page that does not exist (clap_mangen's default refers to one page per command).
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let cli = Cli::command();
+    let man = clap_mangen::Man::new(cli.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    for command in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+        writeln!(out, ".SH \"REDUNDO {}\"", command.get_name().to_uppercase())?;
+        if let Some(about) = command.get_about() {
+            writeln!(out, "{}", about.to_string().replace('-', "\\-"))?;
+        }
+        let mut options = Vec::new();
+        clap_mangen::Man::new(command.clone()).render_options_section(&mut options)?;
+        let options = String::from_utf8_lossy(&options).replacen(".SH OPTIONS", ".SS Options", 1);
+        out.extend_from_slice(options.as_bytes());
+    }
+    out.extend_from_slice(CONFIG_KEYS.as_bytes());
+    man.render_extra_section(&mut out)?;
+    man.render_version_section(&mut out)?;
+    Ok(out)
+}
+
+/// The config file's keys, for the man page (README's "Configuration" has the details).
+const CONFIG_KEYS: &str = r#".SH CONFIGURATION
+The config file (TOML, default ./redundo.toml) has these keys. Relative paths are relative to its folder.
+.TP
+\fBsource\fR
+The folder to protect (required).
+.TP
+\fBexclude\fR
+Glob patterns to leave out (default none).
+.TP
+\fBmin_copies\fR
+How many target copies of each file a deep verify must find good (default: the number of targets).
+.TP
+\fBkeep_versions\fR
+How many generations of replaced and pruned files each target keeps (default 0).
+.TP
+\fBstate_dir\fR
+The state folder (default .redundo beside the config); one per config, never inside a target or the source.
+.TP
+\fBjobs\fR
+How many files are worked on at once, 1 to 256 (default: the number of cores).
+.TP
+\fB[[target]] name\fR, \fBlocation\fR
+One table per copy: a unique name, and a local folder, webhdfs://, swebhdfs:// or s3:// location.
+.TP
+\fBuser\fR, \fBdoas\fR, \fBblock_size\fR
+WebHDFS targets only.
+.TP
+\fBendpoint\fR, \fBregion\fR, \fBpath_style\fR, \fBprofile\fR, \fBpart_size\fR
+S3 targets only (credentials come from the environment or ~/.aws/credentials, never from the config).
+.TP
+\fBtimeout\fR, \fBretries\fR
+WebHDFS and S3 targets: per-request timeout and retries.
+"#;

@@ -137,9 +137,7 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             return Ok(Exit::Healthy);
         }
         Command::Man => {
-            let mut text = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
-            std::io::Write::write_all(&mut std::io::stdout(), &text)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &cli::man_page()?)?;
             return Ok(Exit::Healthy);
         }
     };

@@ -684,8 +684,15 @@ fn completions_and_man_page_print_non_empty_output() {
     }
     let run = env.ok(&["man"]);
     assert!(run.stdout.contains(".TH redundo 1"), "{run:?}");
-    for command in ["backup", "verify", "repair", "restore", "cat"] {
-        assert!(run.stdout.contains(command), "man page lacks {command}");
+    for command in ["backup", "verify", "repair", "restore", "cat", "ls"] {
+        let section = format!(".SH \"REDUNDO {}\"", command.to_uppercase());
+        assert!(run.stdout.contains(&section), "man page lacks {command}");
+    }
+    // One page: it names no per-command page that does not exist, and it has the options and
+    // the config keys.
+    assert!(!run.stdout.contains("(1)\n") && !run.stdout.contains("redundo\\-backup(1)"));
+    for listed in ["\\-\\-dry\\-run", "\\-\\-lock\\-wait", "keep_versions", "state_dir"] {
+        assert!(run.stdout.contains(listed), "man page lacks {listed}");
     }
     let run = env.expect(&["completions", "tcsh"], 2);
     assert!(run.stderr.contains("invalid value"), "{run:?}");
