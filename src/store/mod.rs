@@ -4,6 +4,7 @@
 //! The source folder is a copy too: it is opened through the same trait (with its state in
 //! the config's state folder), so verify and repair treat it like any other copy.
 
+mod http;
 mod local;
 mod s3;
 mod webhdfs;

@@ -28,6 +28,7 @@
 //! `verify --fast` compares the ETag from a HEAD with the one computed from the source
 //! (`record::s3_etag`).
 
+use super::http::{one_line, one_line_error};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1094,20 +1095,6 @@ fn encode_key(key: &str) -> String {
         }
     }
     out
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn one_line_error(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    one_line(&text)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! re-copies it and removes the temporaries. HDFS has no hard links, so `keep` (quarantine,
 //! versions) moves the file: the same window applies until the repaired copy is installed.
 
+use super::http::{one_line, one_line_error};
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -888,20 +889,6 @@ fn unreachable_cause(url: &str) -> Option<String> {
         Ok(_) => None,
         Err(e) => Some(format!("the DataNode at {addr} cannot be reached: {e}")),
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn one_line_error(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    one_line(&text)
 }
 
 /// Percent-encodes one query value or path segment: everything but unreserved characters.
