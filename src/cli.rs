@@ -52,6 +52,15 @@ pub struct Common {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// List every file kept in each copy's quarantine, with the run that kept it and why
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a config for a source folder and its targets, and create the target folders
     #[command(after_help = EXIT_CODES_HELP)]
@@ -139,6 +148,12 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// What the quarantines hold: the bytes repair and backup moved aside, and why
+    #[command(after_help = EXIT_CODES_HELP)]
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// Show the last backup, the file counts and what the last verify found per target
     #[command(after_help = EXIT_CODES_HELP)]
     Status {
@@ -200,6 +215,7 @@ impl Command {
             | Command::Backup { common, .. }
             | Command::Verify { common, .. }
             | Command::Ls { common, .. }
+            | Command::Quarantine { action: QuarantineAction::List { common } }
             | Command::Repair { common, .. }
             | Command::Status { common }
             | Command::Restore { common, .. } => common,
@@ -215,6 +231,7 @@ impl Command {
             Command::Repair { .. } => "repair",
             Command::Status { .. } => "status",
             Command::Ls { .. } => "ls",
+            Command::Quarantine { .. } => "quarantine",
             Command::Restore { .. } => "restore",
             Command::Cat { .. } => "cat",
             Command::Completions { .. } => "completions",

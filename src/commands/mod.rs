@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cat;
 pub mod init;
 pub mod ls;
+pub mod quarantine;
 pub mod repair;
 pub mod restore;
 pub mod status;

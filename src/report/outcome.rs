@@ -235,3 +235,26 @@ pub struct Listed {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
 }
+
+// `redundo quarantine list`
+
+/// What the quarantines hold.
+#[derive(Debug, Serialize)]
+pub struct QuarantineReport {
+    pub entries: Vec<Quarantined>,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One file kept in a quarantine.
+#[derive(Debug, Serialize)]
+pub struct Quarantined {
+    /// "source" (the state folder's quarantine) or a target's name.
+    pub copy: String,
+    /// The run that kept it: `quarantine/<stamp>/` in the copy's state folder.
+    pub stamp: String,
+    pub path: String,
+    /// `None` when the note names bytes no longer there.
+    pub size: Option<u64>,
+    pub why: String,
+}

@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::exit::Exit;
 use super::findings::{Finding, Findings};
 use super::outcome::{
-    BackupReport, InitReport, LsReport, RepairReport, RestoreReport, StatusReport, VerifyReport,
+    BackupReport, InitReport, LsReport, QuarantineReport, RepairReport, RestoreReport,
+    StatusReport, VerifyReport,
 };
 use crate::record::history::CopyCounts;
 
@@ -31,6 +32,7 @@ pub enum Report {
     Status(Box<StatusReport>),
     Restore(RestoreReport),
     Ls(LsReport),
+    Quarantine(QuarantineReport),
 }
 
 impl Report {
@@ -43,6 +45,7 @@ impl Report {
             Report::Status(_) => "status",
             Report::Restore(_) => "restore",
             Report::Ls(_) => "ls",
+            Report::Quarantine(_) => "quarantine",
         }
     }
 
@@ -55,6 +58,7 @@ impl Report {
             Report::Status(r) => Some(&r.findings),
             Report::Restore(r) => Some(&r.findings),
             Report::Ls(r) => Some(&r.findings),
+            Report::Quarantine(r) => Some(&r.findings),
         }
     }
 
@@ -74,6 +78,7 @@ impl Report {
                 Report::Status(r) => json_document(self.name(), self.exit(), r),
                 Report::Restore(r) => json_document(self.name(), self.exit(), r),
                 Report::Ls(r) => json_document(self.name(), self.exit(), r),
+                Report::Quarantine(r) => json_document(self.name(), self.exit(), r),
             };
             // Rendered first, so a closed stdout shows as the plain io error it is.
             let mut text = serde_json::to_vec_pretty(&body)?;
@@ -170,6 +175,19 @@ impl Report {
                 writeln!(out, "{}", repair_summary(r))?;
             }
             Report::Status(r) => print_status(out, r)?,
+            Report::Quarantine(r) => {
+                for e in &r.entries {
+                    let size = e.size.map_or("gone".to_string(), human_bytes);
+                    writeln!(
+                        out,
+                        "{}: quarantine/{}/{} ({size}): {}",
+                        e.copy, e.stamp, e.path, e.why
+                    )?;
+                }
+                if r.entries.is_empty() {
+                    writeln!(out, "quarantine: empty")?;
+                }
+            }
             Report::Ls(r) => {
                 for f in &r.files {
                     if r.long || output.verbose {

@@ -350,3 +350,30 @@ fn ls_lists_what_the_backup_holds_with_digests_and_verified_copies() {
     assert_eq!(doc["files"][0]["verified_good_on"], serde_json::json!(["t1"]), "{doc}");
     assert_eq!(env.run(&["ls", "missing"]).code, 2);
 }
+
+#[test]
+fn quarantine_list_names_every_kept_file_with_the_run_and_why() {
+    let env = Env::with_targets(2);
+    let model = bytes(6, 40_000);
+    env.write("ckpt/model.bin", &model);
+    env.ok(&["backup"]);
+    assert_eq!(env.ok(&["quarantine", "list"]).stdout, "quarantine: empty\n");
+    flip_byte(&env.path("t2/ckpt/model.bin"), 5);
+    let mut rotten = model.clone();
+    rotten[5] ^= 1;
+    env.ok(&["repair", "--quiet"]);
+    let list = env.ok(&["quarantine", "list"]);
+    let line = list.stdout.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with("t2: quarantine/")
+            && line.contains("/ckpt/model.bin (")
+            && line.contains("corrupt"),
+        "{list:?}"
+    );
+    let doc = env.ok(&["quarantine", "list", "--json"]).json();
+    let entry = &doc["entries"][0];
+    let stamp = entry["stamp"].as_str().unwrap();
+    assert_eq!(entry["size"], 40_000);
+    let kept = env.read(&format!("t2/.redundo/quarantine/{stamp}/ckpt/model.bin"));
+    assert!(kept == rotten, "the listing names the bytes that are really kept");
+}
