@@ -38,7 +38,7 @@ use std::time::Duration;
 use rayon::prelude::*;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{StatusCode, header};
-use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
+use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::{FileStat, Listing, Native, NativeChecksum, Skipped, Staged, Staging, Store};
@@ -436,37 +436,38 @@ impl Conn {
     /// Every object below `prefix`, with its size, in key order.
     fn list_keys(&self, prefix: &str) -> io::Result<Vec<(String, u64)>> {
         let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let build = || -> io::Result<RequestBuilder> {
-                let mut action = ListObjectsV2::new(self.bucket()?, Some(self.creds()?));
-                action.with_prefix(prefix);
-                if let Some(token) = &token {
-                    action.with_continuation_token(token.as_str());
-                }
-                Ok(self.meta.get(action.sign(SIGNED_FOR)))
-            };
-            let body = text(self.send(prefix, &build)?, &self.s3_url(prefix))?;
-            let page = ListObjectsV2::parse_response(&body).map_err(|e| {
-                io::Error::other(format!("{}: unexpected listing: {e}", self.s3_url(prefix)))
-            })?;
+        self.list_pages(prefix, None, |page| {
             keys.extend(page.contents.into_iter().map(|c| (c.key, c.size.unwrap_or(0))));
-            match page.next_continuation_token {
-                Some(next) => token = Some(next),
-                None => return Ok(keys),
-            }
-        }
+        })?;
+        Ok(keys)
     }
 
     /// The names of the "folders" right below `prefix` (common prefixes at `/`).
     fn list_folders(&self, prefix: &str) -> io::Result<Vec<String>> {
         let mut folders = Vec::new();
+        self.list_pages(prefix, Some("/"), |page| {
+            folders.extend(page.common_prefixes.into_iter().filter_map(|c| {
+                Some(c.prefix.strip_prefix(prefix)?.trim_end_matches('/').to_string())
+            }));
+        })?;
+        Ok(folders)
+    }
+
+    /// Every page of a ListObjectsV2 of `prefix` (with `delimiter`, if given), in order.
+    fn list_pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        mut each: impl FnMut(ListObjectsV2Response),
+    ) -> io::Result<()> {
         let mut token: Option<String> = None;
         loop {
             let build = || -> io::Result<RequestBuilder> {
                 let mut action = ListObjectsV2::new(self.bucket()?, Some(self.creds()?));
                 action.with_prefix(prefix);
-                action.with_delimiter("/");
+                if let Some(delimiter) = delimiter {
+                    action.with_delimiter(delimiter);
+                }
                 if let Some(token) = &token {
                     action.with_continuation_token(token.as_str());
                 }
@@ -476,12 +477,10 @@ impl Conn {
             let page = ListObjectsV2::parse_response(&body).map_err(|e| {
                 io::Error::other(format!("{}: unexpected listing: {e}", self.s3_url(prefix)))
             })?;
-            folders.extend(page.common_prefixes.into_iter().filter_map(|c| {
-                Some(c.prefix.strip_prefix(prefix)?.trim_end_matches('/').to_string())
-            }));
-            match page.next_continuation_token {
-                Some(next) => token = Some(next),
-                None => return Ok(folders),
+            token = page.next_continuation_token.clone();
+            each(page);
+            if token.is_none() {
+                return Ok(());
             }
         }
     }

@@ -782,8 +782,9 @@ fn unreadable_source_folder_is_read_failed_and_the_other_files_are_still_copied(
 // ---------------------------------------------------------------------------------------------
 // Concurrency.
 
-#[test]
-fn overlapping_backup_is_refused_with_exit_3_naming_the_running_holders_pid() {
+/// A backup holding the lock, frozen (SIGSTOP) so that it is surely still running while other
+/// runs start: the workspace, the child and its pid.
+fn frozen_backup() -> (Env, Child, u32) {
     let env = Env::with_targets(2);
     for i in 0..8 {
         env.write(&format!("f{i}.bin"), &bytes(i, 2 << 20));
@@ -791,8 +792,13 @@ fn overlapping_backup_is_refused_with_exit_3_naming_the_running_holders_pid() {
     let first = spawn(&env, &["backup"]);
     let pid = first.id();
     wait_for_lock(&env, pid);
-    // Freeze the holder so that it is surely still running while the second run starts.
     signal(pid, libc::SIGSTOP);
+    (env, first, pid)
+}
+
+#[test]
+fn overlapping_backup_is_refused_with_exit_3_naming_the_running_holders_pid() {
+    let (env, first, pid) = frozen_backup();
     let second = env.run(&["backup"]);
     let second_json = env.run(&["verify", "--json"]);
     signal(pid, libc::SIGCONT);
@@ -811,14 +817,7 @@ fn overlapping_backup_is_refused_with_exit_3_naming_the_running_holders_pid() {
 
 #[test]
 fn lock_wait_waits_for_the_run_holding_the_lock_and_gives_up_after_its_time() {
-    let env = Env::with_targets(2);
-    for i in 0..8 {
-        env.write(&format!("f{i}.bin"), &bytes(i, 2 << 20));
-    }
-    let first = spawn(&env, &["backup"]);
-    let pid = first.id();
-    wait_for_lock(&env, pid);
-    signal(pid, libc::SIGSTOP);
+    let (env, first, pid) = frozen_backup();
     let gave_up = env.run(&["verify", "--lock-wait", "1s"]);
     assert_eq!(gave_up.code, 3, "the holder is still there after 1 s: {gave_up:?}");
     let waiting = spawn(&env, &["verify", "--lock-wait", "5m"]);
