@@ -3,7 +3,7 @@
 # `weed server` process) on 127.0.0.1 for redundo's S3 tests.
 #
 # Usage:
-#   scripts/dev-s3.sh [start]   install (pip, cached) + start weed, wait until a bucket can be
+#   scripts/dev-s3.sh [start]   install (pip, cached) + start weed on fresh data, wait until a bucket can be
 #                               created and an object PUT and GET back, then print on stdout:
 #                                 export REDUNDO_TEST_S3=http://127.0.0.1:8333
 #                                 export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_REGION=...
@@ -118,6 +118,9 @@ cmd_start() {
   for p in "$PORT" "$MASTER_PORT" "$VOLUME_PORT" "$FILER_PORT"; do
     port_busy "$p" && die "port $p is in use (set REDUNDO_S3_*_PORT)"
   done
+  # A new server starts from no data: it holds test objects only, and what earlier runs left
+  # would only fill its volumes (64 MiB each, 50 at most) until writes fail with HTTP 500.
+  rm -rf "$DATA"
   mkdir -p "$DATA" "$RUN"
   write_identities
   log "starting weed server (S3 on $ENDPOINT, data in $DATA)"
