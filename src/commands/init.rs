@@ -13,8 +13,7 @@ use crate::record::relpath::STATE_DIR;
 use crate::report::exit::usage;
 use crate::report::findings::{Findings, NoticeKind};
 use crate::report::outcome::{InitReport, InitTarget};
-use crate::run::workspace::OWNER_NAME;
-use crate::run::workspace::new_set_id;
+use crate::run::workspace::{OWNER_NAME, SET_ID_NAME, new_set_id};
 use crate::store;
 
 pub struct InitOptions {
@@ -101,9 +100,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
     // A new config starts a new backup set, unless its state folder already names one (a
     // re-init with --force of the same setup).
     if !set_file.exists() {
-        std::fs::create_dir_all(&config.state_dir)
-            .and_then(|()| std::fs::write(&set_file, format!("{}\n", new_set_id(&config))))
-            .with_context(|| format!("writing {}", set_file.display()))?;
+        write_set_id(&config, &set_file, &new_set_id(&config))?;
     }
     let staged_path = options.config.with_extension("toml.redundo-init");
     std::fs::write(&staged_path, &text)
@@ -120,6 +117,16 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             .map(|t| InitTarget { name: t.name.clone(), location: t.location.to_string() })
             .collect(),
     })
+}
+
+/// Records `set_id` in the state folder, through its atomic write (a killed init leaves no
+/// empty set id behind).
+fn write_set_id(config: &Config, set_file: &Path, set_id: &str) -> Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .and_then(|()| {
+            store::open_source(config).write_state(SET_ID_NAME, format!("{set_id}\n").as_bytes())
+        })
+        .with_context(|| format!("writing {}", set_file.display()))
 }
 
 /// The state folder a new config gets: the default one, unless another config in the same
@@ -171,9 +178,7 @@ fn adopt_set(
             existing.trim()
         ));
     }
-    std::fs::create_dir_all(&config.state_dir)
-        .and_then(|()| std::fs::write(set_file, format!("{}\n", manifest.set_id)))
-        .with_context(|| format!("writing {}", set_file.display()))?;
+    write_set_id(config, set_file, &manifest.set_id)?;
     store::open_source(config)
         .write_state(REPLICA_NAME, &manifest.encode())
         .with_context(|| format!("writing the manifest to {}", config.state_dir.display()))?;

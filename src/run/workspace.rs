@@ -64,8 +64,8 @@ impl Workspace {
             Some(wait) => Some(RunLock::acquire_waiting(&config.state_dir, wait)?),
             None => None,
         };
-        claim_state_folder(&config, lock.is_some())?;
         let source = store::open_source(&config);
+        claim_state_folder(&config, source.as_ref(), lock.is_some())?;
         let targets = config.targets.iter().map(store::open_target).collect();
         let ws =
             Workspace { config, source, targets, ledger_keys: Default::default(), _lock: lock };
@@ -349,23 +349,32 @@ pub const OWNER_NAME: &str = "owner";
 
 /// Refuses a state folder that another config owns (two configs in one folder would share one
 /// lock, one manifest and one set: each would see the other's files as missing and prune
-/// them), and records this config as the owner of a state folder that names none yet.
-fn claim_state_folder(config: &Config, write: bool) -> Result<()> {
+/// them), and records this config as the owner of a state folder that names none yet. The
+/// record is written through the state folder's atomic write: a run killed while claiming
+/// leaves the folder unclaimed, never claimed by an empty name.
+fn claim_state_folder(config: &Config, state: &dyn Store, write: bool) -> Result<()> {
     let ours = std::fs::canonicalize(&config.file).unwrap_or_else(|_| config.file.clone());
     let ours = ours.display().to_string();
     let owner = config.state_dir.join(OWNER_NAME);
-    match std::fs::read_to_string(&owner) {
-        Ok(recorded) if recorded.trim_end_matches('\n') == ours => Ok(()),
-        Ok(recorded) => usage(format!(
+    let recorded = state
+        .read_state(OWNER_NAME)
+        .ok()
+        .flatten()
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_string());
+    match recorded {
+        Some(recorded) if recorded == ours => Ok(()),
+        // Empty: left by a version that wrote this file in place and was killed meanwhile.
+        Some(recorded) if !recorded.is_empty() => usage(format!(
             "the state folder {} belongs to the config {}: two configs cannot share one; set state_dir in {} to a folder of its own (if that config was moved here, delete {})",
             config.state_dir.display(),
-            recorded.trim_end_matches('\n'),
+            recorded,
             config.file.display(),
             owner.display()
         )),
-        Err(_) if write => std::fs::write(&owner, format!("{ours}\n"))
+        _ if write => state
+            .write_state(OWNER_NAME, format!("{ours}\n").as_bytes())
             .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", owner.display()))),
-        Err(_) => Ok(()),
+        _ => Ok(()),
     }
 }
 

@@ -72,7 +72,7 @@ impl LocalDir {
     /// own, on the same file system as the copies, that already exists: a probe never
     /// creates one.
     fn probe_granularity(&self) -> Option<i64> {
-        if !self.state.shown().starts_with(self.root.shown()) {
+        if !self.state_inside_root() {
             return None;
         }
         let dir = self.state.open(false).ok()?;
@@ -86,6 +86,11 @@ impl LocalDir {
         })();
         let _ = dir.unlink(probe);
         granularity_from_probe(set_ns, kept.ok()?)
+    }
+
+    /// A target's state folder is inside its root; the source's is wherever `state_dir` says.
+    fn state_inside_root(&self) -> bool {
+        self.state.shown().starts_with(self.root.shown())
     }
 
     /// Records this process in the temporaries journal, once, before its first temporary.
@@ -655,7 +660,12 @@ impl Store for LocalDir {
     }
 
     fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        self.check_root()?;
+        // Creating a state folder inside a missing root would create the root (an unmounted
+        // disk's mount point filled); a state folder of its own is written with its source
+        // gone, which is the disaster its records serve.
+        if self.state_inside_root() {
+            self.check_root()?;
+        }
         let (dir, last) = self.state_parent_of(name, true)?;
         if let Entry::Symlink = dir.entry(last)? {
             return Err(is_symlink(&dir, last));

@@ -141,6 +141,27 @@ fn with_the_source_folder_gone_restore_cat_and_verify_work_from_the_targets() {
 }
 
 #[test]
+fn an_unclaimed_or_emptily_claimed_state_folder_is_claimed_even_with_the_source_gone() {
+    let env = Env::with_targets(1);
+    env.write("a.txt", b"alpha\n");
+    env.ok(&["backup"]);
+    std::fs::rename(env.path("data"), env.path("data-gone")).unwrap();
+    // Lost, then empty: what a run killed while an older redundo wrote it in place left.
+    for left in [None, Some(&b""[..])] {
+        match left {
+            None => std::fs::remove_file(env.path(".redundo/owner")).unwrap(),
+            Some(bytes) => std::fs::write(env.path(".redundo/owner"), bytes).unwrap(),
+        }
+        let restore = env.run(&["restore", "--to", if left.is_none() { "out1" } else { "out2" }]);
+        assert_eq!(restore.code, 0, "{left:?}: {restore:?}");
+        assert_eq!(env.read(if left.is_none() { "out1/a.txt" } else { "out2/a.txt" }), b"alpha\n");
+        let owner = String::from_utf8(env.read(".redundo/owner")).unwrap();
+        assert!(owner.trim_end().ends_with("redundo.toml"), "claimed again: {owner:?}");
+    }
+    assert!(!env.path("data").exists(), "claiming the state folder never recreates the source");
+}
+
+#[test]
 fn restore_into_a_target_is_refused_however_the_path_is_spelled() {
     let env = Env::with_targets(2);
     env.write("a.txt", b"alpha\n");
