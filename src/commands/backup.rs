@@ -26,6 +26,9 @@ use crate::report::progress::{Progress, Silent};
 use crate::run::commit::Commit;
 use crate::run::fanout::{ReadFailure, stream_to_targets};
 use crate::run::inspect::hash_copy;
+use crate::run::shape::{
+    clear_the_way, displaced_records, folders_above, in_the_way_on, record_shape, settle_shape,
+};
 use crate::run::workspace::{
     Replicas, Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder,
     quarantine_stamp, versions_folder,
@@ -89,9 +92,11 @@ pub fn run(
     adopt_set_id(ws, &mut manifest, writes)?;
     let walked = walk(ws, &mut reachable, writes, &mut findings)?;
     let mut report = BackupReport::default();
-    let plan = plan(ws, &walked, &mut manifest, options.checksum, writes, &mut findings);
+    let mut plan = plan(ws, &walked, &mut manifest, options.checksum, writes, &mut findings);
     report.unchanged = plan.unchanged;
+    let displaced = drop_displaced(&mut plan, &mut manifest, &walked.source);
     if options.dry_run {
+        report_in_the_way(ws, &walked, &mut findings);
         let history = History::load(&ws.config.state_dir);
         let pruned = choose_pruned(ws, &plan, &replicas, &walked, &history, options, &mut findings);
         return Ok(dry_run_report(ws, &plan, &manifest, &pruned, report, findings));
@@ -99,6 +104,15 @@ pub fn run(
 
     let mut commit = Commit::begin(ws, &replicas, &reachable);
     let mut versions = Versions::new(ws, commit.base());
+    let mut touched = move_aside(
+        ws,
+        &walked,
+        displaced,
+        &mut manifest,
+        &mut commit,
+        &mut versions,
+        &mut findings,
+    )?;
     copy_files(
         ws,
         &plan.jobs,
@@ -117,13 +131,21 @@ pub fn run(
         manifest.files.remove(path);
     }
     report_kept_deletions(&plan, &pruned, &mut report, &mut findings);
+    record_shape(&mut manifest, &walked.source);
 
+    let open: Vec<bool> = (0..ws.targets.len()).map(|i| commit.is_open(i)).collect();
     let committed = commit.finish(&mut manifest, &walked.seen(), &mut findings)?;
     // Pruned entries left the manifest first and the files only now, so a kill in between
     // leaves unknown files, never missing ones.
     for path in &pruned {
         prune(ws, path, &walked.targets, &mut versions, &mut findings);
         report.pruned += 1;
+    }
+    touched.extend(folders_above(plan.jobs.iter().map(|j| &j.path).chain(&pruned)));
+    for (i, seen) in walked.targets.iter().enumerate() {
+        if let Some(seen) = seen.as_ref().filter(|_| open[i]) {
+            settle_shape(ws.targets[i].as_ref(), &manifest, seen, &touched, &mut findings);
+        }
     }
     versions.drop_oldest(&reachable, &mut findings);
     forget_verifications(ws, &replicas, &manifest, &committed.installed);
@@ -334,6 +356,93 @@ fn copy_files(
     }
     progress.finish();
     Ok(())
+}
+
+/// Takes the recorded files that stand in the way of the source's new shape (deleted from
+/// the source, where it now has a folder or a file in place of their folder) out of the
+/// manifest and the plan: they are moved aside, not kept in place, and never pruned.
+fn drop_displaced(
+    plan: &mut crate::decide::plan::BackupPlan,
+    manifest: &mut Manifest,
+    source: &Listing,
+) -> bool {
+    let displaced: std::collections::BTreeSet<RelPath> =
+        displaced_records(manifest, source).into_iter().collect();
+    for path in &displaced {
+        manifest.files.remove(path);
+    }
+    plan.deleted.retain(|p| !displaced.contains(p));
+    plan.excluded.retain(|p| !displaced.contains(p));
+    !displaced.is_empty()
+}
+
+/// Moves what stands in the way of the source's new shape aside on every open target (a
+/// folder where the source now has a file, a file where it now has a folder). When recorded
+/// files were among them (`displaced`, already out of `manifest`), a record without them is
+/// written before anything moves, so a kill in between leaves unknown files, never missing
+/// ones. Recorded files are kept as versions when `keep_versions` asks for it, the rest in
+/// the quarantine. Returns the folders whose mtime the moves changed.
+fn move_aside(
+    ws: &Workspace,
+    walked: &Walked,
+    displaced: bool,
+    manifest: &mut Manifest,
+    commit: &mut Commit,
+    versions: &mut Versions,
+    findings: &mut Findings,
+) -> Result<std::collections::BTreeSet<RelPath>> {
+    let mut touched = std::collections::BTreeSet::new();
+    let blocking: Vec<_> = walked
+        .targets
+        .iter()
+        .map(|seen| seen.as_ref().map(|l| in_the_way_on(l, &walked.source)).unwrap_or_default())
+        .collect();
+    if !displaced && blocking.iter().all(Vec::is_empty) {
+        return Ok(touched);
+    }
+    if displaced {
+        commit.record_pending(manifest, findings)?;
+    }
+    let stamp = versions.stamp.clone();
+    for (i, blocking) in blocking.iter().enumerate() {
+        let Some(seen) = walked.targets[i].as_ref() else { continue };
+        if blocking.is_empty() || !commit.is_open(i) {
+            continue;
+        }
+        let mut keep = |copy: &dyn Store, path: &RelPath| {
+            let stat = seen.files[path];
+            if versions.wanted() && versions.recorded(copy, path, stat) {
+                versions.keep(copy, i, path)
+            } else {
+                let note = "moved aside: the source now has something else in its place";
+                copy.keep(path, &quarantine_folder(&stamp), note)
+            }
+        };
+        let copy = ws.targets[i].as_ref();
+        let cleared = clear_the_way(copy, blocking, commit.base(), seen, &mut keep, findings);
+        touched.extend(folders_above(&cleared));
+    }
+    Ok(touched)
+}
+
+/// What a dry run would move aside, one notice per target and place.
+fn report_in_the_way(ws: &Workspace, walked: &Walked, findings: &mut Findings) {
+    for (i, seen) in walked.targets.iter().enumerate() {
+        let Some(seen) = seen else { continue };
+        let blocking = in_the_way_on(seen, &walked.source);
+        let tops = blocking.iter().filter(|(path, _)| {
+            !crate::decide::shape::ancestors(path)
+                .any(|a| blocking.iter().any(|(b, _)| b.as_str() == a))
+        });
+        for (path, _) in tops {
+            findings.notice(
+                NoticeKind::Done,
+                Some(ws.targets[i].name()),
+                Some(path.as_str()),
+                "would be moved aside: the source now has something else in its place",
+            );
+        }
+    }
 }
 
 /// Changed files get their new version recorded as pending before anything is replaced; a

@@ -20,6 +20,7 @@ use crate::report::progress::{Progress, Silent};
 use crate::run::fanout::{discard_all, fan_out};
 use crate::run::inspect::hash_copy;
 use crate::run::mosaic::{MosaicReader, PENDING_NOTE, version_to_read};
+use crate::run::shape::settle_shape;
 use crate::run::workspace::{Workspace, kept_generations, versions_folder};
 use crate::store::{LocalDir, Store};
 
@@ -49,7 +50,7 @@ pub fn run(
         None => None,
     };
     let manifest = snapshot.as_ref().unwrap_or(&chosen.manifest);
-    let selected = select(&manifest.files, &options.paths)?;
+    let selected = select(manifest, &options.paths)?;
     let roots: Vec<String> = ws.targets.iter().map(|t| t.location()).collect();
     prepare_destination(&roots, &options.to, options.force)?;
 
@@ -109,7 +110,7 @@ pub fn run_from(
     if options.generation.is_some_and(|g| g != manifest.content_generation()) {
         return usage("--generation needs the config (its other targets' kept versions); restore the current generation with --from".to_string());
     }
-    let selected = select(&manifest.files, &options.paths)?;
+    let selected = select(&manifest, &options.paths)?;
     prepare_destination(&[copy.location()], &options.to, options.force)?;
     let copies: Vec<(String, &dyn Store)> = vec![(copy.location(), copy.as_ref())];
     restore_into(&copies, &manifest, selected, options, Findings::default(), progress)
@@ -137,6 +138,7 @@ fn restore_into(
         })
         .collect();
     progress.finish();
+    restore_shape(&destination, manifest, &options.paths, &mut findings);
     // One flush for the whole restore, before it is reported done.
     if let Err(e) = destination.sync() {
         findings.problem(
@@ -170,6 +172,33 @@ fn restore_into(
     findings.sort();
     report.findings = findings;
     Ok(report)
+}
+
+/// Makes the selected folders (empty ones too) and symlinks, after the files so that no file
+/// is ever written through a symlink the restore made, and gives the folders their mtimes.
+fn restore_shape(
+    destination: &LocalDir,
+    manifest: &Manifest,
+    paths: &[String],
+    findings: &mut Findings,
+) {
+    let selected = |p: &RelPath| paths.is_empty() || paths.iter().any(|w| p.starts_with(w));
+    let mut shape = Manifest::empty();
+    shape.folders = manifest
+        .folders
+        .iter()
+        .filter(|(p, _)| selected(p))
+        .map(|(p, f)| (p.clone(), *f))
+        .collect();
+    shape.symlinks = manifest
+        .symlinks
+        .iter()
+        .filter(|(p, _)| selected(p))
+        .map(|(p, to)| (p.clone(), to.clone()))
+        .collect();
+    let nothing_seen = crate::store::Listing::default();
+    let none_touched = std::collections::BTreeSet::new();
+    settle_shape(destination, &shape, &nothing_seen, &none_touched, findings);
 }
 
 /// For a file whose current version no copy holds any more but a pending one does (a backup
@@ -219,11 +248,9 @@ fn snapshot_of(ws: &Workspace, reachable: &[bool], generation: u64) -> Result<Ma
 }
 
 /// The manifest entries named by `paths` (exact files or folder prefixes); all when empty.
-fn select(
-    files: &std::collections::BTreeMap<RelPath, crate::record::manifest::Entry>,
-    paths: &[String],
-) -> Result<Vec<(RelPath, FileVersion)>> {
-    let all = || files.iter().map(|(p, e)| (p.clone(), e.current.clone()));
+/// A path that names only a folder or a symlink selects no file, and is no error.
+fn select(manifest: &Manifest, paths: &[String]) -> Result<Vec<(RelPath, FileVersion)>> {
+    let all = || manifest.files.iter().map(|(p, e)| (p.clone(), e.current.clone()));
     if paths.is_empty() {
         return Ok(all().collect());
     }
@@ -235,7 +262,8 @@ fn select(
         }
         let before = selected.len();
         selected.extend(all().filter(|(p, _)| p.starts_with(wanted)));
-        if selected.len() == before {
+        let shaped = manifest.folders.keys().chain(manifest.symlinks.keys());
+        if selected.len() == before && !shaped.into_iter().any(|p| p.starts_with(wanted)) {
             return usage(format!("no backed-up file at {raw:?}"));
         }
     }

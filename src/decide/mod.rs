@@ -8,4 +8,5 @@ pub mod assess;
 pub mod durability;
 pub mod pending;
 pub mod plan;
+pub mod shape;
 pub mod vote;

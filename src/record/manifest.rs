@@ -22,9 +22,9 @@ use crate::record::relpath::RelPath;
 use crate::record::s3_etag::S3Etag;
 use crate::record::stat::FileStat;
 
-/// 2 added `source` to file versions; 3 added `run_id` and put the version under the digest.
-/// Older replicas are read as they are.
-pub const FORMAT_VERSION: u32 = 3;
+/// 2 added `source` to file versions; 3 added `run_id` and put the version under the digest;
+/// 4 added `folders` and `symlinks`. Older replicas are read as they are.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// A file changed less than this before its read began may change again within the same
 /// timestamp tick (2 s on FAT, 1 s on many NAS mounts) without its stat showing it.
@@ -63,6 +63,29 @@ pub struct Manifest {
     pub block_size: u64,
     #[serde(deserialize_with = "unique_paths")]
     pub files: BTreeMap<RelPath, Entry>,
+    /// Every folder of the source below its root, with its mtime, so that empty folders and
+    /// folder mtimes come back too (format 4 on).
+    #[serde(
+        default,
+        deserialize_with = "unique_paths",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub folders: BTreeMap<RelPath, FolderRecord>,
+    /// Every symlink of the source, with what it points at, as text: never followed. Kept on
+    /// the targets that hold symlinks, and by this record on the others (format 4 on).
+    #[serde(
+        default,
+        deserialize_with = "unique_paths",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub symlinks: BTreeMap<RelPath, String>,
+}
+
+/// A folder of the source as recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderRecord {
+    pub mtime_ns: i64,
 }
 
 /// One recorded content of a file.
@@ -262,7 +285,9 @@ impl Manifest {
     /// Whether every file's current version is the same content in both (pending versions
     /// and source stats aside).
     pub fn same_content(&self, other: &Manifest) -> bool {
-        self.files.len() == other.files.len()
+        self.symlinks == other.symlinks
+            && self.folders.keys().eq(other.folders.keys())
+            && self.files.len() == other.files.len()
             && self.files.iter().zip(&other.files).all(|((p, e), (q, f))| {
                 p == q && e.current.blake3 == f.current.blake3 && e.current.size == f.current.size
             })
@@ -289,6 +314,8 @@ impl Manifest {
             interim_of: None,
             block_size: BLOCK_SIZE as u64,
             files: BTreeMap::new(),
+            folders: BTreeMap::new(),
+            symlinks: BTreeMap::new(),
         }
     }
 
@@ -361,6 +388,33 @@ impl Manifest {
             for pending in &entry.pending {
                 pending.check(path)?;
             }
+        }
+        self.check_shape()
+    }
+
+    /// Each symlink or folder path is one thing, and nothing lies below a symlink: a crafted
+    /// record must never make restore write through a symlink it made itself. (A file below a
+    /// file is only a conflict restore reports: records before format 4 may hold one.)
+    fn check_shape(&self) -> Result<(), String> {
+        if self.symlinks.is_empty() && self.folders.is_empty() {
+            return Ok(());
+        }
+        let paths = self.files.keys().chain(self.folders.keys()).chain(self.symlinks.keys());
+        for path in paths {
+            let text = path.as_str();
+            let below =
+                text.match_indices('/').find(|(at, _)| self.symlinks.contains_key(&text[..*at]));
+            if let Some((at, _)) = below {
+                return Err(format!("{path} lies below {}, a symlink", &text[..at]));
+            }
+        }
+        for path in self.symlinks.keys() {
+            if self.files.contains_key(path) || self.folders.contains_key(path) {
+                return Err(format!("{path} is recorded as a symlink and as something else"));
+            }
+        }
+        if let Some(path) = self.folders.keys().find(|p| self.files.contains_key(*p)) {
+            return Err(format!("{path} is recorded as a folder and as a file"));
         }
         Ok(())
     }
@@ -452,10 +506,12 @@ pub struct Chosen {
 }
 
 /// The `files` map, refusing a path that appears twice (JSON allows it; a manifest must not).
-fn unique_paths<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<RelPath, Entry>, D::Error> {
-    struct Unique;
-    impl<'de> serde::de::Visitor<'de> for Unique {
-        type Value = BTreeMap<RelPath, Entry>;
+fn unique_paths<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+    d: D,
+) -> Result<BTreeMap<RelPath, V>, D::Error> {
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<RelPath, V>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a map from paths to entries")
         }
@@ -464,7 +520,7 @@ fn unique_paths<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<RelPath, Ent
             mut map: A,
         ) -> Result<Self::Value, A::Error> {
             let mut files = BTreeMap::new();
-            while let Some((path, entry)) = map.next_entry::<RelPath, Entry>()? {
+            while let Some((path, entry)) = map.next_entry::<RelPath, V>()? {
                 if files.contains_key(&path) {
                     return Err(serde::de::Error::custom(format!("path {path} appears twice")));
                 }
@@ -473,7 +529,7 @@ fn unique_paths<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<RelPath, Ent
             Ok(files)
         }
     }
-    d.deserialize_map(Unique)
+    d.deserialize_map(Unique(std::marker::PhantomData))
 }
 
 /// Chooses the manifest: the newest believable generation wins (a later generation is only
@@ -637,6 +693,43 @@ mod tests {
         let m = manifest(4, &[("a", b"alpha"), ("dir/big", &big), ("empty", b"")]);
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
         assert_eq!(m.files[&RelPath::new("dir/big").unwrap()].current.blocks.len(), 2);
+    }
+
+    #[test]
+    fn folders_and_symlinks_round_trip_and_nothing_may_lie_below_a_symlink() {
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        let mut m = manifest(2, &[("dir/a", b"alpha")]);
+        m.folders.insert(rel("dir"), FolderRecord { mtime_ns: 5 });
+        m.folders.insert(rel("empty"), FolderRecord { mtime_ns: 6 });
+        m.symlinks.insert(rel("link"), "dir/a".into());
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        // (what a crafted record adds, why it must be refused)
+        type Craft = fn(&mut Manifest);
+        let crafted: &[(&str, Craft)] = &[
+            ("a file below a symlink", |m| {
+                m.files.insert(
+                    RelPath::new("link/x").unwrap(),
+                    m.files.values().next().unwrap().clone(),
+                );
+            }),
+            ("a folder below a symlink", |m| {
+                m.folders.insert(RelPath::new("link/sub").unwrap(), FolderRecord { mtime_ns: 1 });
+            }),
+            ("a symlink that is also a folder", |m| {
+                m.symlinks.insert(RelPath::new("empty").unwrap(), "x".into());
+            }),
+            ("a folder that is also a file", |m| {
+                m.folders.insert(RelPath::new("dir/a").unwrap(), FolderRecord { mtime_ns: 1 });
+            }),
+        ];
+        for (what, craft) in crafted {
+            let mut bad = m.clone();
+            craft(&mut bad);
+            assert!(
+                matches!(Manifest::decode(&bad.encode()), Err(ReplicaDefect::Invalid(_))),
+                "{what} was accepted"
+            );
+        }
     }
 
     #[test]

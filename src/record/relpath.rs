@@ -97,6 +97,13 @@ impl RelPath {
     }
 }
 
+/// Maps keyed by path can be asked with a `&str` (the derived order is the string's).
+impl std::borrow::Borrow<str> for RelPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -146,6 +146,8 @@ impl<'a> Commit<'a> {
         let base = self.base();
         let chosen = &self.replicas.chosen;
         let changed = manifest.files != base.files
+            || manifest.folders != base.folders
+            || manifest.symlinks != base.symlinks
             || manifest.set_id != base.set_id
             || self.written != base.generation
             || chosen.none_valid;

@@ -10,4 +10,5 @@ pub mod fanout;
 pub mod inspect;
 pub mod lock;
 pub mod mosaic;
+pub mod shape;
 pub mod workspace;

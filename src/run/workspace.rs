@@ -109,7 +109,7 @@ impl Workspace {
     /// of a source folder is a copy inside the source, however its path reads.
     pub fn refuse_targets_in_source(&self, source: &Listing) -> Result<()> {
         for target in &self.targets {
-            if target.root_id().is_some_and(|id| source.folders.contains(&id)) {
+            if target.root_id().is_some_and(|id| source.folder_ids.contains(&id)) {
                 return usage(format!(
                     "target {:?} ({}) lies inside the source {} (reached through a bind mount or a symlink)",
                     target.name(),

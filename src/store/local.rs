@@ -342,7 +342,7 @@ impl Store for LocalDir {
         self.check_root()?;
         let mut listing = Listing::default();
         let journaled = if self.owns_temporaries { self.journaled_pids() } else { BTreeSet::new() };
-        listing.folders.extend(self.root_id());
+        listing.folder_ids.extend(self.root_id());
         let root = self.root.shown();
         // A kept folder seen as a copy is walked through its pinned descriptor, so a symlink
         // in place of it or of a folder above it is never followed. Below the root, the walk
@@ -388,7 +388,7 @@ impl Store for LocalDir {
                 continue;
             }
             let ours = temp_pid(&name).is_some_and(|pid| journaled.contains(&pid));
-            if ours && entry.file_type().is_file() {
+            if ours && (entry.file_type().is_file() || entry.file_type().is_symlink()) {
                 listing.leftovers.push(path.display().to_string());
                 continue;
             }
@@ -409,10 +409,9 @@ impl Store for LocalDir {
                     continue;
                 }
             };
-            if entry.file_type().is_dir()
-                && let Ok(meta) = entry.metadata()
-            {
-                listing.folders.insert(FileId { dev: meta.dev(), ino: meta.ino() });
+            let folder_meta = entry.file_type().is_dir().then(|| entry.metadata().ok()).flatten();
+            if let Some(meta) = &folder_meta {
+                listing.folder_ids.insert(FileId { dev: meta.dev(), ino: meta.ino() });
             }
             if skip(&rel) {
                 if entry.file_type().is_dir() {
@@ -422,11 +421,29 @@ impl Store for LocalDir {
             }
             let kind = entry.file_type();
             if kind.is_dir() {
+                listing.folders.insert(rel, folder_meta.as_ref().map_or(0, mtime_ns));
+                continue;
+            }
+            if kind.is_symlink() {
+                match fs::read_link(entry.path()).map(|to| to.into_os_string().into_string()) {
+                    Ok(Ok(points_at)) => {
+                        listing.symlinks.insert(rel, points_at);
+                    }
+                    Ok(Err(_)) => listing.skipped.push(Skipped {
+                        path: rel.to_string(),
+                        reason: "symlink to a name that is not UTF-8 (not copied)".into(),
+                    }),
+                    // Removed since the folder was read: not there, as for a file.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => listing.skipped.push(Skipped {
+                        path: rel.to_string(),
+                        reason: format!("symlink that cannot be read: {e}"),
+                    }),
+                }
                 continue;
             }
             if !kind.is_file() {
-                let what =
-                    if kind.is_symlink() { "symlink (not followed)" } else { "not a regular file" };
+                let what = "not a regular file";
                 listing.skipped.push(Skipped { path: rel.to_string(), reason: what.into() });
                 continue;
             }
@@ -608,6 +625,58 @@ impl Store for LocalDir {
         Ok(())
     }
 
+    fn make_folder(&self, path: &RelPath) -> io::Result<()> {
+        self.root.join(path.as_str()).open(true).map(drop)
+    }
+
+    fn set_folder_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+        let (dir, name) = self.parent_of(path, false)?;
+        // Opened through its pinned parent as a folder, so a symlink there is refused.
+        let folder = File::open(dir.child(name, false)?.fd_path())?;
+        filetime::set_file_handle_times(&folder, None, Some(filetime_of(mtime_ns)))
+    }
+
+    fn remove_empty_folder(&self, path: &RelPath) -> io::Result<()> {
+        let (dir, name) = self.parent_of(path, false)?;
+        dir.remove_empty(name)
+    }
+
+    fn has_symlinks(&self) -> bool {
+        true
+    }
+
+    fn make_symlink(&self, path: &RelPath, points_at: &str) -> io::Result<()> {
+        let (dir, name) = self.parent_of(path, true)?;
+        match dir.entry(name)? {
+            Entry::Missing | Entry::Symlink => {}
+            Entry::Other(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is not a symlink", dir.shown_child(name).display()),
+                ));
+            }
+        }
+        // Made under a temporary name and renamed over the old one: never a moment without.
+        let temp = temp_name();
+        self.journal_this_process()?;
+        dir.symlink(points_at, &temp)?;
+        dir.rename(&temp, &dir, name).inspect_err(|_| {
+            let _ = dir.unlink(&temp);
+        })
+    }
+
+    fn remove_symlink(&self, path: &RelPath) -> io::Result<()> {
+        let (dir, name) = self.parent_of(path, false)?;
+        match dir.entry(name)? {
+            Entry::Symlink => dir.unlink(name),
+            Entry::Missing => Ok(()),
+            Entry::Other(_) => Err(io::Error::other(format!(
+                "{} is not a symlink",
+                dir.shown_child(name).display()
+            ))),
+        }
+    }
+
     fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()> {
         let (dir, name) = self.parent_of(path, false)?;
         // Opened read-only, so a copy that is not writable (0444) can still be given them.
@@ -635,6 +704,8 @@ impl Store for LocalDir {
             return Err(not_ours());
         }
         match dir.entry(name)? {
+            // A symlink made under a temporary name, by a run killed before its rename.
+            Entry::Symlink => dir.unlink(name),
             Entry::Other(meta) if meta.is_file() => dir.unlink(name),
             _ => Err(not_ours()),
         }

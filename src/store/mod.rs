@@ -113,7 +113,11 @@ pub struct Listing {
     pub unreadable: Vec<(RelPath, String)>,
     /// Which folders on disk the walk passed (where the kind can say), so that a target
     /// reached through a bind mount of one of the source's folders is noticed.
-    pub folders: BTreeSet<FileId>,
+    pub folder_ids: BTreeSet<FileId>,
+    /// The folders below the root, with their mtimes (kinds with folders only).
+    pub folders: BTreeMap<RelPath, i64>,
+    /// The symlinks below the root, with what each points at (never followed).
+    pub symlinks: BTreeMap<RelPath, String>,
 }
 
 impl Listing {
@@ -210,6 +214,36 @@ pub trait Store: Send + Sync {
     /// (after a prune). Kinds without folders have nothing to do.
     fn remove_empty_parents(&self, _path: &RelPath) -> io::Result<()> {
         Ok(())
+    }
+    /// Whether the kind has folders of its own (an object store has only key prefixes): then
+    /// empty folders and folder mtimes are kept on it, and a folder can stand in a file's way.
+    fn has_folders(&self) -> bool {
+        true
+    }
+    /// Makes the folder `path` and any missing folder above it.
+    fn make_folder(&self, path: &RelPath) -> io::Result<()>;
+    /// Gives the folder `path` an mtime.
+    fn set_folder_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()>;
+    /// Removes the folder `path` if it is empty; fails on anything else.
+    fn remove_empty_folder(&self, path: &RelPath) -> io::Result<()>;
+    /// Whether the kind holds symlinks (elsewhere the manifest alone keeps them).
+    fn has_symlinks(&self) -> bool {
+        false
+    }
+    /// Makes `path` a symlink to `points_at`, atomically replacing a symlink already there
+    /// (never a file or folder).
+    fn make_symlink(&self, path: &RelPath, _points_at: &str) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{}: {} holds no symlinks", path, self.location()),
+        ))
+    }
+    /// Removes the symlink at `path` (never what it points at).
+    fn remove_symlink(&self, path: &RelPath) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{}: {} holds no symlinks", path, self.location()),
+        ))
     }
     /// Gives an existing copy whose bytes already match the record the mtime of `like` and,
     /// where the kind keeps them, its permission bits and owner.

@@ -915,6 +915,23 @@ impl Store for S3Dir {
         self.conn.delete(&self.key(path))
     }
 
+    fn has_folders(&self) -> bool {
+        false
+    }
+
+    // Keys have no folders to make, date or remove: an empty folder lives in the manifest.
+    fn make_folder(&self, _path: &RelPath) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_folder_mtime(&self, _path: &RelPath, _mtime_ns: i64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn remove_empty_folder(&self, _path: &RelPath) -> io::Result<()> {
+        Ok(())
+    }
+
     fn set_attributes(&self, path: &RelPath, like: &FileStat) -> io::Result<()> {
         // S3 keeps the mtime only, in metadata that a copy onto itself replaces.
         let key = self.key(path);

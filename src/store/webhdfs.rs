@@ -637,7 +637,10 @@ impl Store for WebHdfsDir {
                     continue;
                 }
                 match entry.kind.as_str() {
-                    "DIRECTORY" => pending.push(rel),
+                    "DIRECTORY" => {
+                        listing.folders.insert(path, entry.modification_time * 1_000_000);
+                        pending.push(rel);
+                    }
                     "FILE" => {
                         let stat =
                             FileStat::sized(entry.length, entry.modification_time * 1_000_000);
@@ -762,6 +765,19 @@ impl Store for WebHdfsDir {
     }
 
     fn remove(&self, path: &RelPath) -> io::Result<()> {
+        self.conn.delete(&self.abs(path), false)
+    }
+
+    fn make_folder(&self, path: &RelPath) -> io::Result<()> {
+        self.conn.mkdirs(&self.abs(path))
+    }
+
+    fn set_folder_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
+        self.conn.set_mtime(&self.abs(path), mtime_ns)
+    }
+
+    fn remove_empty_folder(&self, path: &RelPath) -> io::Result<()> {
+        // Not recursive: HDFS refuses to delete a folder that holds anything.
         self.conn.delete(&self.abs(path), false)
     }
 

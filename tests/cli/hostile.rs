@@ -154,9 +154,9 @@ fn future(bytes: &[u8]) -> Vec<u8> {
     let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
     let body = &bytes[newline + 1..];
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"redundo-manifest 4\n");
+    hasher.update(b"redundo-manifest 5\n");
     hasher.update(body);
-    let mut out = format!("redundo-manifest 4 {}\n", hasher.finalize().to_hex()).into_bytes();
+    let mut out = format!("redundo-manifest 5 {}\n", hasher.finalize().to_hex()).into_bytes();
     out.extend_from_slice(body);
     out
 }
@@ -174,7 +174,7 @@ fn future_format_replica_on_one_target_is_never_misread_and_named() {
         1 => {
             assert!(
                 verify.stdout.lines().any(|l| l.starts_with("t3: MANIFEST DEFECTIVE: ")
-                    && l.contains("newer redundo (format version 4")),
+                    && l.contains("newer redundo (format version 5")),
                 "{verify:?}"
             );
             assert!(verify.stdout.contains("t3 3 ok"), "its copies are still checked: {verify:?}");

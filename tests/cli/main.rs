@@ -16,6 +16,7 @@ mod records;
 mod recovery;
 mod repair;
 mod s3;
+mod shape;
 mod stateful;
 mod symlinks;
 mod trust;

@@ -381,7 +381,7 @@ fn a_format_1_manifest_is_read_and_its_source_stats_adopted_by_the_next_backup()
     env.ok(&["verify"]);
     env.ok(&["backup"]);
     let replica = env.read("t1/.redundo/manifest");
-    assert!(replica.starts_with(b"redundo-manifest 3 "), "not upgraded");
+    assert!(replica.starts_with(b"redundo-manifest 4 "), "not upgraded");
     let now = crate::common::body(&env, "t1/.redundo/manifest");
     assert!(now["files"][FILE]["source"]["ino"].is_u64(), "{now}");
     env.ok(&["verify"]);

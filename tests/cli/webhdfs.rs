@@ -1487,7 +1487,7 @@ fn a_root_folder_removed_during_the_run_is_not_recreated() {
 }
 
 #[test]
-fn a_folder_standing_where_a_copy_goes_is_left_alone() {
+fn a_folder_standing_where_a_copy_goes_is_moved_aside_with_its_bytes_kept() {
     let fake = Fake::start();
     let env = workspace(&fake, "retries = 1");
     env.write("a.txt", b"alpha\n");
@@ -1496,14 +1496,17 @@ fn a_folder_standing_where_a_copy_goes_is_left_alone() {
     std::fs::create_dir_all(fake.file("a.txt")).unwrap();
     std::fs::write(fake.file("a.txt/theirs.csv"), b"precious\n").unwrap();
     let run = env.run(&["backup"]);
-    assert_eq!(
-        std::fs::read(fake.file("a.txt/theirs.csv")).ok().as_deref(),
-        Some(&b"precious\n"[..]),
-        "the folder at a.txt was moved away; files now: {:?}\n{run:?}",
+    assert_eq!(run.code, 0, "{run:?}");
+    let kept: Vec<String> =
+        fake.all_files().into_iter().filter(|f| f.ends_with("/a.txt/theirs.csv")).collect();
+    assert!(
+        kept.len() == 1 && kept[0].starts_with(".redundo/quarantine/"),
+        "the folder's file is kept in the quarantine: {:?}",
         fake.all_files()
     );
-    assert_eq!(run.code, 3, "{run:?}");
-    one_line(&run, "hdfs1: a.txt: WRITE FAILED:", &[]);
+    assert_eq!(std::fs::read(fake.file(&kept[0])).unwrap(), b"precious\n");
+    one_line(&run, "hdfs1: a.txt: done: the source now has something else in this place", &[]);
+    assert_eq!(std::fs::read(fake.file("a.txt")).unwrap(), b"alpha\n");
     assert_eq!(std::fs::read(fake.file("b.txt")).unwrap(), b"bravo\n");
     assert_local_copies(&env, &["a.txt", "b.txt"]);
 }

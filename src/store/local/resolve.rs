@@ -198,6 +198,14 @@ impl Dir {
         check(rc)
     }
 
+    /// Makes `name` a symlink to `points_at` (which is only text: nothing is resolved).
+    pub fn symlink(&self, points_at: &str, name: &str) -> io::Result<()> {
+        let (to, at) = (cstring(points_at.as_bytes())?, cstring(name.as_bytes())?);
+        // SAFETY: a valid descriptor and NUL-terminated strings.
+        let rc = unsafe { libc::symlinkat(to.as_ptr(), self.fd.as_raw_fd(), at.as_ptr()) };
+        check(rc).map_err(|e| self.explain(e, name, false))
+    }
+
     /// Removes the file (or symlink itself) `name`; unlinkat never follows it.
     pub fn unlink(&self, name: &str) -> io::Result<()> {
         let c = cstring(name.as_bytes())?;
