@@ -32,6 +32,7 @@ use crate::run::commit::Commit;
 use crate::run::fanout::{discard_all, fan_out};
 use crate::run::inspect::{Scope, hash_copy, inspect};
 use crate::run::mosaic::MosaicReader;
+use crate::run::shape::{report_gaps, settle_shape, shape_gaps};
 use crate::run::workspace::{Workspace, now_rfc3339, quarantine_folder, quarantine_stamp};
 use crate::store::Store;
 
@@ -240,6 +241,7 @@ pub fn run(
         }
     }
 
+    repair_shapes(ws, &inspection, &manifest, options.dry_run, &mut findings);
     let mut replicas_rewritten = 0;
     if options.dry_run || chosen.none_valid {
         // With no usable replica there is no record to put back: the unusable ones stay as
@@ -293,6 +295,40 @@ pub fn run(
         records,
         findings,
     })
+}
+
+/// Makes the folders and symlinks each target lacks of the recorded shape (no bytes are at
+/// stake: they are made, never replaced over a file); a dry run reports them as verify does.
+fn repair_shapes(
+    ws: &Workspace,
+    inspection: &crate::run::inspect::Inspection,
+    manifest: &crate::record::manifest::Manifest,
+    dry_run: bool,
+    findings: &mut Findings,
+) {
+    for (i, seen) in inspection.targets.iter().enumerate() {
+        let Some(seen) = seen else { continue };
+        let copy = ws.targets[i].as_ref();
+        let gaps = shape_gaps(copy, manifest, seen);
+        if gaps.is_empty() {
+            continue;
+        }
+        if dry_run {
+            report_gaps(copy, &gaps, findings);
+            continue;
+        }
+        // What cannot be made is a problem of its own (WRITE FAILED), naming the place.
+        let made = settle_shape(copy, manifest, seen, &Default::default(), findings);
+        if made > 0 {
+            let what = if made == 1 { "1 folder or symlink" } else { "folders and symlinks" };
+            findings.notice(
+                NoticeKind::Done,
+                Some(copy.name()),
+                None,
+                format!("{what} of the recorded shape made again ({made})"),
+            );
+        }
+    }
 }
 
 /// Decides where a file's good bytes come from and which copies to rewrite; `None` when

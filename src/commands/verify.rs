@@ -18,6 +18,7 @@ use crate::report::findings::{Findings, NoticeKind, ProblemKind};
 use crate::report::outcome::{Coverage, OkCopy, VerifyReport};
 use crate::report::progress::Progress;
 use crate::run::inspect::{Scope, inspect, unknown_files};
+use crate::run::shape::{report_gaps, shape_gaps};
 use crate::run::workspace::{Workspace, now_rfc3339};
 
 pub struct VerifyOptions {
@@ -112,6 +113,8 @@ pub fn run(
                 "not in the manifest (left alone)",
             );
         }
+        let copy = ws.targets[i].as_ref();
+        report_gaps(copy, &shape_gaps(copy, manifest, listing), &mut findings);
         for leftover in &listing.leftovers {
             findings.notice(NoticeKind::Unknown, Some(name), None, format!("temporary file left by an interrupted run: {leftover} (the next backup removes it)"));
         }

@@ -82,6 +82,36 @@ pub fn symlinks_to_make<'a>(
         .collect()
 }
 
+/// What a copy lacks of the recorded shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gap {
+    /// A folder missing, its parent there (one gap for a whole missing subtree).
+    Folder(RelPath),
+    /// A symlink missing, or pointing elsewhere than recorded.
+    Symlink(RelPath),
+}
+
+/// The gaps in a copy's shape, folders first: `copy_symlinks` is `None` for a kind that holds
+/// no symlinks (the record alone keeps them there).
+pub fn gaps<D, E>(
+    wanted_folders: &BTreeMap<RelPath, D>,
+    copy_folders: &BTreeMap<RelPath, E>,
+    wanted_symlinks: &BTreeMap<RelPath, String>,
+    copy_symlinks: Option<&BTreeMap<RelPath, String>>,
+) -> Vec<Gap> {
+    let missing = folders_missing(wanted_folders, copy_folders);
+    let mut found: Vec<Gap> = missing
+        .iter()
+        .filter(|p| !ancestors(p).any(|a| missing.iter().any(|m| m.as_str() == a)))
+        .map(|p| Gap::Folder(p.clone()))
+        .collect();
+    if let Some(copy_symlinks) = copy_symlinks {
+        let made = symlinks_to_make(wanted_symlinks, copy_symlinks);
+        found.extend(made.into_iter().map(|(p, _)| Gap::Symlink(p.clone())));
+    }
+    found
+}
+
 /// The folders whose mtime must be set: those whose mtime on the copy differs from the
 /// recorded one (compared at `granularity_ns`), those the copy lacked, and those `touched`
 /// (a file was added or removed in them since the walk saw them). Deepest first, since
@@ -236,6 +266,22 @@ mod tests {
             .map(|(p, _)| p.to_string())
             .collect();
         assert_eq!(exact, ["a/b", "d", "e"]);
+    }
+
+    #[test]
+    fn gaps_name_the_top_of_a_missing_subtree_and_each_symlink_that_differs() {
+        let wanted = map(&["a", "a/b", "a/b/c", "d"], ());
+        let copy = map(&["d"], ());
+        let links_wanted = links(&[("l", "a"), ("m", "d")]);
+        let links_copy = links(&[("l", "elsewhere"), ("m", "d")]);
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        assert_eq!(
+            gaps(&wanted, &copy, &links_wanted, Some(&links_copy)),
+            [Gap::Folder(rel("a")), Gap::Symlink(rel("l"))]
+        );
+        // A kind without symlinks has no symlink gaps; a complete copy has none at all.
+        assert_eq!(gaps(&wanted, &copy, &links_wanted, None), [Gap::Folder(rel("a"))]);
+        assert!(gaps(&wanted, &wanted, &links_wanted, Some(&links_wanted)).is_empty());
     }
 
     #[test]

@@ -9,8 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::decide::shape::symlinks_to_make;
-use crate::decide::shape::{Kind, Shape, ancestors, folders_missing, folders_to_date, in_the_way};
+use crate::decide::shape::{
+    Gap, Kind, Shape, ancestors, folders_missing, folders_to_date, gaps, in_the_way,
+    symlinks_to_make,
+};
 use crate::record::manifest::{FolderRecord, Manifest};
 use crate::record::relpath::RelPath;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
@@ -120,15 +122,37 @@ pub fn clear_the_way(
     cleared
 }
 
+/// What `copy`, as its walk saw it, lacks of the recorded shape, as kinds can hold it.
+pub fn shape_gaps(copy: &dyn Store, manifest: &Manifest, seen: &Listing) -> Vec<Gap> {
+    let none = BTreeMap::new();
+    let folders = if copy.has_folders() { &manifest.folders } else { &none };
+    let symlinks = copy.has_symlinks().then_some(&seen.symlinks);
+    gaps(folders, &seen.folders, &manifest.symlinks, symlinks)
+}
+
+/// Each gap as a problem (damage to the copy's shape; `repair` and the next backup mend it).
+pub fn report_gaps(copy: &dyn Store, gaps: &[Gap], findings: &mut Findings) {
+    for gap in gaps {
+        let (path, what) = match gap {
+            Gap::Folder(path) => (path, "folder missing on this copy"),
+            Gap::Symlink(path) => (path, "symlink missing on this copy, or pointing elsewhere"),
+        };
+        let detail = format!("{what} (`redundo repair` or the next backup makes it again)");
+        findings.problem(ProblemKind::Missing, Some(copy.name()), Some(path.as_str()), detail);
+    }
+}
+
 /// Makes every recorded folder and symlink that `copy` lacks and sets the folder mtimes that
-/// differ or that `touched` paths (added or removed since the walk) changed.
+/// differ or that `touched` paths (added or removed since the walk) changed. Returns how
+/// many folders and symlinks it made.
 pub fn settle_shape(
     copy: &dyn Store,
     manifest: &Manifest,
     seen: &Listing,
     touched: &BTreeSet<RelPath>,
     findings: &mut Findings,
-) {
+) -> usize {
+    let mut made = 0;
     let mut problem = |path: &RelPath, what: &str, e: std::io::Error| {
         findings.problem(
             ProblemKind::WriteFailed,
@@ -150,7 +174,10 @@ pub fn settle_shape(
         );
         for path in making {
             match copy.make_folder(&path) {
-                Ok(()) => touched.extend(ancestors(&path).filter_map(|a| RelPath::new(a).ok())),
+                Ok(()) => {
+                    made += usize::from(!seen.folders.contains_key(&path));
+                    touched.extend(ancestors(&path).filter_map(|a| RelPath::new(a).ok()));
+                }
                 Err(e) => problem(&path, "make the folder", e),
             }
         }
@@ -158,7 +185,10 @@ pub fn settle_shape(
     if copy.has_symlinks() {
         for (path, points_at) in symlinks_to_make(&manifest.symlinks, &seen.symlinks) {
             match copy.make_symlink(path, points_at) {
-                Ok(()) => touched.extend(ancestors(path).filter_map(|a| RelPath::new(a).ok())),
+                Ok(()) => {
+                    made += 1;
+                    touched.extend(ancestors(path).filter_map(|a| RelPath::new(a).ok()));
+                }
                 Err(e) => problem(path, "make the symlink", e),
             }
         }
@@ -173,6 +203,7 @@ pub fn settle_shape(
             }
         }
     }
+    made
 }
 
 /// The folders a change at each of `paths` touched: every folder above each.

@@ -190,3 +190,35 @@ fn empty_folders_and_folder_mtimes_are_kept_on_the_copies_and_restored() {
     env.ok(&["restore", "--to", "only", "logs/empty"]);
     assert!(env.path("only/logs/empty/deeper").is_dir());
 }
+
+#[test]
+fn a_copy_that_lost_a_folder_or_a_symlink_fails_verify_and_repair_makes_them_again() {
+    let env = Env::with_targets(2);
+    env.write("runs/1/metrics.json", b"{}\n");
+    std::fs::create_dir_all(env.path("data/runs/2/empty")).unwrap();
+    std::os::unix::fs::symlink("runs/1", env.path("data/latest")).unwrap();
+    env.ok(&["backup"]);
+    env.ok(&["verify", "--quiet"]);
+
+    std::fs::remove_dir_all(env.path("t1/runs/2")).unwrap();
+    std::fs::remove_file(env.path("t2/latest")).unwrap();
+    std::os::unix::fs::symlink("somewhere/else", env.path("t2/latest")).unwrap();
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    let lines: Vec<&str> = verify.stdout.lines().filter(|l| l.contains(": MISSING: ")).collect();
+    assert_eq!(lines.len(), 2, "one line for the missing subtree, one for the symlink: {verify:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("t1: runs/2: MISSING: folder missing")),
+        "{verify:?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("t2: latest: MISSING: symlink")), "{verify:?}");
+
+    let dry = env.run(&["repair", "--dry-run"]);
+    assert_eq!(dry.code, 1, "{dry:?}");
+    assert!(!env.path("t1/runs/2").exists(), "a dry run makes nothing");
+    let repair = env.run(&["repair"]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    assert!(env.path("t1/runs/2/empty").is_dir());
+    assert_eq!(std::fs::read_link(env.path("t2/latest")).unwrap(), Path::new("runs/1"));
+    env.ok(&["verify", "--quiet"]);
+}
