@@ -27,7 +27,8 @@ use crate::run::commit::Commit;
 use crate::run::fanout::{ReadFailure, stream_to_targets};
 use crate::run::inspect::hash_copy;
 use crate::run::shape::{
-    clear_the_way, displaced_records, folders_above, in_the_way_on, record_shape, settle_shape,
+    blocked_places, clear_the_way, displaced_records, folders_above, in_the_way_on, record_shape,
+    settle_shape,
 };
 use crate::run::workspace::{
     Replicas, Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder,
@@ -429,12 +430,7 @@ fn move_aside(
 fn report_in_the_way(ws: &Workspace, walked: &Walked, findings: &mut Findings) {
     for (i, seen) in walked.targets.iter().enumerate() {
         let Some(seen) = seen else { continue };
-        let blocking = in_the_way_on(seen, &walked.source);
-        let tops = blocking.iter().filter(|(path, _)| {
-            !crate::decide::shape::ancestors(path)
-                .any(|a| blocking.iter().any(|(b, _)| b.as_str() == a))
-        });
-        for (path, _) in tops {
+        for path in blocked_places(seen, &walked.source) {
             findings.notice(
                 NoticeKind::Done,
                 Some(ws.targets[i].name()),

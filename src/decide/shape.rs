@@ -59,6 +59,12 @@ pub fn in_the_way<F, D, G, E>(wanted: &Shape<F, D>, copy: &Shape<G, E>) -> Vec<(
     found
 }
 
+/// The place an entry in the way belongs to, for reports: the shallowest entry of `blocking`
+/// (the paths [`in_the_way`] returned) at or above it.
+pub fn place_of<'a>(path: &'a RelPath, blocking: &BTreeSet<&str>) -> &'a str {
+    ancestors(path).filter(|a| blocking.contains(a)).last().unwrap_or(path.as_str())
+}
+
 /// The folders `wanted` has that `copy` lacks, shallowest first.
 pub fn folders_missing<D, E>(
     wanted: &BTreeMap<RelPath, D>,
@@ -225,6 +231,15 @@ mod tests {
                 expected.iter().map(|(p, k)| (RelPath::new(p).unwrap(), *k)).collect();
             assert_eq!(got, expected, "case {i}");
         }
+    }
+
+    #[test]
+    fn an_entry_in_the_way_belongs_to_the_shallowest_blocked_place_above_it() {
+        let blocking: BTreeSet<&str> = ["d", "d/e", "d/e/f", "x"].into_iter().collect();
+        let rel = |p: &str| RelPath::new(p).unwrap();
+        assert_eq!(place_of(&rel("d/e/f"), &blocking), "d");
+        assert_eq!(place_of(&rel("x"), &blocking), "x");
+        assert_eq!(place_of(&rel("y/z"), &blocking), "y/z");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::decide::shape::{
-    Gap, Kind, Shape, ancestors, folders_missing, folders_to_date, gaps, in_the_way,
+    Gap, Kind, Shape, ancestors, folders_missing, folders_to_date, gaps, in_the_way, place_of,
     symlinks_to_make,
 };
 use crate::record::manifest::{FolderRecord, Manifest};
@@ -54,6 +54,15 @@ pub fn in_the_way_on(copy: &Listing, source: &Listing) -> Vec<(RelPath, Kind)> {
     in_the_way(&source_shape(source), &seen)
 }
 
+/// The places on one copy where something stands in the way, one per blocked place (what a
+/// dry run reports).
+pub fn blocked_places(copy: &Listing, source: &Listing) -> Vec<RelPath> {
+    let blocking = in_the_way_on(copy, source);
+    let paths: BTreeSet<&str> = blocking.iter().map(|(p, _)| p.as_str()).collect();
+    let tops = blocking.iter().filter(|(p, _)| place_of(p, &paths) == p.as_str());
+    tops.map(|(p, _)| p.clone()).collect()
+}
+
 /// Keeps a file that is in the way somewhere (the quarantine, or a versions folder), returning
 /// where; the caller's choice, since only it knows whether the file is a recorded version.
 pub type KeepAside<'a> = dyn FnMut(&dyn Store, &RelPath) -> std::io::Result<String> + 'a;
@@ -73,18 +82,11 @@ pub fn clear_the_way(
     let mut cleared = Vec::new();
     let mut kept_at: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let is_blocking: BTreeSet<&str> = blocking.iter().map(|(p, _)| p.as_str()).collect();
-    // The shallowest blocking path above (or at) each entry names its group in the report.
-    let group_of = |path: &RelPath| {
-        ancestors(path)
-            .filter(|a| is_blocking.contains(a))
-            .last()
-            .unwrap_or(path.as_str())
-            .to_string()
-    };
     for (path, kind) in blocking {
         let result = match kind {
             Kind::File => keep(copy, path).and_then(|at| {
-                let entry = kept_at.entry(group_of(path)).or_insert((0, at.clone()));
+                let place = place_of(path, &is_blocking).to_string();
+                let entry = kept_at.entry(place).or_insert((0, at.clone()));
                 entry.0 += 1;
                 match copy.remove(path) {
                     // Some kinds keep by moving.
