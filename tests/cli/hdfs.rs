@@ -238,3 +238,40 @@ fn unreachable_namenode_is_exit_3_naming_the_target_and_local_targets_are_still_
     assert!(run.stdout.lines().any(|l| l.starts_with("cluster: UNREACHABLE: ")), "{run:?}");
     assert_eq!(env.read("local/a.txt"), b"alpha");
 }
+
+#[test]
+fn real_hdfs_keeps_empty_folders_and_folder_mtimes_and_takes_a_folder_replaced_by_a_file() {
+    let Some(url) = namenode() else { return };
+    let dir = hdfs_dir("shape");
+    let env = hdfs_env(&url, &dir);
+    let hdfs = Hdfs::new(&url);
+    std::fs::create_dir_all(env.path("data/logs/empty")).unwrap();
+    let seconds = 1_600_000_000;
+    for folder in ["data/logs/empty", "data/logs", "data/models"] {
+        let time = filetime::FileTime::from_unix_time(seconds, 0);
+        filetime::set_file_mtime(env.path(folder), time).unwrap();
+    }
+    env.ok(&["backup", "--quiet"]);
+    for folder in ["logs", "logs/empty", "models"] {
+        assert_eq!(hdfs.mtime_ms(&format!("{dir}/{folder}")), seconds * 1000, "{folder}");
+    }
+
+    // The folder of weights becomes a file: one backup, the old bytes kept on HDFS.
+    let old = env.read("data/models/weights.bin");
+    std::fs::remove_dir_all(env.path("data/models")).unwrap();
+    env.write("models", b"a file now\n");
+    let run = env.ok(&["backup"]);
+    assert!(
+        run.stdout.contains("hdfs: models: done: the source now has something else"),
+        "{run:?}"
+    );
+    assert_eq!(hdfs.read(&format!("{dir}/models")), b"a file now\n");
+    let kept: Vec<String> = hdfs
+        .names(&format!("{dir}/.redundo/quarantine"))
+        .into_iter()
+        .filter(|n| n.ends_with("/models/weights.bin"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(hdfs.read(&kept[0]) == old, "the old weights, byte for byte, in the quarantine");
+    env.ok(&["verify", "--quiet"]);
+}
