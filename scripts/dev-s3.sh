@@ -119,7 +119,8 @@ cmd_start() {
     port_busy "$p" && die "port $p is in use (set REDUNDO_S3_*_PORT)"
   done
   # A new server starts from no data: it holds test objects only, and what earlier runs left
-  # would only fill its volumes (64 MiB each, 50 at most) until writes fail with HTTP 500.
+  # would only fill its volumes (64 MiB each, 200 at most, none preallocated) until writes
+  # fail with HTTP 500 (50 were too few for one full test run beside other work).
   rm -rf "$DATA"
   mkdir -p "$DATA" "$RUN"
   write_identities
@@ -127,7 +128,7 @@ cmd_start() {
   # setsid: the server outlives this script, in its own process group.
   setsid weed server -ip="$HOST" -ip.bind="$HOST" -dir="$DATA" \
     -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" \
-    -master.volumeSizeLimitMB=64 -volume.max=50 -master.telemetry=false \
+    -master.volumeSizeLimitMB=64 -volume.max=200 -master.telemetry=false \
     -s3 -s3.port="$PORT" -s3.config="$RUN/s3.json" \
     </dev/null >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"

@@ -65,7 +65,8 @@ pub enum Command {
     /// Write a config for a source folder and its targets, and create the target folders
     #[command(after_help = EXIT_CODES_HELP)]
     Init {
-        /// The folder to protect (relative to the config file's folder)
+        /// The folder to protect: a local folder (relative to the config file's folder) or
+        /// webhdfs://namenode:port/path
         #[arg(long, value_name = "DIR")]
         source: String,
         /// Where a copy goes: a local folder (relative to the config file's folder); repeat
@@ -304,7 +305,7 @@ const CONFIG_KEYS: &str = r#".SH CONFIGURATION
 The config file (TOML, default ./redundo.toml) has these keys. Relative paths are relative to its folder.
 .TP
 \fBsource\fR
-The folder to protect (required).
+The folder to protect (required): a local folder, or webhdfs://namenode:port/path; a [source] table takes location, user, doas, timeout and retries.
 .TP
 \fBexclude\fR
 Glob patterns to leave out (default none).

@@ -20,7 +20,7 @@ pub const DEFAULT_CONFIG: &str = "redundo.toml";
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub source: String,
+    pub source: RawSource,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +36,66 @@ pub struct RawConfig {
     pub jobs: Option<usize>,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
+}
+
+/// The source as written: a local folder or a `webhdfs://` URL, or a `[source]` table with
+/// `location` and the WebHDFS keys a target takes.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawSource {
+    Location(String),
+    Table(RawSourceTable),
+}
+
+/// Unknown keys are collected rather than refused by serde, whose error for an untagged
+/// enum would not name them.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct RawSourceTable {
+    pub location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doas: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: std::collections::BTreeMap<String, toml::Value>,
+}
+
+impl RawSource {
+    pub fn location(&self) -> &str {
+        match self {
+            RawSource::Location(location) => location,
+            RawSource::Table(table) => &table.location,
+        }
+    }
+
+    /// The source's keys as a target's, for the checks and defaults both share.
+    fn as_target(&self) -> RawTarget {
+        let mut raw = RawTarget {
+            name: "source".into(),
+            location: self.location().to_string(),
+            user: None,
+            doas: None,
+            timeout: None,
+            retries: None,
+            block_size: None,
+            endpoint: None,
+            region: None,
+            path_style: None,
+            profile: None,
+            part_size: None,
+        };
+        if let RawSource::Table(table) = self {
+            raw.user.clone_from(&table.user);
+            raw.doas.clone_from(&table.doas);
+            raw.timeout.clone_from(&table.timeout);
+            raw.retries = table.retries;
+        }
+        raw
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -148,7 +208,8 @@ pub struct TargetSpec {
 #[derive(Debug)]
 pub struct Config {
     pub file: PathBuf,
-    pub source: PathBuf,
+    /// A local folder, or a WebHDFS folder; never S3.
+    pub source: Location,
     pub state_dir: PathBuf,
     pub excludes: Excludes,
     pub min_copies: usize,
@@ -240,17 +301,9 @@ impl Config {
         let fail = |message: String| usage::<Config>(format!("{}: {message}", file.display()));
         let base = absolute(file.parent().unwrap_or(Path::new(".")))?;
 
-        if raw.source.contains(['\0', '\n', '\r']) {
-            return fail("source contains a NUL, newline or carriage return".into());
-        }
-        let source = base.join(&raw.source);
-        let source = match std::fs::metadata(&source) {
-            Ok(meta) if meta.is_dir() => source.canonicalize().unwrap_or(source),
-            Ok(_) => return fail(format!("source {} is not a directory", source.display())),
-            // Not there is a state of the source, not a config error: restore and verify work
-            // from the targets, and backup says the folder is missing.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => source,
-            Err(e) => return fail(format!("source {}: {e}", source.display())),
+        let source = match resolve_source(&base, &raw.source) {
+            Ok(source) => source,
+            Err(message) => return fail(message),
         };
 
         let excludes = match Excludes::new(&raw.exclude) {
@@ -279,9 +332,7 @@ impl Config {
                 Ok(location) => location,
                 Err(message) => return fail(format!("target {:?}: {message}", target.name)),
             };
-            if let Location::Local(root) = &location
-                && let Some(message) = overlap(&source, root)
-            {
+            if let Some(message) = source_overlap(&source, &location) {
                 return fail(format!("target {:?}: {message}", target.name));
             }
             targets.push(TargetSpec { name: target.name, location });
@@ -326,7 +377,9 @@ impl Config {
         let state_dir = base.join(raw.state_dir.as_deref().unwrap_or(STATE_DIR));
         // Inside the source it would be backed up as the user's files, and the source is the
         // user's: redundo writes nothing there.
-        if real(&state_dir).starts_with(real(&source)) {
+        if let Location::Local(source) = &source
+            && real(&state_dir).starts_with(real(source))
+        {
             return fail(format!(
                 "state_dir {} is inside the source {}",
                 state_dir.display(),
@@ -362,6 +415,67 @@ impl Config {
             },
             targets,
         })
+    }
+}
+
+impl Config {
+    /// The source folder, when it is a local one.
+    pub fn local_source(&self) -> Option<&Path> {
+        match &self.source {
+            Location::Local(path) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// The source, resolved: a local folder (that need not exist: a missing one is a state of
+/// the source, not a config error) or a WebHDFS folder with its keys.
+fn resolve_source(base: &Path, raw: &RawSource) -> Result<Location, String> {
+    let text = raw.location();
+    if text.is_empty() {
+        return Err("source is empty".into());
+    }
+    if let RawSource::Table(table) = raw
+        && let Some(key) = table.unknown.keys().next()
+    {
+        return Err(format!(
+            "[source]: unknown key {key:?} (a source takes location, user, doas, timeout, retries)"
+        ));
+    }
+    let location = parse_location(base, text).map_err(|e| format!("source: {e}"))?;
+    let location = with_options(location, &raw.as_target()).map_err(|e| format!("source: {e}"))?;
+    match location {
+        Location::Local(source) => match std::fs::metadata(&source) {
+            Ok(meta) if meta.is_dir() => {
+                Ok(Location::Local(source.canonicalize().unwrap_or(source)))
+            }
+            Ok(_) => Err(format!("source {} is not a directory", source.display())),
+            // Restore and verify work from the targets, and backup says the folder is missing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Location::Local(source)),
+            Err(e) => Err(format!("source {}: {e}", source.display())),
+        },
+        Location::WebHdfs(spec) => Ok(Location::WebHdfs(spec)),
+        Location::S3(_) => Err(format!(
+            "source {text:?}: an S3 source is not supported (a local folder or webhdfs://)"
+        )),
+    }
+}
+
+/// Why a target cannot be where it is relative to the source: inside it, or holding it.
+fn source_overlap(source: &Location, target: &Location) -> Option<String> {
+    match (source, target) {
+        (Location::Local(source), Location::Local(root)) => overlap(source, root),
+        (Location::WebHdfs(s), Location::WebHdfs(t)) if s.endpoint == t.endpoint => {
+            let under = |p: &str, q: &str| p == q || p.starts_with(&format!("{q}/"));
+            if under(&t.root, &s.root) {
+                Some(format!("location {target} is inside the source {source}"))
+            } else if under(&s.root, &t.root) {
+                Some(format!("the source {source} is inside location {target}"))
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 

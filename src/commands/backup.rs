@@ -242,8 +242,7 @@ fn walk(
                 .collect()
         },
     );
-    let source =
-        source.with_context(|| format!("walking the source {}", ws.config.source.display()))?;
+    let source = source.with_context(|| format!("walking the source {}", ws.config.source))?;
     ws.refuse_targets_in_source(&source)?;
     for skipped in &source.skipped {
         findings.notice(
@@ -970,7 +969,7 @@ impl<'a> Versions<'a> {
 /// The device the source folder is on, to notice a prune over a different (or unmounted) disk.
 fn source_device(ws: &Workspace) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(&ws.config.source).ok().map(|m| m.dev())
+    std::fs::metadata(ws.config.local_source()?).ok().map(|m| m.dev())
 }
 
 /// Records ctime and inode for unchanged source files whose record predates them (format 1):

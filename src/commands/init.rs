@@ -67,7 +67,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         });
     }
     let raw = RawConfig {
-        source: options.source.clone(),
+        source: config::RawSource::Location(options.source.clone()),
         exclude: Vec::new(),
         min_copies: None,
         keep_versions: None,
@@ -81,8 +81,8 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
     // backup refuses a missing one), then write the config through a temporary and a rename.
     let config = Config::from_text(&options.config, &text)?;
     // A later run takes a missing source for a lost disk; at init it is a typo.
-    if !config.source.is_dir() {
-        return usage(format!("--source {}: no such folder", config.source.display()));
+    if let Err(e) = store::open_source(&config).check_root() {
+        return usage(format!("--source {}: no such folder ({e})", config.source));
     }
     for spec in &config.targets {
         let copy = store::open_target(spec);
@@ -110,7 +110,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
     Ok(InitReport {
         findings,
         config: options.config.display().to_string(),
-        source: config.source.display().to_string(),
+        source: config.source.to_string(),
         targets: config
             .targets
             .iter()

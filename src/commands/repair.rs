@@ -440,7 +440,17 @@ fn quarantine_note(was: &CopyVerdict) -> String {
                 "foreign content held by other copies too: blake3 {found} ({size} bytes), expected {expected}"
             )
         }
-        other => format!("{other:?}"),
+        CopyVerdict::Unreadable { reason } => format!("unreadable: {reason}"),
+        CopyVerdict::ChecksumDiffers { found, expected } => {
+            format!("checksum differs: {found}, expected {expected}")
+        }
+        CopyVerdict::Disputed { found } => format!("disputed: blake3 {found}"),
+        CopyVerdict::NotIndependent => "not independent: the same file as another copy".into(),
+        // Never quarantined: nothing to say beyond the kind.
+        CopyVerdict::Ok
+        | CopyVerdict::Pending { .. }
+        | CopyVerdict::Missing
+        | CopyVerdict::Unknown => format!("{was:?}").to_lowercase(),
     }
 }
 

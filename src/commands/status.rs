@@ -61,10 +61,16 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
     }
     let manifest = &chosen.manifest;
     let target_names: Vec<String> = ws.targets.iter().map(|t| t.name().to_string()).collect();
+    let domains = ws
+        .targets
+        .iter()
+        .filter_map(|t| Some((t.name().to_string(), t.failure_domain()?)))
+        .collect();
     let durability = durability(
         &manifest.files,
         &Ledger::load(&ws.config.state_dir).by_name(&ws.ledger_names()),
         &target_names,
+        &domains,
         ws.config.min_copies,
         history.last_verify.as_ref().map(|v| &v.copies),
         super::verify::unix_now(),
@@ -72,7 +78,7 @@ pub fn run(ws: &Workspace) -> Result<StatusReport> {
     findings.sort();
     Ok(StatusReport {
         config: ws.config.file.display().to_string(),
-        source: ws.config.source.display().to_string(),
+        source: ws.config.source.to_string(),
         generation: manifest.content_generation(),
         manifest_written_at: (!chosen.none_valid).then(|| manifest.written_at.clone()),
         files: manifest.files.len(),

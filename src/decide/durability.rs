@@ -34,16 +34,31 @@ pub struct Reliability {
     pub estimate: f64,
     /// r_i: the share of healthy copies on target i at its last verify.
     pub per_target: BTreeMap<String, f64>,
+    /// Targets that share one failure domain (one HDFS cluster, one S3 bucket): their copies
+    /// can be lost together, so each such group counts once, as its best target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_domains: Vec<SharedDomain>,
     pub assumes: &'static str,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SharedDomain {
+    pub domain: String,
+    pub targets: Vec<String>,
 }
 
 const ASSUMES: &str =
     "copies fail independently, at the rate the last verify measured on each target";
+const ASSUMES_DOMAINS: &str = "copies in different failure domains fail independently, at the rate the last verify measured on each target; copies in one domain fail together";
 
+/// `domains` names, per target, the failure domain it is in where the kind can say (an HDFS
+/// cluster, an S3 bucket); a target not named is a domain of its own.
+#[allow(clippy::too_many_arguments)]
 pub fn durability(
     files: &BTreeMap<RelPath, Entry>,
     ledger: &Ledger,
     targets: &[String],
+    domains: &BTreeMap<String, String>,
     min_copies: usize,
     last_verify: Option<&BTreeMap<String, CopyCounts>>,
     now: i64,
@@ -86,11 +101,17 @@ pub fn durability(
         files_never_verified: never,
         bytes_never_verified: never_bytes,
         oldest_verification_age,
-        reliability: last_verify.and_then(|counts| reliability(targets, counts)),
+        reliability: last_verify.and_then(|counts| reliability(targets, domains, counts)),
     }
 }
 
-fn reliability(targets: &[String], counts: &BTreeMap<String, CopyCounts>) -> Option<Reliability> {
+/// R = 1 - prod over failure domains of the chance that the domain's best copy fails: copies
+/// that can fail together are never multiplied as if they were independent.
+fn reliability(
+    targets: &[String],
+    domains: &BTreeMap<String, String>,
+    counts: &BTreeMap<String, CopyCounts>,
+) -> Option<Reliability> {
     let mut per_target = BTreeMap::new();
     for target in targets {
         let c = counts.get(target)?;
@@ -100,8 +121,25 @@ fn reliability(targets: &[String], counts: &BTreeMap<String, CopyCounts>) -> Opt
         }
         per_target.insert(target.clone(), c.ok as f64 / judged as f64);
     }
-    let all_fail: f64 = per_target.values().map(|r| 1.0 - r).product();
-    Some(Reliability { estimate: 1.0 - all_fail, per_target, assumes: ASSUMES })
+    let mut groups: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for target in targets {
+        let domain = domains.get(target).cloned().unwrap_or_else(|| format!("target {target}"));
+        groups.entry(domain).or_default().push(target);
+    }
+    let all_fail: f64 = groups
+        .values()
+        .map(|members| members.iter().map(|t| 1.0 - per_target[*t]).fold(1.0, f64::min))
+        .product();
+    let shared_domains: Vec<SharedDomain> = groups
+        .into_iter()
+        .filter(|(_, members)| members.len() > 1)
+        .map(|(domain, members)| SharedDomain {
+            domain,
+            targets: members.into_iter().cloned().collect(),
+        })
+        .collect();
+    let assumes = if shared_domains.is_empty() { ASSUMES } else { ASSUMES_DOMAINS };
+    Some(Reliability { estimate: 1.0 - all_fail, per_target, shared_domains, assumes })
 }
 
 #[cfg(test)]
@@ -136,12 +174,13 @@ mod tests {
         ledger.record_good(paths[0], "a", 100);
         ledger.record_good(paths[0], "b", 150);
         ledger.record_good(paths[1], "a", 120);
-        let d = durability(&files, &ledger, &targets, 2, None, 200);
+        let d = durability(&files, &ledger, &targets, &BTreeMap::new(), 2, None, 200);
         assert_eq!(d.files_by_verified_copies, BTreeMap::from([(0, 1), (1, 1), (2, 1)]));
         assert_eq!(d.below_min_copies, 2);
         assert_eq!((d.files_never_verified, d.bytes_never_verified), (1, 10));
         assert_eq!(d.oldest_verification_age["a"], None);
-        let d = durability(&files.into_iter().take(1).collect(), &ledger, &targets, 2, None, 200);
+        let one: BTreeMap<RelPath, Entry> = files.into_iter().take(1).collect();
+        let d = durability(&one, &ledger, &targets, &BTreeMap::new(), 2, None, 200);
         assert_eq!(d.oldest_verification_age["a"], Some(100));
         assert_eq!(d.oldest_verification_age["b"], Some(50));
     }
@@ -153,8 +192,35 @@ mod tests {
             ("a".to_string(), CopyCounts { ok: 9, corrupt: 1, ..Default::default() }),
             ("b".to_string(), CopyCounts { ok: 8, missing: 2, ..Default::default() }),
         ]);
-        let r = reliability(&targets, &counts).unwrap();
+        let r = reliability(&targets, &BTreeMap::new(), &counts).unwrap();
         assert!((r.estimate - (1.0 - 0.1 * 0.2)).abs() < 1e-12);
-        assert!(reliability(&["c".to_string()], &counts).is_none());
+        assert!(r.shared_domains.is_empty());
+        assert!(reliability(&["c".to_string()], &BTreeMap::new(), &counts).is_none());
+    }
+
+    #[test]
+    fn targets_in_one_failure_domain_count_once_as_their_best_copy() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let counts = BTreeMap::from([
+            ("h1".to_string(), CopyCounts { ok: 9, corrupt: 1, ..Default::default() }),
+            ("h2".to_string(), CopyCounts { ok: 8, missing: 2, ..Default::default() }),
+            ("usb".to_string(), CopyCounts { ok: 1, corrupt: 1, ..Default::default() }),
+        ]);
+        let cluster = "HDFS cluster http://nn:9870".to_string();
+        let domains = BTreeMap::from([
+            ("h1".to_string(), cluster.clone()),
+            ("h2".to_string(), cluster.clone()),
+        ]);
+        let r = reliability(&names(&["h1", "h2", "usb"]), &domains, &counts).unwrap();
+        // The cluster's best copy fails with 0.1, the USB disk's with 0.5.
+        assert!((r.estimate - (1.0 - 0.1 * 0.5)).abs() < 1e-12, "{}", r.estimate);
+        assert_eq!(
+            r.shared_domains,
+            [SharedDomain { domain: cluster, targets: names(&["h1", "h2"]) }]
+        );
+        // As independent copies they would have claimed 1 - 0.1 * 0.2 * 0.5.
+        let independent =
+            reliability(&names(&["h1", "h2", "usb"]), &BTreeMap::new(), &counts).unwrap();
+        assert!(independent.estimate > r.estimate);
     }
 }

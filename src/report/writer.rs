@@ -482,13 +482,26 @@ fn print_status(out: &mut dyn Write, r: &StatusReport) -> io::Result<()> {
         Some(rel) => {
             let shares: Vec<String> =
                 rel.per_target.iter().map(|(t, r)| format!("{t} {:.4}", r)).collect();
+            let formula = if rel.shared_domains.is_empty() {
+                "1 - prod(1 - r_i)"
+            } else {
+                "1 - prod over failure domains of min(1 - r_i)"
+            };
             writeln!(
                 out,
-                "reliability R = 1 - prod(1 - r_i) = {:.6} (r_i: {}; assumes {})",
+                "reliability R = {formula} = {:.6} (r_i: {}; assumes {})",
                 rel.estimate,
                 shares.join(", "),
                 rel.assumes
             )?;
+            for shared in &rel.shared_domains {
+                writeln!(
+                    out,
+                    "  {} share one failure domain ({}): counted once, as the best of them",
+                    shared.targets.join(" and "),
+                    shared.domain
+                )?;
+            }
         }
         None => writeln!(out, "reliability: unknown until a full verify has checked every target")?,
     }

@@ -114,7 +114,7 @@ impl Workspace {
                     "target {:?} ({}) lies inside the source {} (reached through a bind mount or a symlink)",
                     target.name(),
                     target.location(),
-                    self.config.source.display()
+                    self.config.source
                 ));
             }
         }
@@ -436,7 +436,7 @@ pub fn new_set_id(config: &Config) -> String {
     hasher.update(&now.as_nanos().to_le_bytes());
     hasher.update(&std::process::id().to_le_bytes());
     hasher.update(config.file.as_os_str().as_encoded_bytes());
-    hasher.update(config.source.as_os_str().as_encoded_bytes());
+    hasher.update(config.source.to_string().as_bytes());
     hasher.finalize().to_hex()[..32].to_string()
 }
 

@@ -262,6 +262,11 @@ pub trait Store: Send + Sync {
     /// Makes everything written so far durable: staged files' data, and renames. Call it
     /// after staging and before installing, and again before a manifest records installs.
     fn sync(&self) -> io::Result<()>;
+    /// The failure domain the copy shares with any other copy there, where the kind can say
+    /// (an HDFS cluster, an S3 bucket): copies in one can be lost together.
+    fn failure_domain(&self) -> Option<String> {
+        None
+    }
     /// Which folder on disk the root is, where the kind can say.
     fn root_id(&self) -> Option<FileId> {
         None
@@ -301,9 +306,12 @@ pub fn open_store(name: &str, location: &Location, role: Role) -> Box<dyn Store>
             Box::new(LocalDir::source(root, state_dir))
         }
         (Location::WebHdfs(hdfs), Role::Target) => Box::new(WebHdfsDir::target(name, hdfs)),
+        (Location::WebHdfs(hdfs), Role::Source { state_dir }) => {
+            Box::new(WebHdfsDir::source(hdfs, state_dir))
+        }
         (Location::S3(s3), Role::Target) => Box::new(S3Dir::target(name, s3)),
-        (Location::WebHdfs(_) | Location::S3(_), Role::Source { .. }) => {
-            unreachable!("config accepts only a local folder as the source")
+        (Location::S3(_), Role::Source { .. }) => {
+            unreachable!("config accepts no S3 source")
         }
     }
 }
@@ -315,6 +323,5 @@ pub fn open_target(spec: &TargetSpec) -> Box<dyn Store> {
 
 /// The source folder, as a store whose state lives in the config's state folder.
 pub fn open_source(config: &Config) -> Box<dyn Store> {
-    let location = Location::Local(config.source.clone());
-    open_store("source", &location, Role::Source { state_dir: &config.state_dir })
+    open_store("source", &config.source, Role::Source { state_dir: &config.state_dir })
 }

@@ -919,6 +919,13 @@ impl Store for S3Dir {
         false
     }
 
+    fn failure_domain(&self) -> Option<String> {
+        Some(format!(
+            "S3 bucket {}",
+            self.location().split('/').take(3).collect::<Vec<_>>().join("/")
+        ))
+    }
+
     // Keys have no folders to make, date or remove: an empty folder lives in the manifest.
     fn make_folder(&self, _path: &RelPath) -> io::Result<()> {
         Ok(())

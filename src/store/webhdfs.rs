@@ -32,6 +32,7 @@ use super::{
 };
 use crate::config::WebHdfsSpec;
 use crate::record::relpath::{RelPath, STATE_DIR};
+use crate::record::stat::FileId;
 
 /// Chunks in flight between the fan-out and one upload: bounds memory per staged file.
 const UPLOAD_QUEUE: usize = 4;
@@ -40,6 +41,8 @@ const UPLOAD_QUEUE: usize = 4;
 #[derive(Clone)]
 struct Conn {
     endpoint: String,
+    /// Names the cluster in file ids (see [`HdfsStatus::file_stat`]).
+    cluster: u64,
     user: String,
     doas: Option<String>,
     retries: u32,
@@ -65,6 +68,10 @@ pub struct WebHdfsDir {
     location: String,
     /// Set once this process is recorded in the temporaries journal.
     journaled: std::sync::OnceLock<Result<String, String>>,
+    /// For the source: the local state folder that keeps its records (the manifest replica,
+    /// set id, owner), as for a local source. What is kept beside its files (quarantine,
+    /// temporaries journal) stays on HDFS, where a rename can reach it.
+    records: Option<super::LocalDir>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +85,21 @@ struct HdfsStatus {
     length: u64,
     #[serde(default)]
     modification_time: i64,
+    /// HDFS's inode id: a file rewritten through HDFS gets a new one.
+    #[serde(default)]
+    file_id: u64,
+}
+
+impl HdfsStatus {
+    /// A file's stat as the run layer compares it. HDFS has no ctime: a change to a file
+    /// moves its modificationTime (and a rewrite its fileId), so "unchanged since the backup"
+    /// means the same length, modificationTime and fileId; the id is qualified by the cluster
+    /// so that two clusters' ids never look like one file.
+    fn file_stat(&self, cluster: u64) -> FileStat {
+        let mtime_ns = self.modification_time.saturating_mul(1_000_000);
+        let file = (self.file_id != 0).then_some(FileId { dev: cluster, ino: self.file_id });
+        FileStat { ctime_ns: mtime_ns, file, ..FileStat::sized(self.length, mtime_ns) }
+    }
 }
 
 #[derive(Deserialize)]
@@ -158,6 +180,10 @@ impl WebHdfsDir {
             .expect("a client with no custom TLS settings always builds");
         let conn = Conn {
             endpoint: spec.endpoint.clone(),
+            // The top bit keeps it apart from any local device number.
+            cluster: u64::from_le_bytes(
+                blake3::hash(spec.endpoint.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"),
+            ) | 1 << 63,
             user: spec.user.clone(),
             doas: spec.doas.clone(),
             retries: spec.retries,
@@ -183,7 +209,24 @@ impl WebHdfsDir {
             conn,
             location: location.to_string(),
             journaled: std::sync::OnceLock::new(),
+            records: None,
         }
+    }
+
+    /// The source folder on HDFS. Its records live in the local `state_dir`; its HDFS state
+    /// folder, written only by a repair of the source, is `.<name>.redundo` beside it, so
+    /// nothing of redundo's is ever inside the user's tree.
+    pub fn source(spec: &WebHdfsSpec, state_dir: &std::path::Path) -> WebHdfsDir {
+        let mut dir = WebHdfsDir::target("source", spec);
+        let (parent, name) = spec.root.rsplit_once('/').unwrap_or(("", &spec.root));
+        dir.state = format!("{parent}/.{name}.redundo");
+        dir.records = Some(super::LocalDir::source(state_dir, state_dir));
+        dir
+    }
+
+    /// Where a state file lives: the local records of a source (plain names), else HDFS.
+    fn records_for(&self, name: &str) -> Option<&super::LocalDir> {
+        self.records.as_ref().filter(|_| !name.contains('/'))
     }
 
     /// Records this process in the temporaries journal, once, before its first temporary.
@@ -642,8 +685,7 @@ impl Store for WebHdfsDir {
                         pending.push(rel);
                     }
                     "FILE" => {
-                        let stat =
-                            FileStat::sized(entry.length, entry.modification_time * 1_000_000);
+                        let stat = entry.file_stat(self.conn.cluster);
                         listing.files.insert(path, stat);
                     }
                     other => listing
@@ -657,9 +699,7 @@ impl Store for WebHdfsDir {
 
     fn stat(&self, path: &RelPath) -> io::Result<Option<FileStat>> {
         match self.conn.status(&self.abs(path))? {
-            Some(s) if s.kind == "FILE" => {
-                Ok(Some(FileStat::sized(s.length, s.modification_time * 1_000_000)))
-            }
+            Some(s) if s.kind == "FILE" => Ok(Some(s.file_stat(self.conn.cluster))),
             Some(_) => Err(io::Error::other("not a regular file (a folder stands in its place)")),
             None => Ok(None),
         }
@@ -772,6 +812,10 @@ impl Store for WebHdfsDir {
         self.conn.mkdirs(&self.abs(path))
     }
 
+    fn failure_domain(&self) -> Option<String> {
+        Some(format!("HDFS cluster {}", self.conn.endpoint))
+    }
+
     fn set_folder_mtime(&self, path: &RelPath, mtime_ns: i64) -> io::Result<()> {
         self.conn.set_mtime(&self.abs(path), mtime_ns)
     }
@@ -801,6 +845,9 @@ impl Store for WebHdfsDir {
     }
 
     fn read_state_at_most(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        if let Some(records) = self.records_for(name) {
+            return records.read_state_at_most(name, limit);
+        }
         let abs = format!("{}/{name}", self.state);
         match self.conn.open(&abs, 0) {
             Ok(mut resp) => Ok(Some(super::read_at_most(&mut resp, limit, &abs)?)),
@@ -810,6 +857,9 @@ impl Store for WebHdfsDir {
     }
 
     fn write_state(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        if let Some(records) = self.records_for(name) {
+            return records.write_state(name, bytes);
+        }
         self.check_root()?;
         let abs = format!("{}/{name}", self.state);
         self.conn.mkdirs(WebHdfsDir::parent_of(&abs))?;

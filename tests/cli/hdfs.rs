@@ -88,6 +88,16 @@ impl Hdfs {
         assert!(self.client.put(url).send().unwrap().status().is_success());
     }
 
+    /// Writes a new file (or replaces one: a new HDFS inode, as any writer makes).
+    fn write(&self, path: &str, data: Vec<u8>) {
+        let resp =
+            self.client.put(format!("{}&overwrite=true", self.op(path, "CREATE"))).send().unwrap();
+        assert_eq!(resp.status(), 307, "CREATE {path}");
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        let resp = self.client.put(location).body(data).send().unwrap();
+        assert_eq!(resp.status(), 201, "CREATE body {path}");
+    }
+
     /// Every file name below `dir`, recursively.
     fn names(&self, dir: &str) -> Vec<String> {
         let listing: serde_json::Value =
@@ -274,4 +284,139 @@ fn real_hdfs_keeps_empty_folders_and_folder_mtimes_and_takes_a_folder_replaced_b
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(hdfs.read(&kept[0]) == old, "the old weights, byte for byte, in the quarantine");
     env.ok(&["verify", "--quiet"]);
+}
+
+/// The bytes of an HDFS file as HdfsCLI (the `hdfs` PyPI package, a client nobody here
+/// wrote) reads them. `.ci/run` installs it; elsewhere a missing one fails the test.
+fn read_with_hdfscli(url: &str, path: &str) -> Vec<u8> {
+    let script = format!(
+        "import sys\nfrom hdfs import InsecureClient\nc = InsecureClient({url:?}, user='root')\nwith c.read({path:?}) as r:\n    sys.stdout.buffer.write(r.read())\n"
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "HdfsCLI read {path}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The DataNode's block file of the one-block file at `path` (the NameNode's fsck servlet
+/// names the block): what bit rot on the DataNode's disk damages, under HDFS's checksums.
+fn block_file_of(hdfs: &Hdfs, path: &str) -> std::path::PathBuf {
+    let url = format!("{}/fsck?ugi=root&path={path}&files=1&blocks=1", hdfs.url);
+    let report = hdfs.client.get(url).send().unwrap().text().unwrap();
+    let block = report
+        .split([':', ' ', '\n'])
+        .find(|w| w.starts_with("blk_"))
+        .and_then(|w| w.rsplit_once('_'))
+        .map(|(id, _generation)| id.to_string())
+        .unwrap_or_else(|| panic!("no block in fsck's report: {report}"));
+    let home = std::env::var("REDUNDO_HDFS_HOME")
+        .unwrap_or_else(|_| format!("{}/.cache/redundo-hdfs", std::env::var("HOME").unwrap()));
+    walkdir::WalkDir::new(format!("{home}/data/data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_type().is_file() && e.file_name().to_string_lossy() == block)
+        .map(|e| e.path().to_path_buf())
+        .unwrap_or_else(|| panic!("no block file {block} under {home}/data/data"))
+}
+
+#[test]
+fn real_hdfs_source_to_hdfs_and_two_local_folders_with_damage_on_every_copy_repaired() {
+    let Some(url) = namenode() else { return };
+    let (source, backup) = (hdfs_dir("source"), hdfs_dir("backup"));
+    let hdfs = Hdfs::new(&url);
+    let dataset = b"id,label\n1,cat\n".to_vec();
+    let weights = bytes(7, 2 * 1024 * 1024 + 5);
+    hdfs.write(&format!("{source}/data/dataset.csv"), dataset.clone());
+    hdfs.write(&format!("{source}/models/weights.bin"), weights.clone());
+
+    // The seed's job in config form: an HDFS folder backed up to another HDFS path and two
+    // local folders.
+    let env = Env::bare();
+    let web = url.replacen("http://", "webhdfs://", 1);
+    let init = env.run(&[
+        "init",
+        "--source",
+        &format!("{web}{source}"),
+        "--target",
+        &format!("{web}{backup}"),
+        "--target",
+        "local-a",
+        "--target",
+        "local-b",
+    ]);
+    assert_eq!(init.code, 0, "{init:?}");
+    let run = env.ok(&["backup"]);
+    assert!(run.stdout.contains("2 new"), "{run:?}");
+    assert_eq!(read_with_hdfscli(&url, &format!("{backup}/data/dataset.csv")), dataset);
+    assert!(read_with_hdfscli(&url, &format!("{backup}/models/weights.bin")) == weights);
+    assert!(env.read("local-a/models/weights.bin") == weights);
+    env.ok(&["verify", "--quiet"]);
+    env.ok(&["verify", "--fast", "--quiet"]);
+
+    // Damage on every copy but local-b: the source's block rots on the DataNode's disk (its
+    // stat unchanged), the HDFS copy is overwritten behind redundo's back, local-a flips a bit.
+    let block = block_file_of(&hdfs, &format!("{source}/data/dataset.csv"));
+    crate::common::flip_byte(&block, 2);
+    hdfs.overwrite_keeping_mtime(&format!("{backup}/models/weights.bin"), bytes(8, weights.len()));
+    crate::common::flip_byte(&env.path("local-a/data/dataset.csv"), 1);
+    let verify = env.run(&["verify"]);
+    assert_eq!(verify.code, 3, "the source's rotten block cannot be read: {verify:?}");
+    assert!(verify.stdout.contains("source: data/dataset.csv: READ FAILED"), "{verify:?}");
+    let repair = env.run(&["repair"]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    assert!(repair.stdout.contains("source: data/dataset.csv: done: rewritten from"), "{repair:?}");
+    env.ok(&["verify", "--quiet"]);
+    assert_eq!(read_with_hdfscli(&url, &format!("{source}/data/dataset.csv")), dataset);
+    assert!(read_with_hdfscli(&url, &format!("{backup}/models/weights.bin")) == weights);
+    assert_eq!(env.read("local-a/data/dataset.csv"), dataset);
+    // The rotten source file is kept on HDFS beside the source, never inside it.
+    let (parent, name) = source.rsplit_once('/').unwrap();
+    let kept = hdfs.names(&format!("{parent}/.{name}.redundo/quarantine"));
+    assert!(kept.iter().any(|k| k.ends_with("/data/dataset.csv")), "{kept:?}");
+    assert!(
+        !hdfs.names(&source).iter().any(|n| n.contains(".redundo")),
+        "nothing of redundo's in the source"
+    );
+
+    // A file rewritten through HDFS (a new inode) is a change, backed up as one, not rot.
+    hdfs.write(&format!("{source}/data/dataset.csv"), b"id,label\n2,dog\n".to_vec());
+    let run = env.ok(&["backup"]);
+    assert!(run.stdout.contains("1 changed"), "{run:?}");
+    assert_eq!(env.read("local-b/data/dataset.csv"), b"id,label\n2,dog\n");
+}
+
+#[test]
+fn an_hdfs_target_inside_an_hdfs_source_is_refused() {
+    let env = Env::bare();
+    let config = "source = \"webhdfs://nn:9870/data/team\"\n\n[[target]]\nname = \"in\"\nlocation = \"webhdfs://nn:9870/data/team/backup\"\n";
+    std::fs::write(env.path("redundo.toml"), config).unwrap();
+    let run = env.run(&["verify"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("is inside the source webhdfs://nn:9870/data/team"), "{run:?}");
+    let table = "[source]\nlocation = \"webhdfs://nn:9870/data/team\"\nblock_size = 5\n\n[[target]]\nname = \"t\"\nlocation = \"t\"\n";
+    std::fs::write(env.path("redundo.toml"), table).unwrap();
+    let run = env.run(&["verify"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("unknown key \"block_size\""), "{run:?}");
+}
+
+#[test]
+fn two_targets_on_one_hdfs_cluster_count_once_in_the_reliability_figure() {
+    let Some(url) = namenode() else { return };
+    let (one, two) = (hdfs_dir("domain-1"), hdfs_dir("domain-2"));
+    let env = Env::bare();
+    env.write("a.txt", b"alpha\n");
+    let web = url.replacen("http://", "webhdfs://", 1);
+    let (one, two) = (format!("{web}{one}"), format!("{web}{two}"));
+    let init = env
+        .run(&["init", "--source", "data", "--target", &one, "--target", &two, "--target", "usb"]);
+    assert_eq!(init.code, 0, "{init:?}");
+    env.ok(&["backup", "--quiet"]);
+    env.ok(&["verify", "--quiet"]);
+    let status = env.ok(&["status"]);
+    let line = format!("share one failure domain (HDFS cluster {url})");
+    assert!(status.stdout.contains(&line), "{status:?}");
+    assert!(status.stdout.contains("prod over failure domains"), "{status:?}");
+    let doc = env.ok(&["status", "--json"]).json();
+    let shared = &doc["durability"]["reliability"]["shared_domains"][0]["targets"];
+    assert_eq!(shared.as_array().map(Vec::len), Some(2), "{doc:#}");
 }
