@@ -148,6 +148,13 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// List the backup set's generations: when, how many files, what changed, and whether
+    /// `restore --generation` can still give each back
+    #[command(visible_alias = "log", after_help = EXIT_CODES_HELP)]
+    Generations {
+        #[command(flatten)]
+        common: Common,
+    },
     /// What the quarantines hold: the bytes repair and backup moved aside, and why
     #[command(after_help = EXIT_CODES_HELP)]
     Quarantine {
@@ -215,6 +222,7 @@ impl Command {
             | Command::Backup { common, .. }
             | Command::Verify { common, .. }
             | Command::Ls { common, .. }
+            | Command::Generations { common }
             | Command::Quarantine { action: QuarantineAction::List { common } }
             | Command::Repair { common, .. }
             | Command::Status { common }
@@ -231,6 +239,7 @@ impl Command {
             Command::Repair { .. } => "repair",
             Command::Status { .. } => "status",
             Command::Ls { .. } => "ls",
+            Command::Generations { .. } => "generations",
             Command::Quarantine { .. } => "quarantine",
             Command::Restore { .. } => "restore",
             Command::Cat { .. } => "cat",

@@ -41,7 +41,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 use cli::{Cli, Command};
 
-use commands::{backup, cat, init, ls, quarantine, repair, restore, status, verify};
+use commands::{backup, cat, generations, init, ls, quarantine, repair, restore, status, verify};
 use report::exit::Exit;
 use report::{Output, Report};
 use run::workspace::Workspace;
@@ -100,6 +100,10 @@ pub fn run(cli: &Cli) -> Result<Exit> {
         Command::Ls { paths, long, common } => {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Ls(ls::run(&ws, paths, *long)?)
+        }
+        Command::Generations { common } => {
+            let ws = Workspace::open_unlocked(&common.config)?;
+            Report::Generations(generations::run(&ws)?)
         }
         Command::Quarantine { action: cli::QuarantineAction::List { common } } => {
             let ws = Workspace::open_unlocked(&common.config)?;

@@ -258,3 +258,54 @@ pub struct Quarantined {
     pub size: Option<u64>,
     pub why: String,
 }
+
+// `redundo generations`
+
+/// The backup set's content generations, newest first: what `restore --generation` takes.
+#[derive(Debug, Serialize)]
+pub struct GenerationsReport {
+    /// The content generation the manifest records now.
+    pub current: u64,
+    pub keep_versions: usize,
+    pub generations: Vec<Generation>,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One content generation.
+#[derive(Debug, Serialize)]
+pub struct Generation {
+    pub generation: u64,
+    /// When the backup that committed it ended (from the history), else when its manifest
+    /// was written; `None` when neither is known.
+    pub at: Option<String>,
+    pub files: Option<usize>,
+    pub bytes: Option<u64>,
+    /// What changed from generation `since`, as the backup recorded it; `None` when no
+    /// backup recorded it (a history from before, a repair's vote, a run killed before its
+    /// history was written).
+    pub changes: Option<GenerationChanges>,
+    pub current: bool,
+    /// Whether `restore --generation` gives it back whole: the current one, or one whose
+    /// record some target keeps with every replaced file in a kept versions folder.
+    pub restorable: bool,
+    /// The targets keeping its versions with a usable `<G>.manifest`.
+    pub kept_on: Vec<String>,
+    /// Files it records with other content than now that no kept versions folder holds at
+    /// their recorded size: `restore --generation` cannot give them back.
+    pub missing_files: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_examples: Vec<String>,
+    /// Why it cannot be restored, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
+}
+
+/// What a backup changed, in files, from the content generation it started from.
+#[derive(Debug, Serialize)]
+pub struct GenerationChanges {
+    pub since: u64,
+    pub new: usize,
+    pub changed: usize,
+    pub deleted: usize,
+}

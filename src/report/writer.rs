@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::exit::Exit;
 use super::findings::{Finding, Findings};
 use super::outcome::{
-    BackupReport, InitReport, LsReport, QuarantineReport, RepairReport, RestoreReport,
-    StatusReport, VerifyReport,
+    BackupReport, Generation, GenerationsReport, InitReport, LsReport, QuarantineReport,
+    RepairReport, RestoreReport, StatusReport, VerifyReport,
 };
 use crate::record::history::CopyCounts;
 
@@ -32,6 +32,7 @@ pub enum Report {
     Status(Box<StatusReport>),
     Restore(RestoreReport),
     Ls(LsReport),
+    Generations(GenerationsReport),
     Quarantine(QuarantineReport),
 }
 
@@ -45,6 +46,7 @@ impl Report {
             Report::Status(_) => "status",
             Report::Restore(_) => "restore",
             Report::Ls(_) => "ls",
+            Report::Generations(_) => "generations",
             Report::Quarantine(_) => "quarantine",
         }
     }
@@ -58,6 +60,7 @@ impl Report {
             Report::Status(r) => Some(&r.findings),
             Report::Restore(r) => Some(&r.findings),
             Report::Ls(r) => Some(&r.findings),
+            Report::Generations(r) => Some(&r.findings),
             Report::Quarantine(r) => Some(&r.findings),
         }
     }
@@ -78,6 +81,7 @@ impl Report {
                 Report::Status(r) => json_document(self.name(), self.exit(), r),
                 Report::Restore(r) => json_document(self.name(), self.exit(), r),
                 Report::Ls(r) => json_document(self.name(), self.exit(), r),
+                Report::Generations(r) => json_document(self.name(), self.exit(), r),
                 Report::Quarantine(r) => json_document(self.name(), self.exit(), r),
             };
             // Rendered first, so a closed stdout shows as the plain io error it is.
@@ -208,6 +212,19 @@ impl Report {
                     }
                 }
             }
+            Report::Generations(r) => {
+                for (i, g) in r.generations.iter().enumerate() {
+                    let older = r.generations.get(i + 1).map(|o| o.generation);
+                    writeln!(out, "{}", printable(&generation_line(g, older)))?;
+                }
+                let restorable = r.generations.iter().filter(|g| g.restorable).count();
+                writeln!(
+                    out,
+                    "generations: {} listed, {restorable} restorable; current {}",
+                    r.generations.len(),
+                    r.current
+                )?;
+            }
             Report::Restore(r) => {
                 let from: Vec<String> =
                     r.blocks_from.iter().map(|(name, n)| format!("{name} {n}")).collect();
@@ -306,6 +323,40 @@ fn count(n: usize, noun: &str) -> String {
 fn mtime_text(mtime_ns: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns.max(0) as u64);
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `generation 3 (2026-11-26T05:14:17Z): 5 files, 1.5 MiB; 0 new, 1 changed, 0 deleted;
+/// kept on nas, usb (restore --generation 3)`. `older` is the next older generation listed:
+/// the changes name the generation they are from only when it is another.
+fn generation_line(g: &Generation, older: Option<u64>) -> String {
+    let at = g.at.as_deref().map_or(String::new(), |at| format!(" ({at})"));
+    let size = match (g.files, g.bytes) {
+        (Some(files), Some(bytes)) => format!("{}, {}", count(files, "file"), human_bytes(bytes)),
+        _ => "files unknown".to_string(),
+    };
+    let changes = match &g.changes {
+        Some(c) => {
+            let since = if older == Some(c.since) || c.since == 0 {
+                String::new()
+            } else {
+                format!(" since generation {}", c.since)
+            };
+            format!("{} new, {} changed, {} deleted{since}", c.new, c.changed, c.deleted)
+        }
+        None => "changes not recorded".to_string(),
+    };
+    let state = if g.current {
+        "current".to_string()
+    } else if g.restorable {
+        format!("kept on {} (restore --generation {})", g.kept_on.join(", "), g.generation)
+    } else {
+        let mut why = format!("not restorable: {}", g.why_not.as_deref().unwrap_or("unknown"));
+        if !g.missing_examples.is_empty() {
+            why.push_str(&format!(", e.g. {}", g.missing_examples.join(", ")));
+        }
+        why
+    };
+    format!("generation {}{at}: {size}; {changes}; {state}", g.generation)
 }
 
 fn backup_summary(r: &BackupReport) -> String {
