@@ -587,6 +587,19 @@ impl Store for LocalDir {
         }
     }
 
+    fn remove_empty_kept(&self, folder: &str) -> io::Result<()> {
+        let (dir, name) = match self.state_parent_of(folder, false) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match dir.entry(name)? {
+            Entry::Symlink => Err(is_symlink(&dir, name)),
+            Entry::Other(meta) if meta.is_dir() => dir.remove_empty_tree(name),
+            _ => Ok(()),
+        }
+    }
+
     fn remove(&self, path: &RelPath) -> io::Result<()> {
         let (dir, name) = self.parent_of(path, false)?;
         if let Entry::Symlink = dir.entry(name)? {
