@@ -58,6 +58,18 @@ pub enum QuarantineAction {
         #[command(flatten)]
         common: Common,
     },
+    /// Delete the quarantined files older than DURATION whose bytes a target copy verified
+    /// just now also holds; keep (and say why) every other
+    Purge {
+        /// Only files kept by a run at least this long ago (e.g. `30d`, `2w`, `0s` for all)
+        #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// List what would be deleted, and delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +236,7 @@ impl Command {
             | Command::Ls { common, .. }
             | Command::Generations { common }
             | Command::Quarantine { action: QuarantineAction::List { common } }
+            | Command::Quarantine { action: QuarantineAction::Purge { common, .. } }
             | Command::Repair { common, .. }
             | Command::Status { common }
             | Command::Restore { common, .. } => common,
@@ -240,7 +253,8 @@ impl Command {
             Command::Status { .. } => "status",
             Command::Ls { .. } => "ls",
             Command::Generations { .. } => "generations",
-            Command::Quarantine { .. } => "quarantine",
+            Command::Quarantine { action: QuarantineAction::List { .. } } => "quarantine",
+            Command::Quarantine { action: QuarantineAction::Purge { .. } } => "quarantine purge",
             Command::Restore { .. } => "restore",
             Command::Cat { .. } => "cat",
             Command::Completions { .. } => "completions",
@@ -271,6 +285,12 @@ fn parse_max_duration(raw: &str) -> Result<std::time::Duration, String> {
         Ok(_) => Err(format!("{raw:?} is longer than a year")),
         Err(e) => Err(format!("{raw:?} is not a duration such as 30m or 2h: {e}")),
     }
+}
+
+/// An age: humantime's form (`30d`, `2w`, `12h`).
+fn parse_age(raw: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("{raw:?} is not a duration such as 30d or 12h: {e}"))
 }
 
 fn parse_percent(raw: &str) -> Result<f64, String> {

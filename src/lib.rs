@@ -109,6 +109,13 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Quarantine(quarantine::list(&ws)?)
         }
+        Command::Quarantine {
+            action: cli::QuarantineAction::Purge { older_than, dry_run, common },
+        } => {
+            let ws = Workspace::open(&common.config, common.lock_wait)?;
+            let options = quarantine::PurgeOptions { older_than: *older_than, dry_run: *dry_run };
+            Report::Purge(quarantine::purge(&ws, &options)?)
+        }
         Command::Status { common } => {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Status(Box::new(status::run(&ws)?))

@@ -309,3 +309,45 @@ pub struct GenerationChanges {
     pub changed: usize,
     pub deleted: usize,
 }
+
+// `redundo quarantine purge`
+
+/// What a quarantine purge deleted and kept (with `--dry-run`: would delete).
+#[derive(Debug, Serialize)]
+pub struct PurgeReport {
+    pub dry_run: bool,
+    /// `--older-than`, in seconds.
+    pub older_than_secs: u64,
+    pub deleted: Vec<Purged>,
+    pub kept: Vec<PurgeKept>,
+    pub files_deleted: usize,
+    pub bytes_freed: u64,
+    pub files_kept: usize,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One quarantined file deleted (or, with `--dry-run`, that would be).
+#[derive(Debug, Serialize)]
+pub struct Purged {
+    pub copy: String,
+    pub stamp: String,
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+    /// A backed-up file recording the same content, and the target whose copy of it was
+    /// verified holding it just now.
+    pub same_as: String,
+    pub verified_on: String,
+}
+
+/// One quarantined file kept, and why.
+#[derive(Debug, Serialize)]
+pub struct PurgeKept {
+    pub copy: String,
+    pub stamp: String,
+    pub path: String,
+    pub size: Option<u64>,
+    pub reason: crate::decide::purge::KeepWhy,
+    pub why: String,
+}

@@ -13,9 +13,10 @@ use serde::Serialize;
 use super::exit::Exit;
 use super::findings::{Finding, Findings};
 use super::outcome::{
-    BackupReport, Generation, GenerationsReport, InitReport, LsReport, QuarantineReport,
-    RepairReport, RestoreReport, StatusReport, VerifyReport,
+    BackupReport, Generation, GenerationsReport, InitReport, LsReport, PurgeReport,
+    QuarantineReport, RepairReport, RestoreReport, StatusReport, VerifyReport,
 };
+use crate::decide::purge::KeepWhy;
 use crate::record::history::CopyCounts;
 
 pub struct Output {
@@ -34,6 +35,7 @@ pub enum Report {
     Ls(LsReport),
     Generations(GenerationsReport),
     Quarantine(QuarantineReport),
+    Purge(PurgeReport),
 }
 
 impl Report {
@@ -48,6 +50,7 @@ impl Report {
             Report::Ls(_) => "ls",
             Report::Generations(_) => "generations",
             Report::Quarantine(_) => "quarantine",
+            Report::Purge(_) => "quarantine purge",
         }
     }
 
@@ -62,6 +65,7 @@ impl Report {
             Report::Ls(r) => Some(&r.findings),
             Report::Generations(r) => Some(&r.findings),
             Report::Quarantine(r) => Some(&r.findings),
+            Report::Purge(r) => Some(&r.findings),
         }
     }
 
@@ -83,6 +87,7 @@ impl Report {
                 Report::Ls(r) => json_document(self.name(), self.exit(), r),
                 Report::Generations(r) => json_document(self.name(), self.exit(), r),
                 Report::Quarantine(r) => json_document(self.name(), self.exit(), r),
+                Report::Purge(r) => json_document(self.name(), self.exit(), r),
             };
             // Rendered first, so a closed stdout shows as the plain io error it is.
             let mut text = serde_json::to_vec_pretty(&body)?;
@@ -191,6 +196,41 @@ impl Report {
                 if r.entries.is_empty() {
                     writeln!(out, "quarantine: empty")?;
                 }
+            }
+            Report::Purge(r) => {
+                let done = if r.dry_run { "would delete" } else { "deleted" };
+                for d in &r.deleted {
+                    writeln!(
+                        out,
+                        "{}",
+                        printable(&format!(
+                            "{}: quarantine/{}/{} ({}): {done}: the same bytes as {}, whose copy on {} verified good just now",
+                            d.copy,
+                            d.stamp,
+                            d.path,
+                            human_bytes(d.size),
+                            d.same_as,
+                            d.verified_on
+                        ))
+                    )?;
+                }
+                if !output.quiet {
+                    // An unreadable one is a problem line already.
+                    let kept = r.kept.iter().filter(|k| k.reason != KeepWhy::Unreadable);
+                    for k in kept {
+                        let size =
+                            k.size.map_or(String::new(), |s| format!(" ({})", human_bytes(s)));
+                        writeln!(
+                            out,
+                            "{}",
+                            printable(&format!(
+                                "{}: quarantine/{}/{}{size}: kept: {}",
+                                k.copy, k.stamp, k.path, k.why
+                            ))
+                        )?;
+                    }
+                }
+                writeln!(out, "{}", purge_summary(r))?;
             }
             Report::Ls(r) => {
                 for f in &r.files {
@@ -357,6 +397,28 @@ fn generation_line(g: &Generation, older: Option<u64>) -> String {
         why
     };
     format!("generation {}{at}: {size}; {changes}; {state}", g.generation)
+}
+
+fn purge_summary(r: &PurgeReport) -> String {
+    let problems = match r.findings.problems.len() {
+        0 => String::new(),
+        n => format!("; {}", count(n, "problem")),
+    };
+    if r.dry_run {
+        format!(
+            "quarantine purge --dry-run: would delete {} ({}); {} kept; nothing deleted{problems}",
+            count(r.files_deleted, "file"),
+            human_bytes(r.bytes_freed),
+            r.files_kept
+        )
+    } else {
+        format!(
+            "quarantine purge: {} deleted, {} freed; {} kept{problems}",
+            count(r.files_deleted, "file"),
+            human_bytes(r.bytes_freed),
+            r.files_kept
+        )
+    }
 }
 
 fn backup_summary(r: &BackupReport) -> String {
