@@ -874,6 +874,33 @@ mod tests {
     }
 
     #[test]
+    fn remove_empty_kept_removes_only_empty_folders_and_never_follows_a_symlink() {
+        let (dir, store) = workspace();
+        let kept = dir.path().join("t/.redundo/versions/7");
+        // A file below: nothing goes, the file least of all.
+        store.remove_empty_kept("versions/7").unwrap();
+        assert_eq!(std::fs::read(kept.join("a/b/c.txt")).unwrap(), b"one");
+        // A symlink below (to a folder with a file): it stays, and so does what it points to.
+        std::fs::remove_file(kept.join("a/b/c.txt")).unwrap();
+        symlink(dir.path().join("outside"), kept.join("a/link")).unwrap();
+        let before = outside(dir.path());
+        store.remove_empty_kept("versions/7").unwrap();
+        assert!(kept.join("a/link").is_symlink());
+        assert!(!kept.join("a/b").exists(), "the empty folder beside it goes");
+        assert_eq!(outside(dir.path()), before);
+        // Only empty folders left: the kept folder goes.
+        std::fs::remove_file(kept.join("a/link")).unwrap();
+        store.remove_empty_kept("versions/7").unwrap();
+        assert!(!kept.exists());
+        store.remove_empty_kept("versions/7").unwrap();
+        // A symlink in place of the kept folder is refused.
+        plant(dir.path(), "t/.redundo/versions/7");
+        let e = store.remove_empty_kept("versions/7").unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        assert_eq!(outside(dir.path()), before);
+    }
+
+    #[test]
     fn the_timestamp_step_is_read_from_what_the_file_system_kept() {
         let set = 1_600_000_001_123_456_789;
         let cases = [
