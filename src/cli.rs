@@ -312,13 +312,27 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     man.render_name_section(&mut out)?;
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
+    // A command with actions of its own (`quarantine list`, `quarantine purge`) gets a section
+    // per action, so every option is on the page.
+    let mut sections = Vec::new();
     for command in cli.get_subcommands().filter(|c| c.get_name() != "help") {
-        writeln!(out, ".SH \"REDUNDO {}\"", command.get_name().to_uppercase())?;
+        let actions: Vec<_> =
+            command.get_subcommands().filter(|c| c.get_name() != "help").collect();
+        if actions.is_empty() {
+            sections.push((command.get_name().to_string(), command.clone()));
+        }
+        for action in actions {
+            let name = format!("{} {}", command.get_name(), action.get_name());
+            sections.push((name, action.clone()));
+        }
+    }
+    for (name, command) in sections {
+        writeln!(out, ".SH \"REDUNDO {}\"", name.to_uppercase())?;
         if let Some(about) = command.get_about() {
             writeln!(out, "{}", about.to_string().replace('-', "\\-"))?;
         }
         let mut options = Vec::new();
-        clap_mangen::Man::new(command.clone()).render_options_section(&mut options)?;
+        clap_mangen::Man::new(command).render_options_section(&mut options)?;
         let options = String::from_utf8_lossy(&options).replacen(".SH OPTIONS", ".SS Options", 1);
         out.extend_from_slice(options.as_bytes());
     }
