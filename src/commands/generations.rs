@@ -124,6 +124,8 @@ fn current_row(current: &Manifest, record: Option<&Recorded>) -> Generation {
 /// The versions each reachable target keeps: per target, its kept generations.
 struct KeptVersions<'a> {
     targets: Vec<(usize, &'a dyn Store, Vec<u64>)>,
+    /// Some target could not be looked at: what it keeps is unknown.
+    unreachable: bool,
 }
 
 impl<'a> KeptVersions<'a> {
@@ -135,7 +137,7 @@ impl<'a> KeptVersions<'a> {
             .filter(|(i, _)| reachable[*i])
             .map(|(i, t)| (i, t.as_ref(), kept_generations(t.as_ref())))
             .collect();
-        KeptVersions { targets }
+        KeptVersions { targets, unreachable: reachable.iter().any(|r| !r) }
     }
 
     fn generations(&self) -> impl Iterator<Item = u64> + '_ {
@@ -195,11 +197,15 @@ impl<'a> KeptVersions<'a> {
             why_not: None,
         };
         let Some(snapshot) = snapshot else {
-            row.why_not = Some(if ws.config.keep_versions == 0 {
+            let mut why = if ws.config.keep_versions == 0 {
                 "no versions kept (keep_versions is 0)".to_string()
             } else {
                 "no target keeps its versions (dropped beyond keep_versions, or no file was replaced after it)".to_string()
-            });
+            };
+            if self.unreachable {
+                why.push_str("; an unreachable target may keep some");
+            }
+            row.why_not = Some(why);
             return row;
         };
         if record.is_none_or(|r| r.changes.is_none()) {

@@ -104,6 +104,7 @@ pub fn purge(ws: &Workspace, options: &PurgeOptions) -> Result<PurgeReport> {
         recorded: holders.keys().copied().collect(),
         holders,
         good: BTreeMap::new(),
+        verified: BTreeSet::new(),
         options,
         now: SystemTime::now(),
         report: PurgeReport {
@@ -157,6 +158,8 @@ struct Purge<'a> {
     /// Contents whose target copies were hashed in this run: the file and target found
     /// holding it, or `None` when no copy did.
     good: BTreeMap<Content, Option<(String, String)>>,
+    /// The contents `good` found a copy holding.
+    verified: BTreeSet<Content>,
     options: &'a PurgeOptions,
     now: SystemTime,
     report: PurgeReport,
@@ -256,9 +259,7 @@ impl Purge<'_> {
     }
 
     fn decide(&self, seen: &Seen) -> Decision {
-        let good: BTreeSet<Content> =
-            self.good.iter().filter(|(_, found)| found.is_some()).map(|(c, _)| *c).collect();
-        decide(seen, self.options.older_than, &self.recorded, &good)
+        decide(seen, self.options.older_than, &self.recorded, &self.verified)
     }
 
     /// Hashes target copies of the files recording `content`, in config order, until one
@@ -278,6 +279,9 @@ impl Purge<'_> {
                     break 'files;
                 }
             }
+        }
+        if found.is_some() {
+            self.verified.insert(content);
         }
         self.good.insert(content, found);
     }
