@@ -318,11 +318,17 @@ impl Purge<'_> {
             .map(|line| format!("{line}\n"))
             .collect();
         let result = copy.remove_empty_kept(&folder).and_then(|()| {
+            // Gone, or holding nothing any more (an object store may still list an empty
+            // folder, and HDFS keeps one).
             let gone = !copy.kept_folders("quarantine")?.iter().any(|s| s == stamp);
+            let empty = gone
+                || copy.kept_view(&folder).list(&|_| false).is_ok_and(|l| {
+                    l.files.is_empty() && l.skipped.is_empty() && l.unreadable.is_empty()
+                });
             if remaining != notes {
                 copy.write_state(&notes_name, remaining.as_bytes())?;
             }
-            if gone && remaining.is_empty() {
+            if empty && remaining.is_empty() {
                 copy.remove_kept(&notes_name)?;
             }
             Ok(())
