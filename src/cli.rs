@@ -167,7 +167,8 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// What the quarantines hold: the bytes repair and backup moved aside, and why
+    /// The quarantines: list the bytes repair and backup moved aside and why, or purge the
+    /// old ones a verified copy still holds
     #[command(after_help = EXIT_CODES_HELP)]
     Quarantine {
         #[command(subcommand)]
