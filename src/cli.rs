@@ -58,6 +58,18 @@ pub enum QuarantineAction {
         #[command(flatten)]
         common: Common,
     },
+    /// Delete the quarantined files older than DURATION whose bytes a target copy verified
+    /// just now also holds; keep (and say why) every other
+    Purge {
+        /// Only files kept by a run at least this long ago (e.g. `30d`, `2w`, `0s` for all)
+        #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// List what would be deleted, and delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,7 +161,15 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// What the quarantines hold: the bytes repair and backup moved aside, and why
+    /// List the backup set's generations: when, how many files, what changed, and whether
+    /// `restore --generation` can still give each back
+    #[command(visible_alias = "log", after_help = EXIT_CODES_HELP)]
+    Generations {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The quarantines: list the bytes repair and backup moved aside and why, or purge the
+    /// old ones a verified copy still holds
     #[command(after_help = EXIT_CODES_HELP)]
     Quarantine {
         #[command(subcommand)]
@@ -216,7 +236,9 @@ impl Command {
             | Command::Backup { common, .. }
             | Command::Verify { common, .. }
             | Command::Ls { common, .. }
+            | Command::Generations { common }
             | Command::Quarantine { action: QuarantineAction::List { common } }
+            | Command::Quarantine { action: QuarantineAction::Purge { common, .. } }
             | Command::Repair { common, .. }
             | Command::Status { common }
             | Command::Restore { common, .. } => common,
@@ -232,7 +254,9 @@ impl Command {
             Command::Repair { .. } => "repair",
             Command::Status { .. } => "status",
             Command::Ls { .. } => "ls",
-            Command::Quarantine { .. } => "quarantine",
+            Command::Generations { .. } => "generations",
+            Command::Quarantine { action: QuarantineAction::List { .. } } => "quarantine",
+            Command::Quarantine { action: QuarantineAction::Purge { .. } } => "quarantine purge",
             Command::Restore { .. } => "restore",
             Command::Cat { .. } => "cat",
             Command::Completions { .. } => "completions",
@@ -265,6 +289,12 @@ fn parse_max_duration(raw: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// An age: humantime's form (`30d`, `2w`, `12h`).
+fn parse_age(raw: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("{raw:?} is not a duration such as 30d or 12h: {e}"))
+}
+
 fn parse_percent(raw: &str) -> Result<f64, String> {
     match raw.trim_end_matches('%').parse::<f64>() {
         Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(pct),
@@ -284,13 +314,27 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     man.render_name_section(&mut out)?;
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
+    // A command with actions of its own (`quarantine list`, `quarantine purge`) gets a section
+    // per action, so every option is on the page.
+    let mut sections = Vec::new();
     for command in cli.get_subcommands().filter(|c| c.get_name() != "help") {
-        writeln!(out, ".SH \"REDUNDO {}\"", command.get_name().to_uppercase())?;
+        let actions: Vec<_> =
+            command.get_subcommands().filter(|c| c.get_name() != "help").collect();
+        if actions.is_empty() {
+            sections.push((command.get_name().to_string(), command.clone()));
+        }
+        for action in actions {
+            let name = format!("{} {}", command.get_name(), action.get_name());
+            sections.push((name, action.clone()));
+        }
+    }
+    for (name, command) in sections {
+        writeln!(out, ".SH \"REDUNDO {}\"", name.to_uppercase())?;
         if let Some(about) = command.get_about() {
             writeln!(out, "{}", about.to_string().replace('-', "\\-"))?;
         }
         let mut options = Vec::new();
-        clap_mangen::Man::new(command.clone()).render_options_section(&mut options)?;
+        clap_mangen::Man::new(command).render_options_section(&mut options)?;
         let options = String::from_utf8_lossy(&options).replacen(".SH OPTIONS", ".SS Options", 1);
         out.extend_from_slice(options.as_bytes());
     }

@@ -41,7 +41,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 use cli::{Cli, Command};
 
-use commands::{backup, cat, init, ls, quarantine, repair, restore, status, verify};
+use commands::{backup, cat, generations, init, ls, quarantine, repair, restore, status, verify};
 use report::exit::Exit;
 use report::{Output, Report};
 use run::workspace::Workspace;
@@ -101,9 +101,20 @@ pub fn run(cli: &Cli) -> Result<Exit> {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Ls(ls::run(&ws, paths, *long)?)
         }
+        Command::Generations { common } => {
+            let ws = Workspace::open_unlocked(&common.config)?;
+            Report::Generations(generations::run(&ws)?)
+        }
         Command::Quarantine { action: cli::QuarantineAction::List { common } } => {
             let ws = Workspace::open_unlocked(&common.config)?;
             Report::Quarantine(quarantine::list(&ws)?)
+        }
+        Command::Quarantine {
+            action: cli::QuarantineAction::Purge { older_than, dry_run, common },
+        } => {
+            let ws = Workspace::open(&common.config, common.lock_wait)?;
+            let options = quarantine::PurgeOptions { older_than: *older_than, dry_run: *dry_run };
+            Report::Purge(quarantine::purge(&ws, &options)?)
         }
         Command::Status { common } => {
             let ws = Workspace::open_unlocked(&common.config)?;

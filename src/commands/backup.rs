@@ -16,7 +16,7 @@ use crate::decide::assess::CopyId;
 use crate::decide::plan::{
     Job, JobKind, MaxDelete, PruneRefusal, SourceFiles, TargetFiles, check_prune, plan_backup,
 };
-use crate::record::history::{BackupRecord, History};
+use crate::record::history::{BackupRecord, GenerationRecord, History};
 use crate::record::manifest::{Entry, FileVersion, Manifest};
 use crate::record::relpath::RelPath;
 use crate::record::verified::Ledger;
@@ -159,12 +159,38 @@ pub fn run(
         at: now_rfc3339(),
         generation: report.generation,
         files: report.files,
-        bytes: manifest.files.values().map(|e| e.current.size).sum(),
+        bytes: manifest.bytes(),
         exit_code: report.findings.exit().code(),
         source_device: source_device(ws),
     });
+    record_generation(&mut history, &replicas.chosen.manifest, &manifest, report.generation);
     history.save(&ws.config.state_dir);
     Ok(report)
+}
+
+/// Records the content generation this run committed, with what changed from the one it
+/// started from, when it made one (a run that changed no file's content made none).
+fn record_generation(
+    history: &mut History,
+    base: &Manifest,
+    committed: &Manifest,
+    generation: u64,
+) {
+    let since = base.content_generation();
+    if generation == since || committed.content_generation() != generation {
+        return;
+    }
+    let changes = committed.changes_from(base);
+    history.record_generation(GenerationRecord {
+        generation,
+        at: now_rfc3339(),
+        files: committed.files.len(),
+        bytes: committed.bytes(),
+        since,
+        new: changes.new,
+        changed: changes.changed,
+        deleted: changes.deleted,
+    });
 }
 
 fn refuse_unknown_reseed(ws: &Workspace, options: &BackupOptions) -> Result<()> {

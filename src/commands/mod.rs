@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod cat;
+pub mod generations;
 pub mod init;
 pub mod ls;
 pub mod quarantine;

@@ -75,10 +75,34 @@ pub struct VerifyRecord {
     pub copies: BTreeMap<String, CopyCounts>,
 }
 
+/// One content generation a backup committed: when, what it holds, and what changed from the
+/// content generation the run started from (`since`), for `redundo generations`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub generation: u64,
+    /// When the backup that committed it ended (RFC 3339, UTC).
+    pub at: String,
+    pub files: usize,
+    pub bytes: u64,
+    /// The content generation the run started from (0 before the first backup).
+    pub since: u64,
+    pub new: usize,
+    pub changed: usize,
+    pub deleted: usize,
+}
+
+/// How many generation records the history keeps: the newest, a few years of nightly
+/// backups. Older generations are still listed while their versions are kept.
+pub const MAX_GENERATION_RECORDS: usize = 1000;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
     pub last_backup: Option<BackupRecord>,
     pub last_verify: Option<VerifyRecord>,
+    /// Every content generation a backup committed, oldest first (the newest
+    /// [`MAX_GENERATION_RECORDS`]); empty in a history written before they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generations: Vec<GenerationRecord>,
 }
 
 impl History {
@@ -87,6 +111,15 @@ impl History {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
+    }
+
+    /// Records a content generation a backup committed (replacing an earlier record of the
+    /// same number, which a state folder restored from an older copy could hold).
+    pub fn record_generation(&mut self, record: GenerationRecord) {
+        self.generations.retain(|g| g.generation != record.generation);
+        self.generations.push(record);
+        let over = self.generations.len().saturating_sub(MAX_GENERATION_RECORDS);
+        self.generations.drain(..over);
     }
 
     /// Best effort: a failure to record history must not turn a good run into a failed one.
@@ -98,5 +131,51 @@ impl History {
         if std::fs::write(&temp, bytes).is_ok() {
             let _ = std::fs::rename(&temp, state_dir.join(FILE));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(generation: u64) -> GenerationRecord {
+        GenerationRecord {
+            generation,
+            at: "2026-01-01T00:00:00Z".into(),
+            files: 1,
+            bytes: 2,
+            since: generation.saturating_sub(2),
+            new: 1,
+            changed: 0,
+            deleted: 0,
+        }
+    }
+
+    #[test]
+    fn a_history_written_before_generation_records_still_loads() {
+        let old = r#"{"last_backup":{"at":"2026-01-01T00:00:00Z","generation":3,"files":5,"bytes":9,"exit_code":0},"last_verify":null}"#;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), old).unwrap();
+        let history = History::load(dir.path());
+        assert_eq!(history.last_backup.unwrap().generation, 3);
+        assert!(history.generations.is_empty());
+    }
+
+    #[test]
+    fn generation_records_are_kept_newest_last_and_bounded() {
+        let mut history = History::default();
+        for g in 1..=(MAX_GENERATION_RECORDS as u64 + 5) {
+            history.record_generation(record(g));
+        }
+        history.record_generation(record(MAX_GENERATION_RECORDS as u64 + 5));
+        assert_eq!(history.generations.len(), MAX_GENERATION_RECORDS);
+        assert_eq!(history.generations[0].generation, 6);
+        assert_eq!(
+            history.generations.last().unwrap().generation,
+            MAX_GENERATION_RECORDS as u64 + 5
+        );
+        let dir = tempfile::tempdir().unwrap();
+        history.save(dir.path());
+        assert_eq!(History::load(dir.path()).generations, history.generations);
     }
 }

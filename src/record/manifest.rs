@@ -88,6 +88,14 @@ pub struct FolderRecord {
     pub mtime_ns: i64,
 }
 
+/// How two manifests' contents differ, counted in files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub new: usize,
+    pub changed: usize,
+    pub deleted: usize,
+}
+
 /// One recorded content of a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +299,31 @@ impl Manifest {
             && self.files.iter().zip(&other.files).all(|((p, e), (q, f))| {
                 p == q && e.current.blake3 == f.current.blake3 && e.current.size == f.current.size
             })
+    }
+
+    /// What changed from `base` to this one, by content: files only here (new), in both with
+    /// other content (changed), and only in `base` (deleted).
+    pub fn changes_from(&self, base: &Manifest) -> Changes {
+        let mut changes = Changes::default();
+        for (path, entry) in &self.files {
+            match base.files.get(path) {
+                None => changes.new += 1,
+                Some(old)
+                    if old.current.blake3 != entry.current.blake3
+                        || old.current.size != entry.current.size =>
+                {
+                    changes.changed += 1
+                }
+                Some(_) => {}
+            }
+        }
+        changes.deleted = base.files.keys().filter(|p| !self.files.contains_key(*p)).count();
+        changes
+    }
+
+    /// The sum of the recorded files' sizes.
+    pub fn bytes(&self) -> u64 {
+        self.files.values().map(|e| e.current.size).sum()
     }
 
     /// This manifest as the record of its content generation: what `restore --generation`
@@ -685,6 +718,18 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn changes_count_new_changed_and_deleted_files_by_content() {
+        let base = manifest(1, &[("a", b"alpha"), ("b", b"beta"), ("gone", b"x")]);
+        let mut next = manifest(3, &[("a", b"alpha"), ("b", b"BETA"), ("new", b"n")]);
+        // A new mtime on the same bytes is no change of content.
+        next.files.get_mut(&RelPath::new("a").unwrap()).unwrap().current.mtime_ns = 99;
+        assert_eq!(next.changes_from(&base), Changes { new: 1, changed: 1, deleted: 1 });
+        assert_eq!(base.changes_from(&base), Changes::default());
+        assert_eq!(base.changes_from(&Manifest::empty()), Changes { new: 3, ..Changes::default() });
+        assert_eq!(next.bytes(), 5 + 4 + 1);
     }
 
     #[test]

@@ -258,3 +258,100 @@ pub struct Quarantined {
     pub size: Option<u64>,
     pub why: String,
 }
+
+// `redundo generations`
+
+/// The backup set's content generations, newest first: what `restore --generation` takes.
+#[derive(Debug, Serialize)]
+pub struct GenerationsReport {
+    /// The content generation the manifest records now.
+    pub current: u64,
+    pub keep_versions: usize,
+    pub generations: Vec<Generation>,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One content generation.
+#[derive(Debug, Serialize)]
+pub struct Generation {
+    pub generation: u64,
+    /// When the backup that committed it ended (from the history), else when its manifest
+    /// was written; `None` when neither is known.
+    pub at: Option<String>,
+    pub files: Option<usize>,
+    pub bytes: Option<u64>,
+    /// What changed from generation `since`, as the backup recorded it; `None` when no
+    /// backup recorded it (a history from before, a repair's vote, a run killed before its
+    /// history was written).
+    pub changes: Option<GenerationChanges>,
+    pub current: bool,
+    /// Whether `restore --generation` gives it back whole: the current one, or one whose
+    /// record some target keeps with every replaced file in a kept versions folder.
+    pub restorable: bool,
+    /// The targets keeping its versions with a usable `<G>.manifest`.
+    pub kept_on: Vec<String>,
+    /// Files it records with other content than now that no kept versions folder holds at
+    /// their recorded size: `restore --generation` cannot give them back.
+    pub missing_files: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_examples: Vec<String>,
+    /// Why it cannot be restored, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
+}
+
+/// What a backup changed, in files, from the content generation it started from.
+#[derive(Debug, Serialize)]
+pub struct GenerationChanges {
+    pub since: u64,
+    pub new: usize,
+    pub changed: usize,
+    pub deleted: usize,
+}
+
+// `redundo quarantine purge`
+
+/// What a quarantine purge deleted and kept (with `--dry-run`: would delete).
+#[derive(Debug, Serialize)]
+pub struct PurgeReport {
+    pub dry_run: bool,
+    /// `--older-than`, in seconds.
+    pub older_than_secs: u64,
+    pub deleted: Vec<Purged>,
+    pub kept: Vec<PurgeKept>,
+    pub files_deleted: usize,
+    pub bytes_freed: u64,
+    pub files_kept: usize,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One quarantined file deleted (or, with `--dry-run`, that would be).
+#[derive(Debug, Serialize)]
+pub struct Purged {
+    pub copy: String,
+    pub stamp: String,
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+    /// Why it could go: the same bytes are verified elsewhere, or it was damage taken out of
+    /// a target copy whose recorded content is verified elsewhere.
+    pub why: crate::decide::purge::DeleteWhy,
+    /// A backed-up file recording the content that makes it unneeded (its own, or the one the
+    /// damaged copy was meant to hold), and the target whose copy of it was verified holding
+    /// it just now.
+    pub same_as: String,
+    pub verified_on: String,
+}
+
+/// One quarantined file kept, and why.
+#[derive(Debug, Serialize)]
+pub struct PurgeKept {
+    pub copy: String,
+    pub stamp: String,
+    pub path: String,
+    pub size: Option<u64>,
+    pub reason: crate::decide::purge::KeepWhy,
+    pub why: String,
+}

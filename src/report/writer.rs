@@ -13,9 +13,10 @@ use serde::Serialize;
 use super::exit::Exit;
 use super::findings::{Finding, Findings};
 use super::outcome::{
-    BackupReport, InitReport, LsReport, QuarantineReport, RepairReport, RestoreReport,
-    StatusReport, VerifyReport,
+    BackupReport, Generation, GenerationsReport, InitReport, LsReport, PurgeReport,
+    QuarantineReport, RepairReport, RestoreReport, StatusReport, VerifyReport,
 };
+use crate::decide::purge::{DeleteWhy, KeepWhy};
 use crate::record::history::CopyCounts;
 
 pub struct Output {
@@ -32,7 +33,9 @@ pub enum Report {
     Status(Box<StatusReport>),
     Restore(RestoreReport),
     Ls(LsReport),
+    Generations(GenerationsReport),
     Quarantine(QuarantineReport),
+    Purge(PurgeReport),
 }
 
 impl Report {
@@ -45,7 +48,9 @@ impl Report {
             Report::Status(_) => "status",
             Report::Restore(_) => "restore",
             Report::Ls(_) => "ls",
+            Report::Generations(_) => "generations",
             Report::Quarantine(_) => "quarantine",
+            Report::Purge(_) => "quarantine purge",
         }
     }
 
@@ -58,7 +63,9 @@ impl Report {
             Report::Status(r) => Some(&r.findings),
             Report::Restore(r) => Some(&r.findings),
             Report::Ls(r) => Some(&r.findings),
+            Report::Generations(r) => Some(&r.findings),
             Report::Quarantine(r) => Some(&r.findings),
+            Report::Purge(r) => Some(&r.findings),
         }
     }
 
@@ -78,7 +85,9 @@ impl Report {
                 Report::Status(r) => json_document(self.name(), self.exit(), r),
                 Report::Restore(r) => json_document(self.name(), self.exit(), r),
                 Report::Ls(r) => json_document(self.name(), self.exit(), r),
+                Report::Generations(r) => json_document(self.name(), self.exit(), r),
                 Report::Quarantine(r) => json_document(self.name(), self.exit(), r),
+                Report::Purge(r) => json_document(self.name(), self.exit(), r),
             };
             // Rendered first, so a closed stdout shows as the plain io error it is.
             let mut text = serde_json::to_vec_pretty(&body)?;
@@ -188,6 +197,47 @@ impl Report {
                     writeln!(out, "quarantine: empty")?;
                 }
             }
+            Report::Purge(r) => {
+                let done = if r.dry_run { "would delete" } else { "deleted" };
+                for d in &r.deleted {
+                    let because = match d.why {
+                        DeleteWhy::Redundant => "the same bytes as",
+                        DeleteWhy::DamagedCopyReplaced => {
+                            "damage taken out of this target's copy of"
+                        }
+                    };
+                    writeln!(
+                        out,
+                        "{}",
+                        printable(&format!(
+                            "{}: quarantine/{}/{} ({}): {done}: {because} {}, whose copy on {} verified good just now",
+                            d.copy,
+                            d.stamp,
+                            d.path,
+                            human_bytes(d.size),
+                            d.same_as,
+                            d.verified_on
+                        ))
+                    )?;
+                }
+                if !output.quiet {
+                    // An unreadable one is a problem line already.
+                    let kept = r.kept.iter().filter(|k| k.reason != KeepWhy::Unreadable);
+                    for k in kept {
+                        let size =
+                            k.size.map_or(String::new(), |s| format!(" ({})", human_bytes(s)));
+                        writeln!(
+                            out,
+                            "{}",
+                            printable(&format!(
+                                "{}: quarantine/{}/{}{size}: kept: {}",
+                                k.copy, k.stamp, k.path, k.why
+                            ))
+                        )?;
+                    }
+                }
+                writeln!(out, "{}", purge_summary(r))?;
+            }
             Report::Ls(r) => {
                 for f in &r.files {
                     if r.long || output.verbose {
@@ -207,6 +257,19 @@ impl Report {
                         writeln!(out, "{:>12} {}", f.size, f.path)?;
                     }
                 }
+            }
+            Report::Generations(r) => {
+                for (i, g) in r.generations.iter().enumerate() {
+                    let older = r.generations.get(i + 1).map(|o| o.generation);
+                    writeln!(out, "{}", printable(&generation_line(g, older)))?;
+                }
+                let restorable = r.generations.iter().filter(|g| g.restorable).count();
+                writeln!(
+                    out,
+                    "generations: {} listed, {restorable} restorable; current {}",
+                    r.generations.len(),
+                    r.current
+                )?;
             }
             Report::Restore(r) => {
                 let from: Vec<String> =
@@ -306,6 +369,62 @@ fn count(n: usize, noun: &str) -> String {
 fn mtime_text(mtime_ns: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns.max(0) as u64);
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `generation 3 (2026-11-26T05:14:17Z): 5 files, 1.5 MiB; 0 new, 1 changed, 0 deleted;
+/// kept on nas, usb (restore --generation 3)`. `older` is the next older generation listed:
+/// the changes name the generation they are from only when it is another.
+fn generation_line(g: &Generation, older: Option<u64>) -> String {
+    let at = g.at.as_deref().map_or(String::new(), |at| format!(" ({at})"));
+    let size = match (g.files, g.bytes) {
+        (Some(files), Some(bytes)) => format!("{}, {}", count(files, "file"), human_bytes(bytes)),
+        _ => "files unknown".to_string(),
+    };
+    let changes = match &g.changes {
+        Some(c) => {
+            let since = if older == Some(c.since) || c.since == 0 {
+                String::new()
+            } else {
+                format!(" since generation {}", c.since)
+            };
+            format!("{} new, {} changed, {} deleted{since}", c.new, c.changed, c.deleted)
+        }
+        None => "changes not recorded".to_string(),
+    };
+    let state = if g.current {
+        "current".to_string()
+    } else if g.restorable {
+        format!("kept on {} (restore --generation {})", g.kept_on.join(", "), g.generation)
+    } else {
+        let mut why = format!("not restorable: {}", g.why_not.as_deref().unwrap_or("unknown"));
+        if !g.missing_examples.is_empty() {
+            why.push_str(&format!(", e.g. {}", g.missing_examples.join(", ")));
+        }
+        why
+    };
+    format!("generation {}{at}: {size}; {changes}; {state}", g.generation)
+}
+
+fn purge_summary(r: &PurgeReport) -> String {
+    let problems = match r.findings.problems.len() {
+        0 => String::new(),
+        n => format!("; {}", count(n, "problem")),
+    };
+    if r.dry_run {
+        format!(
+            "quarantine purge --dry-run: would delete {} ({}); {} kept; nothing deleted{problems}",
+            count(r.files_deleted, "file"),
+            human_bytes(r.bytes_freed),
+            r.files_kept
+        )
+    } else {
+        format!(
+            "quarantine purge: {} deleted, {} freed; {} kept{problems}",
+            count(r.files_deleted, "file"),
+            human_bytes(r.bytes_freed),
+            r.files_kept
+        )
+    }
 }
 
 fn backup_summary(r: &BackupReport) -> String {

@@ -480,3 +480,52 @@ pub const SET_ID_NAME: &str = "set-id";
 pub fn quarantine_stamp() -> String {
     format!("{}-{}", now_rfc3339().replace([':', '-'], ""), std::process::id())
 }
+
+/// The time a [`quarantine_stamp`] names; `None` for a name that is not one.
+pub fn stamp_time(stamp: &str) -> Option<std::time::SystemTime> {
+    let (time, pid) = stamp.split_once('-')?;
+    let b = time.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    let shaped = b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && digits(0..8) && digits(9..15);
+    if !shaped || pid.parse::<u32>().is_err() {
+        return None;
+    }
+    let t = time;
+    let text = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &t[0..4],
+        &t[4..6],
+        &t[6..8],
+        &t[9..11],
+        &t[11..13],
+        &t[13..15]
+    );
+    humantime::parse_rfc3339(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quarantine_stamp_gives_back_its_time_and_other_names_none() {
+        let now = std::time::SystemTime::now();
+        let at = stamp_time(&quarantine_stamp()).expect("this run's stamp");
+        let apart = now.duration_since(at).unwrap_or_else(|e| e.duration());
+        assert!(apart < std::time::Duration::from_secs(5), "{apart:?}");
+        let at = stamp_time("20261126T053453Z-23606").unwrap();
+        assert_eq!(humantime::format_rfc3339(at).to_string(), "2026-11-26T05:34:53Z");
+        for name in [
+            "",
+            "x",
+            "20261126T053453Z",
+            "20261126T053453Z-",
+            "20261326T053453Z-1",
+            "2026112xT053453Z-1",
+            "20261126T053453Z-1-2",
+            "../20261126T053453Z-1",
+        ] {
+            assert_eq!(stamp_time(name), None, "{name:?}");
+        }
+    }
+}

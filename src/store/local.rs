@@ -604,6 +604,19 @@ impl Store for LocalDir {
         }
     }
 
+    fn remove_empty_kept(&self, folder: &str) -> io::Result<()> {
+        let (dir, name) = match self.state_parent_of(folder, false) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match dir.entry(name)? {
+            Entry::Symlink => Err(is_symlink(&dir, name)),
+            Entry::Other(meta) if meta.is_dir() => dir.remove_empty_tree(name),
+            _ => Ok(()),
+        }
+    }
+
     fn remove(&self, path: &RelPath) -> io::Result<()> {
         let (dir, name) = self.parent_of(path, false)?;
         if let Entry::Symlink = dir.entry(name)? {
@@ -929,6 +942,33 @@ mod tests {
             assert!(store.read_state(name).unwrap_err().to_string().contains("symlink"));
         }
         assert_eq!(std::fs::read(dir.path().join("outside/pristine")).unwrap(), b"pristine");
+    }
+
+    #[test]
+    fn remove_empty_kept_removes_only_empty_folders_and_never_follows_a_symlink() {
+        let (dir, store) = workspace();
+        let kept = dir.path().join("t/.redundo/versions/7");
+        // A file below: nothing goes, the file least of all.
+        store.remove_empty_kept("versions/7").unwrap();
+        assert_eq!(std::fs::read(kept.join("a/b/c.txt")).unwrap(), b"one");
+        // A symlink below (to a folder with a file): it stays, and so does what it points to.
+        std::fs::remove_file(kept.join("a/b/c.txt")).unwrap();
+        symlink(dir.path().join("outside"), kept.join("a/link")).unwrap();
+        let before = outside(dir.path());
+        store.remove_empty_kept("versions/7").unwrap();
+        assert!(kept.join("a/link").is_symlink());
+        assert!(!kept.join("a/b").exists(), "the empty folder beside it goes");
+        assert_eq!(outside(dir.path()), before);
+        // Only empty folders left: the kept folder goes.
+        std::fs::remove_file(kept.join("a/link")).unwrap();
+        store.remove_empty_kept("versions/7").unwrap();
+        assert!(!kept.exists());
+        store.remove_empty_kept("versions/7").unwrap();
+        // A symlink in place of the kept folder is refused.
+        plant(dir.path(), "t/.redundo/versions/7");
+        let e = store.remove_empty_kept("versions/7").unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        assert_eq!(outside(dir.path()), before);
     }
 
     #[test]

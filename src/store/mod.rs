@@ -209,6 +209,12 @@ pub trait Store: Send + Sync {
     fn kept_view(&self, folder: &str) -> Box<dyn Store>;
     /// Removes a kept folder and everything in it.
     fn remove_kept(&self, folder: &str) -> io::Result<()>;
+    /// Removes a kept folder if nothing but empty folders is left in it (after a quarantine
+    /// purge), and does nothing when something is. Kinds without folders, and HDFS (whose
+    /// empty folders hold no bytes), have nothing to do.
+    fn remove_empty_kept(&self, _folder: &str) -> io::Result<()> {
+        Ok(())
+    }
     fn remove(&self, path: &RelPath) -> io::Result<()>;
     /// Removes the folders above `path` that are empty now, deepest first, up to the root
     /// (after a prune). Kinds without folders have nothing to do.

@@ -908,6 +908,12 @@ impl Store for S3Dir {
         for key in self.keys_below(&format!("{}{folder}/", self.state))? {
             self.conn.delete(&key)?;
         }
+        // A kept file (a versions folder's `.manifest` or `.notes`, a quarantine's notes) is
+        // the one object of that name, which the listing below it does not hold.
+        let key = format!("{}{folder}", self.state);
+        if self.conn.head(&key)?.is_some() {
+            self.conn.delete(&key)?;
+        }
         Ok(())
     }
 

@@ -684,14 +684,18 @@ fn completions_and_man_page_print_non_empty_output() {
     }
     let run = env.ok(&["man"]);
     assert!(run.stdout.contains(".TH redundo 1"), "{run:?}");
-    for command in ["backup", "verify", "repair", "restore", "cat", "ls"] {
+    for command in
+        ["backup", "verify", "repair", "restore", "cat", "ls", "generations", "quarantine purge"]
+    {
         let section = format!(".SH \"REDUNDO {}\"", command.to_uppercase());
         assert!(run.stdout.contains(&section), "man page lacks {command}");
     }
     // One page: it names no per-command page that does not exist, and it has the options and
     // the config keys.
     assert!(!run.stdout.contains("(1)\n") && !run.stdout.contains("redundo\\-backup(1)"));
-    for listed in ["\\-\\-dry\\-run", "\\-\\-lock\\-wait", "keep_versions", "state_dir"] {
+    for listed in
+        ["\\-\\-dry\\-run", "\\-\\-lock\\-wait", "\\-\\-older\\-than", "keep_versions", "state_dir"]
+    {
         assert!(run.stdout.contains(listed), "man page lacks {listed}");
     }
     let run = env.expect(&["completions", "tcsh"], 2);

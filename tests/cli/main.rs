@@ -11,6 +11,7 @@ mod faults;
 mod features;
 mod hdfs;
 mod hostile;
+mod operations;
 mod props;
 mod records;
 mod recovery;

@@ -383,3 +383,66 @@ fn s3_credentials_never_come_from_the_config_and_bad_keys_are_usage_errors() {
     let run = env.expect(&["status"], 2);
     assert!(run.stderr.contains("region applies to s3:// targets only"), "{run:?}");
 }
+
+#[test]
+fn real_s3_dropped_versions_take_their_record_and_generations_and_quarantine_purge_work_there() {
+    let Some(url) = endpoint() else { return };
+    let prefix = prefix("ops");
+    let env = s3_env(&url, &prefix);
+    let aws = Aws { url };
+    let config = std::fs::read_to_string(env.path("redundo.toml")).unwrap();
+    std::fs::write(env.path("redundo.toml"), format!("keep_versions = 1\n{config}")).unwrap();
+    let small = |env: &Env, seed: u64, mtime_s: i64| {
+        let data = bytes(seed, 3 * MIB);
+        env.write("models/small.bin", &data);
+        let path = env.path("data/models/small.bin");
+        filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(mtime_s, 0)).unwrap();
+        data
+    };
+    let generation = |run: &crate::common::Run| -> u64 {
+        let line = run.stdout.lines().find(|l| l.starts_with("backup: generation ")).unwrap();
+        line["backup: generation ".len()..].split(',').next().unwrap().parse().unwrap()
+    };
+    let g1 = generation(&env.ok(&["backup"]));
+    small(&env, 60, 1_700_000_000);
+    let g2 = generation(&env.ok(&["backup"]));
+    small(&env, 61, 1_700_000_100);
+    let g3 = generation(&env.ok(&["backup"]));
+
+    // The versions of g1 were dropped beyond keep_versions = 1: their record with them.
+    let kept = aws.keys(&format!("{prefix}/.redundo/versions"));
+    let versions = format!("{prefix}/.redundo/versions");
+    assert!(!kept.contains(&format!("{versions}/{g1}.manifest")), "{kept:?}");
+    assert!(!kept.contains(&format!("{versions}/{g1}.notes")), "{kept:?}");
+    assert!(kept.contains(&format!("{versions}/{g2}.manifest")), "{kept:?}");
+    let doc = env.ok(&["generations", "--json"]).json();
+    let row = |g: u64| {
+        doc["generations"].as_array().unwrap().iter().find(|r| r["generation"] == g).cloned()
+    };
+    assert_eq!(row(g3).unwrap()["current"], true, "{doc}");
+    assert_eq!(row(g2).unwrap()["kept_on"], serde_json::json!(["local", "bucket"]), "{doc}");
+    assert_eq!(row(g1).unwrap()["restorable"], false, "{doc}");
+    env.expect(&["restore", "--to", "old", "--generation", &g1.to_string()], 2);
+
+    // Bytes written to the bucket by hand, kept by repair, then recorded by a backup: redundant.
+    let key = format!("{prefix}/models/small.bin");
+    let by_hand = bytes(62, 3 * MIB);
+    aws.overwrite_keeping_mtime(&key, &by_hand, env.root());
+    env.ok(&["repair", "--quiet"]);
+    env.write("models/small.bin", &by_hand);
+    env.ok(&["backup", "--quiet"]);
+    let doc = env.ok(&["quarantine", "purge", "--older-than", "0s", "--json"]).json();
+    assert_eq!(doc["deleted"][0]["copy"], "bucket", "{doc}");
+    assert_eq!(doc["deleted"][0]["path"], "models/small.bin", "{doc}");
+    assert_eq!(doc["files_deleted"], 1, "{doc}");
+    // (`aws s3 ls` of a prefix with no object in it fails, so its output is what counts.)
+    let left = aws.run(&[
+        "s3",
+        "ls",
+        "--recursive",
+        &format!("s3://{BUCKET}/{prefix}/.redundo/quarantine/"),
+    ]);
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(left.trim().is_empty(), "the quarantined object and its notes are gone: {left}");
+    assert!(aws.read(&key) == by_hand);
+}

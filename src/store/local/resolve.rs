@@ -232,6 +232,23 @@ impl Dir {
         fs::remove_dir_all(self.fd_path().join(name))
     }
 
+    /// Removes the folder `name` if nothing but empty folders is below it, deepest first;
+    /// anything else there (a file, a symlink) is left, and so are the folders holding it.
+    /// A symlink at `name` is refused.
+    pub fn remove_empty_tree(&self, name: &str) -> io::Result<()> {
+        let sub = self.child(name, false)?;
+        for (child, kind) in sub.names()? {
+            // The type as listed: a symlink is not a folder here, and is never descended into.
+            if kind.is_some_and(|k| k.is_dir()) {
+                let _ = sub.remove_empty_tree(&child);
+            }
+        }
+        match self.remove_empty(name) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => Ok(()),
+            other => other,
+        }
+    }
+
     /// The names in this folder, each with its type as found (a symlink is not followed).
     pub fn names(&self) -> io::Result<Vec<(String, Option<fs::FileType>)>> {
         let entries = fs::read_dir(self.fd_path())?;
