@@ -291,6 +291,12 @@ pub(crate) fn file_findings(
                     ),
                 );
             }
+            CopyVerdict::KnownCorrupt { reason } => findings.problem(
+                ProblemKind::Corrupt,
+                copy,
+                p,
+                format!("{reason}: a read would fail (found without reading it; `redundo repair` rewrites it)"),
+            ),
             CopyVerdict::Unreadable { reason } => {
                 findings.problem(
                     ProblemKind::ReadFailed,
@@ -348,6 +354,7 @@ pub(crate) fn file_findings(
                         CopyVerdict::Missing => "missing".into(),
                         CopyVerdict::Unreadable { .. } => "unreadable".into(),
                         CopyVerdict::ChecksumDiffers { .. } => "checksum differs".into(),
+                        CopyVerdict::KnownCorrupt { .. } => "corrupt block".into(),
                         CopyVerdict::Pending { .. } => "pending".into(),
                         CopyVerdict::WrongSize { .. } => "?".into(),
                         CopyVerdict::Unknown => "unreachable".into(),

@@ -441,6 +441,7 @@ fn quarantine_note(was: &CopyVerdict) -> String {
             )
         }
         CopyVerdict::Unreadable { reason } => format!("unreadable: {reason}"),
+        CopyVerdict::KnownCorrupt { reason } => format!("unreadable: {reason}"),
         CopyVerdict::ChecksumDiffers { found, expected } => {
             format!("checksum differs: {found}, expected {expected}")
         }

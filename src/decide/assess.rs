@@ -34,6 +34,9 @@ pub enum Observed {
         blocks: Option<Vec<Digest>>,
     },
     Unreadable(String),
+    /// The kind itself knows the copy holds a corrupt block (HDFS: the NameNode's fsck), so
+    /// it is damaged, found without reading it.
+    KnownCorrupt(String),
     /// The kind's own checksum (HDFS's, read without the data) differs from the recorded one.
     ChecksumDiffers {
         size: u64,
@@ -149,6 +152,9 @@ pub fn assess(
                 *id,
                 CopyVerdict::ChecksumDiffers { found: found.clone(), expected: expected.clone() },
             )),
+            Observed::KnownCorrupt(reason) => {
+                copies.push((*id, CopyVerdict::KnownCorrupt { reason: reason.clone() }))
+            }
             Observed::Present { size, digest: None, .. } => {
                 let verdict = if *size == current.size || pending.iter().any(|p| p.size == *size) {
                     CopyVerdict::Ok

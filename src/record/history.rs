@@ -36,7 +36,9 @@ impl CopyCounts {
             CopyVerdict::Pending { .. } => self.pending += 1,
             CopyVerdict::Missing => self.missing += 1,
             CopyVerdict::WrongSize { .. } => self.wrong_size += 1,
-            CopyVerdict::Corrupt { .. } | CopyVerdict::ChecksumDiffers { .. } => self.corrupt += 1,
+            CopyVerdict::Corrupt { .. }
+            | CopyVerdict::ChecksumDiffers { .. }
+            | CopyVerdict::KnownCorrupt { .. } => self.corrupt += 1,
             CopyVerdict::Unreadable { .. } => self.unreadable += 1,
             CopyVerdict::Foreign { .. } => self.foreign += 1,
             CopyVerdict::NotIndependent => self.not_independent += 1,

@@ -38,6 +38,11 @@ pub enum CopyVerdict {
         size: u64,
         expected: Digest,
     },
+    /// The target kind itself reports a corrupt block in the copy (HDFS's fsck), found
+    /// without reading it.
+    KnownCorrupt {
+        reason: String,
+    },
     /// Found by the target's own checksum, without reading the data (`verify --fast`).
     ChecksumDiffers {
         found: String,
@@ -81,6 +86,7 @@ impl CopyVerdict {
             CopyVerdict::Foreign { .. } => "foreign content",
             CopyVerdict::NotIndependent => "not independent",
             CopyVerdict::ChecksumDiffers { .. } => "checksum differs",
+            CopyVerdict::KnownCorrupt { .. } => "corrupt block",
             CopyVerdict::Disputed { .. } => "disputed",
             CopyVerdict::Unknown => "unknown",
         }
@@ -96,6 +102,7 @@ impl CopyVerdict {
                 | CopyVerdict::Foreign { .. }
                 | CopyVerdict::NotIndependent
                 | CopyVerdict::ChecksumDiffers { .. }
+                | CopyVerdict::KnownCorrupt { .. }
         )
     }
 }

@@ -199,6 +199,10 @@ fn observe(
             {
                 return (id, Some(Observed::SourceChanged));
             }
+            // Known without a read, and a read would only fail.
+            if let Some(reason) = listing.known_corrupt.get(path) {
+                return (id, Some(Observed::KnownCorrupt(reason.clone())));
+            }
             if !deep {
                 return (id, Some(fast_look(ws, id, path, entry, stat.size)));
             }

@@ -111,6 +111,9 @@ pub struct Listing {
     pub skipped: Vec<Skipped>,
     /// Folders that could not be read, with why: what is below them is unknown.
     pub unreadable: Vec<(RelPath, String)>,
+    /// Files the kind itself already knows hold a corrupt block, found without reading them
+    /// (HDFS: the NameNode's fsck), each with why.
+    pub known_corrupt: BTreeMap<RelPath, String>,
     /// Which folders on disk the walk passed (where the kind can say), so that a target
     /// reached through a bind mount of one of the source's folders is noticed.
     pub folder_ids: BTreeSet<FileId>,

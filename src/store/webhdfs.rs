@@ -224,6 +224,24 @@ impl WebHdfsDir {
         dir
     }
 
+    /// The listed files that hold a block the NameNode knows is corrupt. Best effort: a
+    /// NameNode that will not run fsck for this user leaves the check to the checksums and
+    /// reads, as before.
+    fn known_corrupt(&self, listing: &Listing) -> std::collections::BTreeMap<RelPath, String> {
+        let Ok(corrupt) = self.conn.corrupt_files(&self.root) else { return Default::default() };
+        let below = format!("{}/", self.root);
+        corrupt
+            .into_iter()
+            .filter_map(|(block, abs)| {
+                let path = RelPath::new(abs.strip_prefix(&below)?).ok()?;
+                listing
+                    .files
+                    .contains_key(&path)
+                    .then(|| (path, format!("the NameNode's fsck reports block {block} corrupt")))
+            })
+            .collect()
+    }
+
     /// Where a state file lives: the local records of a source (plain names), else HDFS.
     fn records_for(&self, name: &str) -> Option<&super::LocalDir> {
         self.records.as_ref().filter(|_| !name.contains('/'))
@@ -386,6 +404,42 @@ impl Conn {
         let url = self.url(abs, op, params);
         let resp = self.send(&|| self.meta.request(method.clone(), &url))?;
         check(resp, abs)
+    }
+
+    /// The files below `abs` whose blocks the NameNode already knows are corrupt (a DataNode
+    /// found a bad checksum, on a read or in its block scanner), as the fsck servlet lists
+    /// them (what `hdfs fsck -list-corruptfileblocks` asks): `(block, path)`. Paged by its
+    /// cookie, so every one is listed however many there are.
+    fn corrupt_files(&self, abs: &str) -> io::Result<Vec<(String, String)>> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        let mut cookie: Option<String> = None;
+        for _page in 0..10_000 {
+            let mut url = format!(
+                "{}/fsck?user.name={}&path={}&listcorruptfileblocks=1",
+                self.endpoint,
+                encode(&self.user),
+                encode(abs)
+            );
+            if let Some(doas) = &self.doas {
+                url.push_str(&format!("&doas={}", encode(doas)));
+            }
+            if let Some(cookie) = &cookie {
+                url.push_str(&format!("&startblockafter={}", encode(cookie)));
+            }
+            let resp = self.send(&|| self.meta.get(&url))?;
+            if !resp.status().is_success() {
+                return Err(io::Error::other(format!("fsck of {abs}: HTTP {}", resp.status())));
+            }
+            let text = resp.text().map_err(|e| io::Error::other(one_line_error(&e)))?;
+            let (page, next) = parse_corrupt_listing(&text);
+            let fresh = page.iter().any(|entry| !found.contains(entry));
+            found.extend(page.into_iter().filter(|e| !found.contains(e)).collect::<Vec<_>>());
+            match next {
+                Some(next) if fresh && cookie.as_ref() != Some(&next) => cookie = Some(next),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     fn status(&self, abs: &str) -> io::Result<Option<HdfsStatus>> {
@@ -694,6 +748,7 @@ impl Store for WebHdfsDir {
                 }
             }
         }
+        listing.known_corrupt = self.known_corrupt(&listing);
         Ok(listing)
     }
 
@@ -957,6 +1012,23 @@ fn unreachable_cause(url: &str) -> Option<String> {
     }
 }
 
+/// One page of fsck's `listcorruptfileblocks` report: its `blk_<id>\t<path>` lines, and the
+/// cookie to ask for the next page with.
+fn parse_corrupt_listing(text: &str) -> (Vec<(String, String)>, Option<String>) {
+    let entries = text
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(block, path)| block.starts_with("blk_") && path.starts_with('/'))
+        .map(|(block, path)| (block.to_string(), path.trim_end().to_string()))
+        .collect();
+    let cookie = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Cookie:"))
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    (entries, cookie)
+}
+
 /// Percent-encodes one query value or path segment: everything but unreserved characters.
 fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -978,6 +1050,23 @@ fn encode_path(abs: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fsck_listing_gives_each_corrupt_file_and_the_cookie_of_the_next_page() {
+        let text = "FSCK started by root (auth:SIMPLE) from /127.0.0.1 for path /b at Wed\nCookie:\t5\nblk_1073742646\t/b/.redundo/quarantine/x/rot.txt\nblk_1073743163\t/b/a b.txt\n\n\nThe filesystem under path '/b' has 2 CORRUPT files\n";
+        let (entries, cookie) = parse_corrupt_listing(text);
+        assert_eq!(
+            entries,
+            [
+                ("blk_1073742646".to_string(), "/b/.redundo/quarantine/x/rot.txt".to_string()),
+                ("blk_1073743163".to_string(), "/b/a b.txt".to_string())
+            ]
+        );
+        assert_eq!(cookie.as_deref(), Some("5"));
+        let healthy =
+            "FSCK started by root\n\nThe filesystem under path '/b' has 0 CORRUPT files\n";
+        assert_eq!(parse_corrupt_listing(healthy), (Vec::new(), None));
+    }
 
     #[test]
     fn every_path_segment_is_percent_encoded() {

@@ -420,3 +420,30 @@ fn two_targets_on_one_hdfs_cluster_count_once_in_the_reliability_figure() {
     let shared = &doc["durability"]["reliability"]["shared_domains"][0]["targets"];
     assert_eq!(shared.as_array().map(Vec::len), Some(2), "{doc:#}");
 }
+
+#[test]
+fn a_block_the_namenode_knows_is_corrupt_is_found_by_fast_verify_and_repaired() {
+    let Some(url) = namenode() else { return };
+    let dir = hdfs_dir("fsck");
+    let env = hdfs_env(&url, &dir);
+    let hdfs = Hdfs::new(&url);
+    env.ok(&["backup", "--quiet"]);
+    let copy = format!("{dir}/a b ü.txt");
+    // Bit rot on the DataNode's disk under HDFS's own CRCs: GETFILECHECKSUM is computed from
+    // the stored CRCs, so it still matches. Once a read has failed, the NameNode knows.
+    crate::common::flip_byte(&block_file_of(&hdfs, &copy), 3);
+    env.ok(&["verify", "--fast", "--quiet"]);
+    let read = hdfs.client.get(hdfs.op(&copy, "OPEN")).send().unwrap();
+    let location = read.headers()["location"].to_str().unwrap().to_string();
+    assert!(hdfs.client.get(location).send().and_then(|r| r.bytes()).is_err(), "the read fails");
+
+    let fast = env.run(&["verify", "--fast"]);
+    assert_eq!(fast.code, 1, "{fast:?}");
+    let line = fast.stdout.lines().find(|l| l.starts_with("hdfs: a b ü.txt: CORRUPT: "));
+    assert!(line.is_some_and(|l| l.contains("fsck reports block blk_")), "{fast:?}");
+    let repair = env.run(&["repair"]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    env.ok(&["verify", "--fast", "--quiet"]);
+    env.ok(&["verify", "--quiet"]);
+    assert_eq!(hdfs.read(&copy), b"spaces and unicode");
+}
