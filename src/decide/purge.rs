@@ -168,7 +168,8 @@ mod tests {
         let old = Some(40 * day);
         let hashed = Bytes::Hashed;
         // (case, age, bytes, the recorded content it was a damaged copy of, expected)
-        let cases: [(&str, Option<Duration>, Bytes, Option<Content>, Purge); 18] = [
+        type Case = (&'static str, Option<Duration>, Bytes, Option<Content>, Purge);
+        let cases: [Case; 18] = [
             ("old, redundant", old, hashed(a), None, Purge::Delete(Redundant)),
             ("exactly the age", Some(30 * day), hashed(a), None, Purge::Delete(Redundant)),
             ("young, redundant", Some(29 * day), hashed(a), None, Purge::Keep(KeepWhy::TooYoung)),
