@@ -77,16 +77,7 @@ impl RawSource {
         let mut raw = RawTarget {
             name: "source".into(),
             location: self.location().to_string(),
-            user: None,
-            doas: None,
-            timeout: None,
-            retries: None,
-            block_size: None,
-            endpoint: None,
-            region: None,
-            path_style: None,
-            profile: None,
-            part_size: None,
+            ..RawTarget::default()
         };
         if let RawSource::Table(table) = self {
             raw.user.clone_from(&table.user);
@@ -98,7 +89,7 @@ impl RawSource {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub name: String,

@@ -54,16 +54,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
         raw_targets.push(RawTarget {
             name,
             location: location.clone(),
-            user: None,
-            doas: None,
-            timeout: None,
-            retries: None,
-            block_size: None,
-            endpoint: None,
-            region: None,
-            path_style: None,
-            profile: None,
-            part_size: None,
+            ..RawTarget::default()
         });
     }
     let raw = RawConfig {
