@@ -221,7 +221,13 @@ pub(crate) fn file_findings(
                 findings.notice(NoticeKind::Pending, copy, p, detail);
             }
             CopyVerdict::Missing => {
-                findings.problem(ProblemKind::Missing, copy, p, "copy is missing");
+                let detail = match ws.copy(*id).refuses(path) {
+                    Some(why) => format!(
+                        "copy is missing: {why}; no run can copy it there (rename the file, or exclude it)"
+                    ),
+                    None => "copy is missing".to_string(),
+                };
+                findings.problem(ProblemKind::Missing, copy, p, detail);
             }
             CopyVerdict::WrongSize { size, expected } => {
                 findings.problem(

@@ -281,6 +281,11 @@ pub trait Store: Send + Sync {
     fn native_checksum(&self, _path: &RelPath) -> Option<io::Result<NativeChecksum>> {
         None
     }
+    /// Why this kind can never hold a file at `path` (HDFS: a name with `%` or `:`), so no
+    /// run can copy it here; `stage` refuses it before anything is sent.
+    fn refuses(&self, _path: &RelPath) -> Option<String> {
+        None
+    }
 }
 
 /// Which copy a store holds, and so where its own state (manifest replica, quarantine, kept

@@ -6,7 +6,9 @@
 //! `307` or as `200 {"Location": ...}`); `overwrite`, `permission` and `user.name` always
 //! sent, booleans lowercase; every path segment percent-encoded; `{"boolean": false}` from
 //! RENAME or DELETE taken as "nothing happened"; RemoteException bodies turned into one-line
-//! errors. Connection errors, timeouts and 5xx are retried with backoff, never 4xx.
+//! errors. Connection errors, timeouts and 5xx are retried with backoff, never 4xx. A name
+//! HDFS cannot hold (`names`: `:`, and `%`, which the DataNode decodes a second time) is
+//! refused before anything is sent.
 //!
 //! Atomic replace: HDFS RENAME will not overwrite, so installing over an existing copy is
 //! two renames: the old copy aside to `.redundo-tmp-<pid>-<n>`, then the new one from its
@@ -15,6 +17,8 @@
 //! bytes still sit in temporaries beside it); `verify` reports it missing and the next backup
 //! re-copies it and removes the temporaries. HDFS has no hard links, so `keep` (quarantine,
 //! versions) moves the file: the same window applies until the repaired copy is installed.
+
+mod names;
 
 use super::http::{one_line, one_line_error};
 use std::collections::BTreeSet;
@@ -333,6 +337,14 @@ impl Conn {
         }
     }
 
+    /// Refuses, before anything is sent, a file whose data HDFS cannot hold under its name.
+    fn refuse_unholdable(abs: &str) -> io::Result<()> {
+        match names::refused(abs) {
+            Some(why) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{abs}: {why}"))),
+            None => Ok(()),
+        }
+    }
+
     fn call(
         &self,
         method: Method,
@@ -393,6 +405,7 @@ impl Conn {
 
     /// CREATE's first step: where the body must go.
     fn create_location(&self, abs: &str) -> io::Result<String> {
+        Conn::refuse_unholdable(abs)?;
         let params = [
             ("overwrite", "false".to_string()),
             ("permission", "644".to_string()),
@@ -439,6 +452,7 @@ impl Conn {
     }
 
     fn open(&self, abs: &str, offset: u64) -> io::Result<Response> {
+        Conn::refuse_unholdable(abs)?;
         let url = self.url(abs, "OPEN", &[("offset", offset.to_string())]);
         let resp = self.send(&|| self.data.get(&url))?;
         check(resp, abs)
@@ -674,11 +688,8 @@ impl Store for WebHdfsDir {
     }
 
     fn stage(&self, path: &RelPath, _like: &FileStat) -> io::Result<Box<dyn Staging>> {
-        if let Some(bad) = path.as_str().split('/').find(|part| part.contains(':')) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("HDFS cannot hold a name with ':' ({bad:?})"),
-            ));
+        if let Some(why) = self.refuses(path) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
         let abs = self.abs(path);
         self.ensure_dir(WebHdfsDir::parent_of(&abs))?;
@@ -836,8 +847,15 @@ impl Store for WebHdfsDir {
         Some(super::Native::Hdfs { block_size: self.conn.block_size })
     }
 
+    fn refuses(&self, path: &RelPath) -> Option<String> {
+        names::refused(path.as_str())
+    }
+
     fn native_checksum(&self, path: &RelPath) -> Option<io::Result<NativeChecksum>> {
         let abs = self.abs(path);
+        if let Err(e) = Conn::refuse_unholdable(&abs) {
+            return Some(Err(e));
+        }
         let url = self.conn.url(&abs, "GETFILECHECKSUM", &[]);
         let reply = self
             .conn

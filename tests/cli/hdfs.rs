@@ -3,13 +3,36 @@
 //! missing HDFS is a failure, never a silent skip; elsewhere these tests say why they skip.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::common::{Env, bytes};
 
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
+/// Held shared by every test that uses the cluster, and exclusively by a test that disturbs
+/// it (stops its DataNode), so that no other test runs meanwhile.
+static CLUSTER: RwLock<()> = RwLock::new(());
+
+/// The cluster's NameNode URL (as `&str`, through `Deref`), held shared while the test runs.
+struct Cluster {
+    url: String,
+    _shared: RwLockReadGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
 /// The NameNode URL, or `None` (with a message) when this machine has no HDFS running.
-fn namenode() -> Option<String> {
+fn namenode() -> Option<Cluster> {
+    let url = namenode_url()?;
+    Some(Cluster { url, _shared: CLUSTER.read().unwrap_or_else(|e| e.into_inner()) })
+}
+
+fn namenode_url() -> Option<String> {
     match std::env::var("REDUNDO_TEST_WEBHDFS") {
         Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_string()),
         _ if std::env::var_os("CI").is_some() => panic!(
@@ -274,4 +297,117 @@ fn real_hdfs_keeps_empty_folders_and_folder_mtimes_and_takes_a_folder_replaced_b
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(hdfs.read(&kept[0]) == old, "the old weights, byte for byte, in the quarantine");
     env.ok(&["verify", "--quiet"]);
+}
+
+impl Hdfs {
+    /// Whether anything is at `path`.
+    fn exists(&self, path: &str) -> bool {
+        let resp = self.client.get(self.op(path, "GETFILESTATUS")).send().unwrap();
+        resp.status().is_success()
+    }
+}
+
+/// Reads `paths` with HdfsCLI (`hdfs.InsecureClient`, `pip install hdfs`), a client nobody
+/// here wrote; `None` (with a message) when python3 or the package is missing, a failure
+/// under CI.
+fn hdfscli_read(url: &str, paths: &[String]) -> Option<Vec<Vec<u8>>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = "import sys, json, hdfs\nclient = hdfs.InsecureClient(sys.argv[1], user='root')\nfor path in json.load(sys.stdin):\n    with client.read(path) as reader:\n        print(reader.read().hex())\n";
+    let missing = |why: String| {
+        assert!(std::env::var_os("CI").is_none(), "under CI, HdfsCLI must be installed: {why}");
+        eprintln!("HdfsCLI is not available ({why}); reading back over raw WebHDFS instead");
+        None
+    };
+    let child = Command::new("python3")
+        .args(["-c", script, url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return missing(format!("python3: {e}")),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(paths).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'hdfs'") {
+        return missing("python3 has no module hdfs".into());
+    }
+    assert!(out.status.success(), "HdfsCLI could not read {paths:?}: {stderr}");
+    let hex = |line: &str| {
+        (0..line.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    Some(String::from_utf8(out.stdout).unwrap().lines().map(hex).collect())
+}
+
+#[test]
+fn real_hdfs_names_it_cannot_hold_are_refused_and_nothing_unreadable_is_written() {
+    let Some(url) = namenode() else { return };
+    let dir = hdfs_dir("names");
+    let env = hdfs_env(&url, &dir);
+    let hdfs = Hdfs::new(&url);
+    env.write("odd +;#&= .txt", b"HDFS holds these");
+    // What HDFS cannot hold: the DataNode decodes '%' a second time (x%41.txt would land as
+    // xA.txt, x%2Fy/f.txt in x/y/, pct%.txt is refused by it), the NameNode refuses ':'.
+    let refused = ["x%41.txt", "pct%.txt", "x%2Fy/f.txt", "12:30.txt"];
+    for name in refused {
+        env.write(name, format!("cannot be held: {name}").as_bytes());
+    }
+    let held = ["a b ü.txt", "empty", "models/weights.bin", "odd +;#&= .txt"];
+
+    let run = env.expect(&["backup"], 3);
+    for name in refused {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("hdfs: {name}: WRITE FAILED:")))
+            .unwrap_or_else(|| panic!("no WRITE FAILED line for {name}: {run:?}"));
+        assert!(line.contains("HDFS cannot hold a name with '"), "{line}");
+    }
+    // Exactly the names HDFS can hold are there, nothing under another name, and each one
+    // read back by HdfsCLI holds the source's bytes.
+    let copies = |hdfs: &Hdfs| -> Vec<String> {
+        let mut names: Vec<String> = hdfs
+            .names(&dir)
+            .into_iter()
+            .filter(|n| !n.starts_with(&format!("{dir}/.redundo/")))
+            .collect();
+        names.sort();
+        names
+    };
+    let want: Vec<String> = held.iter().map(|n| format!("{dir}/{n}")).collect();
+    assert_eq!(copies(&hdfs), want, "what HDFS holds");
+    assert!(!hdfs.exists(&format!("{dir}/xA.txt")) && !hdfs.exists(&format!("{dir}/x/y")));
+    let read = hdfscli_read(&url, &want)
+        .unwrap_or_else(|| want.iter().map(|path| hdfs.read(path)).collect());
+    for (name, bytes) in held.iter().zip(read) {
+        assert!(bytes == env.read(&format!("data/{name}")), "{name} read back differs");
+    }
+
+    // verify says why those copies are missing; repair cannot make them, says so, and leaves
+    // the target as it is, however often it runs (no quarantine entry, nothing rewritten).
+    let run = env.expect(&["verify"], 1);
+    for name in refused {
+        assert!(
+            run.stdout.lines().any(|l| l.starts_with(&format!("hdfs: {name}: MISSING:"))
+                && l.contains("no run can copy it there")),
+            "{name}: {run:?}"
+        );
+    }
+    for _ in 0..2 {
+        let run = env.expect(&["repair"], 3);
+        assert!(!run.stdout.contains("done:"), "{run:?}");
+        assert!(!hdfs.exists(&format!("{dir}/.redundo/quarantine")), "repair quarantined");
+        assert_eq!(copies(&hdfs), want);
+    }
 }

@@ -1644,3 +1644,60 @@ fn a_copy_named_like_a_temporary_is_kept_on_hdfs_as_the_user_named_it() {
     assert_eq!(std::fs::read(fake.file(name)).unwrap(), b"user data", "removed as a leftover");
     env.ok(&["verify"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Names HDFS cannot hold
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn names_with_a_percent_sign_are_refused_before_upload_and_repair_does_not_loop_on_them() {
+    let fake = Fake::start();
+    let env = workspace(&fake, "retries = 1");
+    env.write("ok.txt", b"fine\n");
+    env.write("x%41.txt", b"would land as xA.txt\n");
+    env.write("pct%.txt", b"refused by the DataNode\n");
+    env.write("x%2Fy/f.txt", b"would land in x/y/\n");
+    let refused = ["x%41.txt", "pct%.txt", "x%2Fy/f.txt"];
+    let run = env.expect(&["backup"], 3);
+    for name in refused {
+        let line = one_line(&run, &format!("hdfs1: {name}: WRITE FAILED:"), &[]);
+        assert!(line.contains("HDFS cannot hold a name with '%'"), "{line}");
+    }
+    assert_every_line_is_a_report_line(&run);
+    assert_eq!(std::fs::read(fake.file("ok.txt")).unwrap(), b"fine\n");
+    assert_local_copies(&env, &["ok.txt", "x%41.txt", "pct%.txt", "x%2Fy/f.txt"]);
+    // Nothing of theirs was ever sent: no CREATE, OPEN or RENAME names a '%' (sent as %25).
+    let sent: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains('%') && r.op != "MKDIRS" && r.op != "SETTIMES")
+        .map(|r| r.raw.clone())
+        .collect();
+    assert!(sent.is_empty(), "requests for the refused files: {sent:#?}");
+    let held: Vec<String> =
+        fake.all_files().into_iter().filter(|f| !f.starts_with(".redundo/")).collect();
+    assert_eq!(held, ["ok.txt"], "only the name HDFS can hold is on the target");
+
+    // verify says why they are missing; repair cannot help and says so, and does not
+    // quarantine or rewrite anything, however often it runs.
+    let run = env.expect(&["verify"], 1);
+    for name in refused {
+        one_line(&run, &format!("hdfs1: {name}: MISSING:"), &["'%'", "no run can copy it there"]);
+    }
+    for _ in 0..2 {
+        let before = fake.all_files();
+        let run = env.expect(&["repair"], 3);
+        for name in refused {
+            one_line(&run, &format!("hdfs1: {name}: WRITE FAILED:"), &["'%'"]);
+        }
+        assert!(lines_with(&run, "done:").is_empty(), "{run:?}");
+        let quarantined: Vec<String> =
+            fake.all_files().into_iter().filter(|f| f.contains("quarantine")).collect();
+        assert!(quarantined.is_empty(), "repair quarantined: {quarantined:?}");
+        let after: Vec<String> =
+            fake.all_files().into_iter().filter(|f| !f.starts_with(".redundo/")).collect();
+        let before: Vec<String> =
+            before.into_iter().filter(|f| !f.starts_with(".redundo/")).collect();
+        assert_eq!(after, before, "repair changed the target");
+    }
+}
