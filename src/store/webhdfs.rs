@@ -242,17 +242,22 @@ impl WebHdfsDir {
         format!("{}/{}", self.root, path.as_str())
     }
 
-    /// Deletes the temporaries a killed run left in a state folder (a replica written
-    /// halfway). Only those a day old: the pid in a name says nothing about a run on another
-    /// machine, and no replica write takes that long.
+    /// Deletes the temporaries a killed run left in a state folder (a replica, B3SUMS or
+    /// notes written halfway): as below the root, those of a process the temporaries journal
+    /// records and that is gone from this machine. Others only once a day old: a pid in a
+    /// name alone says nothing about a run on another machine, and no state write takes that
+    /// long.
     fn remove_dead_temporaries(&self, dir: &str) {
         let day_ago = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64 - 86_400_000);
+        let journaled = self.journaled_pids().unwrap_or_default();
         for status in self.conn.list_dir(dir).unwrap_or_default() {
+            let name = &status.path_suffix;
+            let recorded = temp_pid(name).is_some_and(|pid| journaled.contains(&pid));
             if status.kind == "FILE"
-                && status.modification_time < day_ago
-                && super::dead_state_temporary(&status.path_suffix)
+                && (recorded || status.modification_time < day_ago)
+                && super::dead_state_temporary(name)
             {
                 let _ = self.conn.delete(&format!("{dir}/{}", status.path_suffix), false);
             }
@@ -809,6 +814,8 @@ impl Store for WebHdfsDir {
         self.conn.mkdirs(WebHdfsDir::parent_of(&to))?;
         self.conn.rename(&self.abs(path), &to)?;
         let notes = format!("{}/{folder}.notes", self.state);
+        self.journal_this_process()?;
+        self.remove_dead_temporaries(WebHdfsDir::parent_of(&notes));
         let mut text = match self.conn.open(&notes, 0) {
             Ok(mut resp) => {
                 let mut old = Vec::new();
@@ -903,6 +910,7 @@ impl Store for WebHdfsDir {
         self.check_root()?;
         let abs = format!("{}/{name}", self.state);
         self.conn.mkdirs(WebHdfsDir::parent_of(&abs))?;
+        self.journal_this_process()?;
         self.remove_dead_temporaries(WebHdfsDir::parent_of(&abs));
         let temp = self.temp_beside(&abs);
         self.conn.create_with(&temp, bytes.to_vec())?;

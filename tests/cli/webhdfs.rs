@@ -1834,3 +1834,38 @@ fn quarantined_copies_are_reported_at_their_hdfs_path_not_a_rest_url() {
     let rel = kept.strip_prefix(&format!("webhdfs://127.0.0.1:{}{ROOT}/", fake.port())).unwrap();
     assert!(fake.file(rel).is_file(), "nothing at {kept}");
 }
+
+#[test]
+fn temporaries_a_killed_run_left_in_the_state_folder_are_removed() {
+    let fake = Fake::start();
+    let env = workspace(&fake, "retries = 1");
+    env.write("a.bin", &bytes(5, 3000));
+    env.ok(&["backup"]);
+    // A killed run (a pid no process has) recorded in the journal left a replica temporary
+    // and a notes temporary; a live process (pid 1) and an unrecorded dead one left theirs.
+    let dead = 4_194_303;
+    let state = fake.file(".redundo");
+    std::fs::create_dir_all(state.join("temporaries")).unwrap();
+    std::fs::create_dir_all(state.join("quarantine")).unwrap();
+    for pid in [dead, 1] {
+        std::fs::write(state.join("temporaries").join(pid.to_string()), b"").unwrap();
+    }
+    let planted = [
+        (format!(".redundo/.redundo-tmp-{dead}-0"), false),
+        (format!(".redundo/quarantine/.redundo-tmp-{dead}-1"), false),
+        (".redundo/.redundo-tmp-1-0".to_string(), true),
+        (".redundo/.redundo-tmp-4194302-0".to_string(), true),
+    ];
+    for (name, _) in &planted {
+        std::fs::write(fake.file(name), b"half a replica").unwrap();
+    }
+    // A repair keeps a damaged copy (its notes are written in quarantine/), and a backup of
+    // a change writes the replicas.
+    flip_byte(&fake.file("a.bin"), 7);
+    env.ok(&["repair"]);
+    env.write("b.txt", b"new\n");
+    env.ok(&["backup"]);
+    for (name, stays) in &planted {
+        assert_eq!(fake.file(name).exists(), *stays, "{name}: {:?}", fake.all_files());
+    }
+}
