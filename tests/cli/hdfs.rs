@@ -411,3 +411,72 @@ fn real_hdfs_names_it_cannot_hold_are_refused_and_nothing_unreadable_is_written(
         assert_eq!(copies(&hdfs), want);
     }
 }
+
+/// Runs `scripts/dev-hdfs.sh` with `args`.
+fn dev_hdfs(args: &[&str]) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dev-hdfs.sh");
+    std::process::Command::new("bash").arg(script).args(args).output().unwrap()
+}
+
+/// The cluster's DataNode stopped, every other real-HDFS test held off meanwhile; started
+/// again, and waited for, when dropped (after a failed assertion too).
+struct DataNodeStopped {
+    _exclusive: std::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl DataNodeStopped {
+    fn new() -> DataNodeStopped {
+        let exclusive = CLUSTER.write().unwrap_or_else(|e| e.into_inner());
+        let out = dev_hdfs(&["stop-datanode"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        DataNodeStopped { _exclusive: exclusive }
+    }
+}
+
+impl Drop for DataNodeStopped {
+    fn drop(&mut self) {
+        let out = dev_hdfs(&["start"]);
+        if !out.status.success() {
+            eprintln!("the DataNode did not come back: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// Disturbs the cluster, so it runs only where the cluster is its own: with
+/// `REDUNDO_TEST_HDFS_DISRUPT=1` (and never beside other work on the same cluster).
+#[test]
+fn real_hdfs_with_its_datanode_down_is_given_up_after_three_files_with_one_line() {
+    if std::env::var_os("REDUNDO_TEST_HDFS_DISRUPT").is_none() {
+        eprintln!(
+            "skipped: stops the DataNode of the cluster at REDUNDO_TEST_WEBHDFS; set REDUNDO_TEST_HDFS_DISRUPT=1 where that cluster serves this test run alone"
+        );
+        return;
+    }
+    let Some(url) = namenode_url() else { return };
+    let dir = hdfs_dir("datanode-down");
+    let env = hdfs_env(&url, &dir);
+    let config = env.path("redundo.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("jobs = 1\n{text}retries = 1\n")).unwrap();
+    for n in 0..10 {
+        env.write(&format!("many/f{n}.txt"), format!("file {n}").as_bytes());
+    }
+    {
+        // The NameNode still believes the DataNode alive (for minutes) and sends it the data.
+        let _stopped = DataNodeStopped::new();
+        let run = env.expect(&["backup"], 3);
+        let down: Vec<&str> =
+            run.stdout.lines().filter(|l| l.starts_with("hdfs: UNREACHABLE:")).collect();
+        assert_eq!(down.len(), 1, "{run:?}");
+        assert!(down[0].contains("DataNode"), "{}", down[0]);
+        let failed = run.stdout.lines().filter(|l| l.starts_with("hdfs: ")).count();
+        assert!(failed <= 4, "a line per file after the target was down: {run:?}");
+        for n in 0..10 {
+            let name = format!("many/f{n}.txt");
+            assert_eq!(env.read(&format!("local/{name}")), env.read(&format!("data/{name}")));
+        }
+    }
+    // The DataNode is back: the next backup fills every gap.
+    env.ok(&["backup", "--quiet"]);
+    env.ok(&["verify", "--quiet"]);
+}
