@@ -351,7 +351,7 @@ fn plan_file(
             if damaged.is_empty() && !assessment.manifest_overruled {
                 return None;
             }
-            let from = pick_good_copy(assessment)?;
+            let from = pick_good_copy(ws, assessment)?;
             let version = if assessment.manifest_overruled {
                 // The majority's content: read its size and blocks from a good copy.
                 let copy = ws.copy(from);
@@ -409,9 +409,10 @@ fn record_healed_source(ws: &Workspace, path: &RelPath, manifest: &mut Manifest)
 }
 
 /// A good copy to read from: a target if one is good (targets are redundo's own), else the
-/// source.
-fn pick_good_copy(assessment: &Assessment) -> Option<CopyId> {
-    let good: Vec<CopyId> = assessment.good_copies().collect();
+/// source; never one that stopped answering during the run.
+fn pick_good_copy(ws: &Workspace, assessment: &Assessment) -> Option<CopyId> {
+    let good: Vec<CopyId> =
+        assessment.good_copies().filter(|id| ws.copy(*id).down().is_none()).collect();
     good.iter().copied().find(|id| matches!(id, CopyId::Target(_))).or(good.first().copied())
 }
 

@@ -1869,3 +1869,35 @@ fn temporaries_a_killed_run_left_in_the_state_folder_are_removed() {
         assert_eq!(fake.file(name).exists(), *stays, "{name}: {:?}", fake.all_files());
     }
 }
+
+#[test]
+fn a_target_that_stops_answering_during_repair_is_no_longer_read_from() {
+    let fake = Fake::start();
+    let env = one_at_a_time(&fake, "retries = 1");
+    let names: Vec<String> = (0..8).map(|n| format!("f{n}.bin")).collect();
+    for (n, name) in names.iter().enumerate() {
+        env.write(name, &bytes(n as u64, 3000));
+    }
+    env.ok(&["backup"]);
+    for name in &names {
+        flip_byte(&env.path(&format!("t1/{name}")), 10);
+    }
+    // The DataNode dies after repair's inspection read every copy once: the good bytes repair
+    // reads from hdfs1 (a target, so preferred) stop coming.
+    let opens = std::sync::atomic::AtomicUsize::new(0);
+    let state = format!("{ROOT}/.redundo/");
+    fake.fault(ALWAYS, Action::DeadDataNode, move |r| {
+        r.is("OPEN")
+            && !r.path.starts_with(&state)
+            && opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 8
+    });
+    let run = env.expect(&["repair"], 3);
+    one_line(&run, "hdfs1: UNREACHABLE:", &["DataNode"]);
+    // Three files could not be read from hdfs1; after that the source served the rest.
+    let unread = lines_with(&run, "READ FAILED").len();
+    assert_eq!(unread, 3, "{run:?}");
+    assert_eq!(lines_with(&run, "t1: f").iter().filter(|l| l.contains("done:")).count(), 5);
+    fake.clear_faults();
+    let run = env.expect(&["verify"], 1);
+    assert_eq!(lines_with(&run, "t1: f").len(), 3, "{run:?}");
+}
