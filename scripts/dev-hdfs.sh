@@ -8,7 +8,9 @@
 #                                   export REDUNDO_TEST_WEBHDFS=http://127.0.0.1:9870
 #                                 (everything else goes to stderr, so `eval "$(scripts/dev-hdfs.sh)"` works)
 #   scripts/dev-hdfs.sh stop      stop both daemons
-#   scripts/dev-hdfs.sh status    say whether they run (exit 0 if both run and WebHDFS answers, 3 if not)
+#   scripts/dev-hdfs.sh stop-datanode   stop the DataNode only (`start` brings it back)
+#   scripts/dev-hdfs.sh status    say whether they run (exit 0 if both run, WebHDFS answers and the
+#                                 NameNode answering is this script's own, 3 if not)
 #   scripts/dev-hdfs.sh restart   stop, then start
 #   scripts/dev-hdfs.sh reset     stop and delete the HDFS data (name + data dirs); keeps the jars
 #   scripts/dev-hdfs.sh logs      print the tail of both daemon logs
@@ -24,6 +26,9 @@
 #   REDUNDO_HDFS_JAVA          java binary to use (default: a Java 8..22 found on the machine,
 #                              else openjdk-17-jre-headless is installed with apt-get)
 #   REDUNDO_HDFS_JAVA_OPTS     extra JVM options for both daemons
+#   REDUNDO_HDFS_VERSION_FILE  the NameNode VERSION file whose clusterID the NameNode answering on
+#                              the HTTP port must report (default: this script's own,
+#                              $REDUNDO_HDFS_HOME/data/name/current/VERSION); for testing the check
 #
 # Where the bits come from (only package registries are reachable): Hadoop 2.7.3's HDFS jars
 # (NameNode, DataNode, WebHDFS) and their dependencies are taken from the source distribution
@@ -344,6 +349,27 @@ wait_ready() {
   done
 }
 
+# ---------------------------------------------------------------- is it ours?
+# A NameNode of another cluster on the same port (a second install, another user's) would
+# otherwise pass every check above: the one answering must report the cluster id that this
+# script's own name folder was formatted with.
+VERSION_FILE=${REDUNDO_HDFS_VERSION_FILE:-$DATA/name/current/VERSION}
+cluster_id_problem() { # prints why the NameNode answering is not ours; nothing when it is
+  local ours theirs
+  ours=$(sed -n 's/^clusterID=//p' "$VERSION_FILE" 2>/dev/null | head -n1)
+  if [ -z "$ours" ]; then
+    echo "no clusterID in $VERSION_FILE: this script has not formatted a NameNode there"
+    return
+  fi
+  theirs=$(curl -s -m 10 "http://$HOST:$HTTP_PORT/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo" 2>/dev/null |
+    sed -n 's/.*"ClusterId" *: *"\([^"]*\)".*/\1/p' | head -n1)
+  if [ -z "$theirs" ]; then
+    echo "the NameNode at http://$HOST:$HTTP_PORT reports no cluster id (JMX NameNodeInfo)"
+  elif [ "$theirs" != "$ours" ]; then
+    echo "the NameNode at http://$HOST:$HTTP_PORT is another cluster's (cluster id $theirs, this script's is $ours in $VERSION_FILE): stop it or set REDUNDO_HDFS_HTTP_PORT"
+  fi
+}
+
 # ---------------------------------------------------------------- commands
 with_lock() {
   mkdir -p "$HDFS_HOME"
@@ -354,9 +380,11 @@ with_lock() {
 cmd_start() {
   with_lock
   SECONDS=0
-  local nn dn
+  local nn dn problem
   nn=$(running_pid namenode || true); dn=$(running_pid datanode || true)
   if [ -n "$nn" ] && [ -n "$dn" ] && [ "$(http_code "$WEBHDFS/?op=GETFILESTATUS&user.name=root")" = 200 ]; then
+    problem=$(cluster_id_problem)
+    [ -z "$problem" ] || die "$problem"
     log "already running (namenode $nn, datanode $dn)"
     printf 'export REDUNDO_TEST_WEBHDFS=http://%s:%s\n' "$HOST" "$HTTP_PORT"
     return 0
@@ -365,6 +393,8 @@ cmd_start() {
   log "java: $JAVA (major $(java_major "$JAVA"))"
   command -v curl >/dev/null || apt_install curl ca-certificates
   install_jars
+  # Installing can take a minute: look again at what runs and which ports are taken now.
+  nn=$(running_pid namenode || true); dn=$(running_pid datanode || true)
   if [ -z "$nn" ]; then
     port_busy "$HTTP_PORT" && die "port $HOST:$HTTP_PORT is in use by something else (set REDUNDO_HDFS_HTTP_PORT)"
     port_busy "$RPC_PORT" && die "port $HOST:$RPC_PORT is in use by something else (set REDUNDO_HDFS_RPC_PORT)"
@@ -380,6 +410,8 @@ cmd_start() {
   [ -n "$nn" ] || start_daemon namenode org.apache.hadoop.hdfs.server.namenode.NameNode
   [ -n "$dn" ] || start_daemon datanode org.apache.hadoop.hdfs.server.datanode.DataNode
   wait_ready
+  problem=$(cluster_id_problem)
+  [ -z "$problem" ] || fail "$problem"
   log "HDFS ready in ${SECONDS}s (NameNode http://$HOST:$HTTP_PORT, rpc $HOST:$RPC_PORT)"
   printf 'export REDUNDO_TEST_WEBHDFS=http://%s:%s\n' "$HOST" "$HTTP_PORT"
 }
@@ -391,12 +423,18 @@ cmd_stop() {
 }
 
 cmd_status() {
-  local r pid rc=0
+  local r pid rc=0 problem
   for r in namenode datanode; do
     if pid=$(running_pid "$r"); then echo "$r: running (pid $pid)"; else echo "$r: not running"; rc=3; fi
   done
   if [ "$(http_code "$WEBHDFS/?op=GETFILESTATUS&user.name=root")" = 200 ]; then
     echo "webhdfs: answering at http://$HOST:$HTTP_PORT"
+    problem=$(cluster_id_problem)
+    if [ -z "$problem" ]; then
+      echo "cluster: the NameNode answering is this script's ($(sed -n 's/^clusterID=//p' "$VERSION_FILE" | head -n1))"
+    else
+      echo "cluster: $problem"; rc=3
+    fi
   else
     echo "webhdfs: not answering at http://$HOST:$HTTP_PORT"; rc=3
   fi
@@ -412,10 +450,11 @@ cmd_reset() {
 case "${1:-start}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
+  stop-datanode) with_lock; stop_daemon datanode ;;
   status) cmd_status ;;
   restart) cmd_stop; exec 9>&-; cmd_start ;;
   reset) cmd_reset ;;
   logs) show_logs "${2:-80}" ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (start|stop|status|restart|reset|logs)" ;;
+  *) die "unknown command '$1' (start|stop|stop-datanode|status|restart|reset|logs)" ;;
 esac

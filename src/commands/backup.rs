@@ -11,7 +11,7 @@
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use super::open_run;
+use super::{down_findings, open_run};
 use crate::decide::assess::CopyId;
 use crate::decide::plan::{
     Job, JobKind, MaxDelete, PruneRefusal, SourceFiles, TargetFiles, check_prune, plan_backup,
@@ -34,7 +34,7 @@ use crate::run::workspace::{
     Replicas, Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder,
     quarantine_stamp, versions_folder,
 };
-use crate::store::{FileStat, Listing, Staged, Store, process_alive};
+use crate::store::{FileStat, Listing, Staged, Store, is_down, process_alive};
 
 /// How often a file that changes while being read is tried before it is reported.
 const READ_ATTEMPTS: usize = 3;
@@ -144,8 +144,9 @@ pub fn run(
     }
     touched.extend(folders_above(plan.jobs.iter().map(|j| &j.path).chain(&pruned)));
     for (i, seen) in walked.targets.iter().enumerate() {
-        if let Some(seen) = seen.as_ref().filter(|_| open[i]) {
-            settle_shape(ws.targets[i].as_ref(), &manifest, seen, &touched, &mut findings);
+        let target = ws.targets[i].as_ref();
+        if let Some(seen) = seen.as_ref().filter(|_| open[i] && target.down().is_none()) {
+            settle_shape(target, &manifest, seen, &touched, &mut findings);
         }
     }
     versions.drop_oldest(&reachable, &mut findings);
@@ -153,6 +154,7 @@ pub fn run(
 
     report.generation = committed.generation;
     report.files = manifest.files.len();
+    down_findings(ws, &mut findings);
     findings.sort();
     report.findings = findings;
     history.last_backup = Some(BackupRecord {
@@ -747,6 +749,8 @@ fn stage_job(ws: &Workspace, job: &Job, manifest: &Manifest, progress: &dyn Prog
     for (target, staged) in streamed.staged {
         match staged {
             Ok(staged) => result.staged.push((target, staged)),
+            // The target stopped answering: reported once for it, at the end.
+            Err(e) if is_down(&e) => {}
             Err(e) => result.findings.problem(
                 ProblemKind::WriteFailed,
                 Some(ws.targets[target].name()),
@@ -799,6 +803,7 @@ fn install_job(
                 }
                 result.installed.push(target);
             }
+            Err(e) if is_down(&e) => {}
             Err(e) => result.findings.problem(
                 ProblemKind::WriteFailed,
                 Some(copy.name()),
@@ -825,6 +830,9 @@ fn replace_keeping_version(
 ) -> std::io::Result<Option<String>> {
     if let Err(e) = versions.keep(copy, target, path) {
         copy.discard(staged);
+        if is_down(&e) {
+            return Err(e);
+        }
         return Err(std::io::Error::other(format!(
             "cannot keep the previous version, so it was not replaced: {e}"
         )));
@@ -883,6 +891,9 @@ fn prune(
             continue;
         }
         let target = ws.targets[i].as_ref();
+        if target.down().is_some() {
+            continue;
+        }
         if versions.wanted()
             && let Err(e) = versions.keep(target, i, path)
         {

@@ -51,11 +51,7 @@ pub fn run(options: &InitOptions) -> Result<InitReport> {
             Err(message) => return usage(format!("--target {location:?}: {message}")),
         };
         let name = unique_name(&default_name(&parsed), &mut names);
-        raw_targets.push(RawTarget {
-            name,
-            location: location.clone(),
-            ..RawTarget::default()
-        });
+        raw_targets.push(RawTarget { name, location: location.clone(), ..RawTarget::default() });
     }
     let raw = RawConfig {
         source: config::RawSource::Location(options.source.clone()),

@@ -118,6 +118,24 @@ pub(crate) fn walk_findings(ws: &Workspace, inspection: &Inspection, findings: &
     }
 }
 
+/// One problem (exit 3) for each target that stopped answering during the run (see
+/// `Store::down`): it was given no more work, and the files it did not get are left for the
+/// next run, instead of one failure, after a full retry cycle, per file.
+pub(crate) fn down_findings(ws: &Workspace, findings: &mut Findings) {
+    for target in &ws.targets {
+        if let Some(cause) = target.down() {
+            findings.problem(
+                ProblemKind::TargetUnreachable,
+                Some(target.name()),
+                None,
+                format!(
+                    "stopped answering during the run, so it was given no more work: {cause}; what it did not get is left for the next run"
+                ),
+            );
+        }
+    }
+}
+
 /// Refuses (exit 2) a command that needs a manifest when no replica was ever written.
 pub(crate) fn require_backup(
     ws: &Workspace,
@@ -222,7 +240,13 @@ pub(crate) fn file_findings(
                 findings.notice(NoticeKind::Pending, copy, p, detail);
             }
             CopyVerdict::Missing => {
-                findings.problem(ProblemKind::Missing, copy, p, "copy is missing");
+                let detail = match ws.copy(*id).refuses(path) {
+                    Some(why) => format!(
+                        "copy is missing: {why}; no run can copy it there (rename the file, or exclude it)"
+                    ),
+                    None => "copy is missing".to_string(),
+                };
+                findings.problem(ProblemKind::Missing, copy, p, detail);
             }
             CopyVerdict::WrongSize { size, expected } => {
                 findings.problem(

@@ -13,7 +13,8 @@ use anyhow::Result;
 
 use super::verify::unix_now;
 use super::{
-    file_findings, open_run, record_findings, replica_findings, require_backup, walk_findings,
+    down_findings, file_findings, open_run, record_findings, replica_findings, require_backup,
+    walk_findings,
 };
 use crate::decide::assess::{Assessment, CopyId};
 use crate::decide::vote::NoWinner;
@@ -34,7 +35,7 @@ use crate::run::inspect::{Scope, hash_copy, inspect};
 use crate::run::mosaic::MosaicReader;
 use crate::run::shape::{report_gaps, settle_shape, shape_gaps};
 use crate::run::workspace::{Workspace, now_rfc3339, quarantine_folder, quarantine_stamp};
-use crate::store::Store;
+use crate::store::{Store, is_down};
 
 pub struct RepairOptions {
     pub dry_run: bool,
@@ -258,6 +259,7 @@ pub fn run(
         let committed = commit.finish(&mut manifest, &seen, &mut findings)?;
         replicas_rewritten = committed.replicas_written;
     }
+    down_findings(ws, &mut findings);
     if !options.dry_run {
         ledger.save(&ws.config.state_dir);
         // Repair read every copy, so what it leaves behind is the latest verification.
@@ -309,6 +311,9 @@ fn repair_shapes(
     for (i, seen) in inspection.targets.iter().enumerate() {
         let Some(seen) = seen else { continue };
         let copy = ws.targets[i].as_ref();
+        if copy.down().is_some() {
+            continue;
+        }
         let gaps = shape_gaps(copy, manifest, seen);
         if gaps.is_empty() {
             continue;
@@ -346,7 +351,7 @@ fn plan_file(
             if damaged.is_empty() && !assessment.manifest_overruled {
                 return None;
             }
-            let from = pick_good_copy(assessment)?;
+            let from = pick_good_copy(ws, assessment)?;
             let version = if assessment.manifest_overruled {
                 // The majority's content: read its size and blocks from a good copy.
                 let copy = ws.copy(from);
@@ -404,9 +409,10 @@ fn record_healed_source(ws: &Workspace, path: &RelPath, manifest: &mut Manifest)
 }
 
 /// A good copy to read from: a target if one is good (targets are redundo's own), else the
-/// source.
-fn pick_good_copy(assessment: &Assessment) -> Option<CopyId> {
-    let good: Vec<CopyId> = assessment.good_copies().collect();
+/// source; never one that stopped answering during the run.
+fn pick_good_copy(ws: &Workspace, assessment: &Assessment) -> Option<CopyId> {
+    let good: Vec<CopyId> =
+        assessment.good_copies().filter(|id| ws.copy(*id).down().is_none()).collect();
     good.iter().copied().find(|id| matches!(id, CopyId::Target(_))).or(good.first().copied())
 }
 
@@ -546,6 +552,8 @@ fn heal_file(
         let name = ws.copy_name(*id);
         let staged = match staged {
             Ok(staged) => staged,
+            // The target stopped answering: reported once for it, at the end.
+            Err(e) if is_down(&e) => continue,
             Err(e) => {
                 healed.findings.problem(
                     ProblemKind::WriteFailed,
@@ -581,12 +589,18 @@ fn heal_file(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     copy.discard(staged);
+                    if is_down(&e) {
+                        continue;
+                    }
                     healed.findings.problem(ProblemKind::WriteFailed, Some(&name), p, format!("cannot keep the damaged copy in quarantine, so it was left as it is: {e}"));
                     continue;
                 }
             }
         };
         if let Err(e) = copy.install(staged, path) {
+            if is_down(&e) {
+                continue;
+            }
             healed.findings.problem(
                 ProblemKind::WriteFailed,
                 Some(&name),

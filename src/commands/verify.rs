@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{
-    file_findings, open_run, record_findings, replica_findings, require_backup, walk_findings,
+    down_findings, file_findings, open_run, record_findings, replica_findings, require_backup,
+    walk_findings,
 };
 use crate::decide::assess::Assessment;
 use crate::record::history::{History, VerifyRecord};
@@ -130,6 +131,7 @@ pub fn run(
             format!("{new_files} new files not backed up yet"),
         );
     }
+    down_findings(ws, &mut findings);
     findings.sort();
     // A summary of the per-copy problems above, so it comes last.
     // With min_copies = the number of targets every damaged copy already implies this, so it

@@ -94,6 +94,11 @@ impl<'a> Commit<'a> {
     /// Flushes every open target; one whose flush fails is closed. Returns those.
     pub fn flush(&mut self, findings: &mut Findings) -> Vec<usize> {
         use rayon::prelude::*;
+        for i in 0..self.open.len() {
+            if self.open[i] && self.ws.targets[i].down().is_some() {
+                self.close(i, String::new(), findings);
+            }
+        }
         let open = &self.open;
         let results: Vec<(usize, std::io::Result<()>)> = self
             .ws
@@ -282,10 +287,14 @@ impl<'a> Commit<'a> {
         }
     }
 
-    /// A target whose write or flush failed takes no further record of this run.
+    /// A target whose write or flush failed takes no further record of this run. One that
+    /// stopped answering is reported once for the run (`commands::down_findings`), not here.
     fn close(&mut self, target: usize, why: String, findings: &mut Findings) {
-        findings.problem(ProblemKind::WriteFailed, Some(self.ws.targets[target].name()), None, why);
         self.open[target] = false;
+        if self.ws.targets[target].down().is_some() {
+            return;
+        }
+        findings.problem(ProblemKind::WriteFailed, Some(self.ws.targets[target].name()), None, why);
     }
 
     fn holder_open(&self, id: CopyId) -> bool {

@@ -46,8 +46,13 @@ pub fn fan_out(
     like: &FileStat,
     progress: &dyn Progress,
 ) -> io::Result<Fanned> {
+    // A target that stopped answering in this run is given no more work (see `Store::down`).
+    let stage = |target: &dyn Store| match target.down() {
+        Some(cause) => Err(crate::store::down_error(&cause)),
+        None => target.stage(path, like),
+    };
     let mut outs: Vec<(usize, io::Result<Box<dyn Staging>>)> =
-        targets.iter().map(|&(index, target)| (index, target.stage(path, like))).collect();
+        targets.iter().map(|&(index, target)| (index, stage(target))).collect();
     let mut native: Vec<_> = targets.iter().filter_map(|(_, t)| t.native_checksum_kind()).collect();
     native.sort_unstable();
     native.dedup();

@@ -180,6 +180,10 @@ fn observe(
             let Some(listing) = walks.of(id) else {
                 return (id, Some(Observed::Unreachable));
             };
+            // Stopped answering during the run: given no more work (see `Store::down`).
+            if ws.copy(id).down().is_some() {
+                return (id, Some(Observed::Unreachable));
+            }
             if let Some(reason) = listing.unreadable_reason(path) {
                 return (
                     id,
@@ -231,6 +235,7 @@ fn observe(
                         blocks: found.blocks,
                     },
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Observed::Absent,
+                    Err(e) if crate::store::is_down(&e) => Observed::Unreachable,
                     Err(e) => Observed::Unreadable(e.to_string()),
                 }
             });
@@ -386,6 +391,7 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
             found: theirs.bytes,
             expected: recorded.bytes.clone(),
         },
+        Some(Err(e)) if crate::store::is_down(&e) => Observed::Unreachable,
         Some(Err(e)) => Observed::Unreadable(e.to_string()),
         None => present,
     }

@@ -101,6 +101,29 @@ fn dead_state_temporary(name: &str) -> bool {
 pub use s3::S3Dir;
 pub use webhdfs::WebHdfsDir;
 
+/// Why a store did no more work in this run: its target stopped answering (see
+/// [`Store::down`]). The run reports that once for the target, never once per file.
+#[derive(Debug)]
+pub struct TargetDown(pub String);
+
+impl std::fmt::Display for TargetDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not tried: the target stopped answering in this run ({})", self.0)
+    }
+}
+
+impl std::error::Error for TargetDown {}
+
+/// The error for work a store was not given because its target is down.
+pub fn down_error(cause: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, TargetDown(cause.to_string()))
+}
+
+/// Whether `e` is a [`down_error`]: covered by the target's one finding, not a file's.
+pub fn is_down(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TargetDown>())
+}
+
 /// Everything a walk of a copy found.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -293,6 +316,17 @@ pub trait Store: Send + Sync {
     /// The kind's own checksum of a copy, fetched without reading its data. `None` when the
     /// kind has none.
     fn native_checksum(&self, _path: &RelPath) -> Option<io::Result<NativeChecksum>> {
+        None
+    }
+    /// Why this copy is given no more work in this run, once the kind has seen it fail often
+    /// enough in a row (a dead DataNode, a NameNode gone): every request would only go
+    /// through its retries and fail. Its calls then fail at once with [`down_error`].
+    fn down(&self) -> Option<String> {
+        None
+    }
+    /// Why this kind can never hold a file at `path` (HDFS: a name with `%` or `:`), so no
+    /// run can copy it here; `stage` refuses it before anything is sent.
+    fn refuses(&self, _path: &RelPath) -> Option<String> {
         None
     }
 }

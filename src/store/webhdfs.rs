@@ -6,7 +6,12 @@
 //! `307` or as `200 {"Location": ...}`); `overwrite`, `permission` and `user.name` always
 //! sent, booleans lowercase; every path segment percent-encoded; `{"boolean": false}` from
 //! RENAME or DELETE taken as "nothing happened"; RemoteException bodies turned into one-line
-//! errors. Connection errors, timeouts and 5xx are retried with backoff, never 4xx.
+//! errors (class and message, no stack trace: `errors`). Connection errors, timeouts and 5xx
+//! are retried with backoff, never 4xx. OPEN and GETFILECHECKSUM follow the NameNode's
+//! redirect by hand, so a DataNode that cannot be reached is told from the NameNode; after
+//! three failures in a row on either side the target is down for the run (`breaker`). A name
+//! HDFS cannot hold (`names`: `:`, and `%`, which the DataNode decodes a second time) is
+//! refused before anything is sent.
 //!
 //! Atomic replace: HDFS RENAME will not overwrite, so installing over an existing copy is
 //! two renames: the old copy aside to `.redundo-tmp-<pid>-<n>`, then the new one from its
@@ -16,9 +21,16 @@
 //! re-copies it and removes the temporaries. HDFS has no hard links, so `keep` (quarantine,
 //! versions) moves the file: the same window applies until the repaired copy is installed.
 
+mod breaker;
+mod errors;
+mod names;
+
 use super::http::{one_line, one_line_error};
+use breaker::{Breaker, Side};
+use errors::{host_port, request_error, without_stack_trace};
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -56,6 +68,10 @@ struct Conn {
     /// Uploads: no timeout in the client (a large file takes as long as it takes); a stall is
     /// caught by [`Upload`] instead.
     upload: Client,
+    /// The NameNode's `host:port`, to tell its failures from the DataNodes'.
+    namenode: String,
+    /// Shared by every clone: when it trips, the whole target is down for the run.
+    breaker: Arc<Breaker>,
 }
 
 pub struct WebHdfsDir {
@@ -154,6 +170,8 @@ struct RemoteReply {
 struct RemoteException {
     #[serde(default)]
     exception: String,
+    #[serde(default, rename = "javaClassName")]
+    java_class_name: String,
     #[serde(default)]
     message: String,
 }
@@ -178,7 +196,13 @@ impl WebHdfsDir {
             .connect_timeout(spec.timeout)
             .build()
             .expect("a client with no custom TLS settings always builds");
+        let namenode = reqwest::Url::parse(&spec.endpoint)
+            .ok()
+            .and_then(|u| host_port(&u))
+            .unwrap_or_default();
         let conn = Conn {
+            namenode,
+            breaker: Arc::default(),
             endpoint: spec.endpoint.clone(),
             // The top bit keeps it apart from any local device number.
             cluster: u64::from_le_bytes(
@@ -279,17 +303,22 @@ impl WebHdfsDir {
         format!("{}/{}", self.root, path.as_str())
     }
 
-    /// Deletes the temporaries a killed run left in a state folder (a replica written
-    /// halfway). Only those a day old: the pid in a name says nothing about a run on another
-    /// machine, and no replica write takes that long.
+    /// Deletes the temporaries a killed run left in a state folder (a replica, B3SUMS or
+    /// notes written halfway): as below the root, those of a process the temporaries journal
+    /// records and that is gone from this machine. Others only once a day old: a pid in a
+    /// name alone says nothing about a run on another machine, and no state write takes that
+    /// long.
     fn remove_dead_temporaries(&self, dir: &str) {
         let day_ago = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64 - 86_400_000);
+        let journaled = self.journaled_pids().unwrap_or_default();
         for status in self.conn.list_dir(dir).unwrap_or_default() {
+            let name = &status.path_suffix;
+            let recorded = temp_pid(name).is_some_and(|pid| journaled.contains(&pid));
             if status.kind == "FILE"
-                && status.modification_time < day_ago
-                && super::dead_state_temporary(&status.path_suffix)
+                && (recorded || status.modification_time < day_ago)
+                && super::dead_state_temporary(name)
             {
                 let _ = self.conn.delete(&format!("{dir}/{}", status.path_suffix), false);
             }
@@ -372,6 +401,7 @@ impl Conn {
     /// Sends a request built by `build`, retrying connection errors, timeouts and 5xx with
     /// backoff; a 4xx or any other reply is returned as it is.
     fn send(&self, build: &dyn Fn() -> RequestBuilder) -> io::Result<Response> {
+        self.breaker.check()?;
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         loop {
@@ -382,9 +412,22 @@ impl Conn {
             };
             if !retry || attempt >= self.retries {
                 return match outcome {
-                    Ok(resp) => Ok(resp),
+                    Ok(resp) if resp.status().is_server_error() => {
+                        let side = self.side_of(resp.url());
+                        let abs = errors::hdfs_path(resp.url());
+                        let e = check(resp, &abs).err().unwrap_or_else(|| io::Error::other("5xx"));
+                        self.breaker.failed(side, &e.to_string());
+                        Err(e)
+                    }
+                    Ok(resp) => {
+                        self.breaker.answered(self.side_of(resp.url()));
+                        Ok(resp)
+                    }
                     Err(e) => {
-                        Err(io::Error::new(io::ErrorKind::ConnectionRefused, one_line_error(&e)))
+                        let side = e.url().map_or(Side::NameNode, |u| self.side_of(u));
+                        let text = request_error(e, &self.namenode);
+                        self.breaker.failed(side, &text);
+                        Err(io::Error::new(io::ErrorKind::ConnectionRefused, text))
                     }
                 };
             }
@@ -392,6 +435,33 @@ impl Conn {
             std::thread::sleep(delay);
             delay = (delay * 3).min(Duration::from_secs(10));
         }
+    }
+
+    /// Which side answered at `url` (a redirect followed ends at a DataNode).
+    fn side_of(&self, url: &reqwest::Url) -> Side {
+        if host_port(url).is_some_and(|at| at == self.namenode) {
+            Side::NameNode
+        } else {
+            Side::DataNode
+        }
+    }
+
+    /// Refuses, before anything is sent, a file whose data HDFS cannot hold under its name.
+    fn refuse_unholdable(abs: &str) -> io::Result<()> {
+        match names::refused(abs) {
+            Some(why) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{abs}: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A path on this cluster as `hdfs dfs -ls` takes it: `webhdfs://host:port/path`.
+    fn hdfs_url(&self, abs: &str) -> String {
+        let (scheme, host) = match self.endpoint.split_once("://") {
+            Some(("https", host)) => ("swebhdfs", host),
+            Some((_, host)) => ("webhdfs", host),
+            None => ("webhdfs", self.endpoint.as_str()),
+        };
+        format!("{scheme}://{}{abs}", host.trim_end_matches('/'))
     }
 
     fn call(
@@ -490,6 +560,7 @@ impl Conn {
 
     /// CREATE's first step: where the body must go.
     fn create_location(&self, abs: &str) -> io::Result<String> {
+        Conn::refuse_unholdable(abs)?;
         let params = [
             ("overwrite", "false".to_string()),
             ("permission", "644".to_string()),
@@ -515,6 +586,7 @@ impl Conn {
 
     /// CREATE's second step: streams `body` to the DataNode.
     fn put_body(&self, client: &Client, location: &str, abs: &str, body: Body) -> io::Result<()> {
+        self.breaker.check()?;
         let resp = client
             .put(location)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -523,9 +595,16 @@ impl Conn {
             .map_err(|e| {
                 // A refused connection can surface as a broken body stream: name the cause.
                 let cause = if e.is_connect() { None } else { unreachable_cause(location) };
-                let text = cause.unwrap_or_else(|| one_line_error(&e));
+                let text = cause.unwrap_or_else(|| request_error(e, &self.namenode));
+                self.breaker.failed(Side::DataNode, &text);
                 io::Error::other(format!("{abs}: uploading: {text}"))
             })?;
+        if resp.status().is_server_error() {
+            let e = check(resp, abs).err().unwrap_or_else(|| io::Error::other("5xx"));
+            self.breaker.failed(Side::DataNode, &e.to_string());
+            return Err(e);
+        }
+        self.breaker.answered(Side::DataNode);
         check(resp, abs).map(drop)
     }
 
@@ -536,8 +615,27 @@ impl Conn {
     }
 
     fn open(&self, abs: &str, offset: u64) -> io::Result<Response> {
+        Conn::refuse_unholdable(abs)?;
         let url = self.url(abs, "OPEN", &[("offset", offset.to_string())]);
-        let resp = self.send(&|| self.data.get(&url))?;
+        self.get_redirected(abs, &url)
+    }
+
+    /// A GET that the NameNode answers with a redirect to a DataNode (OPEN, GETFILECHECKSUM),
+    /// the redirect followed here rather than by the client, so that a DataNode that cannot be
+    /// reached is told from the NameNode (an error names where its request went, and the
+    /// breaker counts the two apart).
+    fn get_redirected(&self, abs: &str, url: &str) -> io::Result<Response> {
+        let resp = self.send(&|| self.meta.get(url))?;
+        if resp.status() != StatusCode::TEMPORARY_REDIRECT {
+            return check(resp, abs);
+        }
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| io::Error::other(format!("{abs}: redirect without a Location")))?;
+        let resp = self.send(&|| self.data.get(&location))?;
         check(resp, abs)
     }
 }
@@ -593,13 +691,12 @@ impl Write for Upload {
                 }
                 Err(TrySendError::Full(_)) => {
                     self.queue.take();
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "{}: the DataNode took no data for {:?}",
-                            self.temp, self.conn.timeout
-                        ),
-                    ));
+                    let text = format!(
+                        "{}: the DataNode took no data for {:?}",
+                        self.temp, self.conn.timeout
+                    );
+                    self.conn.breaker.failed(Side::DataNode, &text);
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, text));
                 }
                 // The upload thread has stopped: its error is the one to report.
                 Err(TrySendError::Disconnected(_)) => {
@@ -624,13 +721,14 @@ impl Upload {
         let Some(result) = self.result.take() else { return Ok(()) };
         match result.recv_timeout(self.conn.timeout) {
             Ok(outcome) => outcome,
-            Err(RecvTimeoutError::Timeout) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
+            Err(RecvTimeoutError::Timeout) => {
+                let text = format!(
                     "{}: no answer from the DataNode within {:?}",
                     self.temp, self.conn.timeout
-                ),
-            )),
+                );
+                self.conn.breaker.failed(Side::DataNode, &text);
+                Err(io::Error::new(io::ErrorKind::TimedOut, text))
+            }
             Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("upload thread stopped")),
         }
     }
@@ -769,11 +867,8 @@ impl Store for WebHdfsDir {
     }
 
     fn stage(&self, path: &RelPath, _like: &FileStat) -> io::Result<Box<dyn Staging>> {
-        if let Some(bad) = path.as_str().split('/').find(|part| part.contains(':')) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("HDFS cannot hold a name with ':' ({bad:?})"),
-            ));
+        if let Some(why) = self.refuses(path) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
         let abs = self.abs(path);
         self.ensure_dir(WebHdfsDir::parent_of(&abs))?;
@@ -814,6 +909,8 @@ impl Store for WebHdfsDir {
         self.conn.mkdirs(WebHdfsDir::parent_of(&to))?;
         self.conn.rename(&self.abs(path), &to)?;
         let notes = format!("{}/{folder}.notes", self.state);
+        self.journal_this_process()?;
+        self.remove_dead_temporaries(WebHdfsDir::parent_of(&notes));
         let mut text = match self.conn.open(&notes, 0) {
             Ok(mut resp) => {
                 let mut old = Vec::new();
@@ -827,7 +924,7 @@ impl Store for WebHdfsDir {
         let temp = self.temp_beside(&notes);
         self.conn.create_with(&temp, text)?;
         self.swap_into_place(&temp, &notes)?;
-        Ok(format!("{}{to}", self.conn.endpoint))
+        Ok(self.conn.hdfs_url(&to))
     }
 
     fn kept_folders(&self, parent: &str) -> io::Result<Vec<String>> {
@@ -918,6 +1015,7 @@ impl Store for WebHdfsDir {
         self.check_root()?;
         let abs = format!("{}/{name}", self.state);
         self.conn.mkdirs(WebHdfsDir::parent_of(&abs))?;
+        self.journal_this_process()?;
         self.remove_dead_temporaries(WebHdfsDir::parent_of(&abs));
         let temp = self.temp_beside(&abs);
         self.conn.create_with(&temp, bytes.to_vec())?;
@@ -941,14 +1039,22 @@ impl Store for WebHdfsDir {
         Some(super::Native::Hdfs { block_size: self.conn.block_size })
     }
 
+    fn down(&self) -> Option<String> {
+        self.conn.breaker.cause()
+    }
+
+    fn refuses(&self, path: &RelPath) -> Option<String> {
+        names::refused(path.as_str())
+    }
+
     fn native_checksum(&self, path: &RelPath) -> Option<io::Result<NativeChecksum>> {
         let abs = self.abs(path);
+        if let Err(e) = Conn::refuse_unholdable(&abs) {
+            return Some(Err(e));
+        }
         let url = self.conn.url(&abs, "GETFILECHECKSUM", &[]);
-        let reply = self
-            .conn
-            .send(&|| self.conn.data.get(&url))
-            .and_then(|resp| check(resp, &abs))
-            .and_then(|resp| json::<ChecksumReply>(resp, &abs));
+        let reply =
+            self.conn.get_redirected(&abs, &url).and_then(|resp| json::<ChecksumReply>(resp, &abs));
         Some(reply.map(|r| NativeChecksum {
             algorithm: r.checksum.algorithm,
             bytes: r.checksum.bytes,
@@ -974,7 +1080,13 @@ fn check(resp: Response, abs: &str) -> io::Result<Response> {
             } else {
                 io::ErrorKind::Other
             };
-            (kind, format!("{}: {}", exception.exception, exception.message))
+            // The Java class as Java names it, and the message without any stack trace.
+            let class = if exception.java_class_name.is_empty() {
+                &exception.exception
+            } else {
+                &exception.java_class_name
+            };
+            (kind, format!("{class}: {}", without_stack_trace(&exception.message)))
         }
         Err(_) if status == StatusCode::NOT_FOUND => {
             (io::ErrorKind::NotFound, "404 Not Found".to_string())
@@ -986,7 +1098,7 @@ fn check(resp: Response, abs: &str) -> io::Result<Response> {
 
 fn json<T: for<'de> Deserialize<'de>>(resp: Response, abs: &str) -> io::Result<T> {
     let body = resp.bytes().map_err(|e| {
-        io::Error::other(format!("{abs}: reading the reply: {}", one_line_error(&e)))
+        io::Error::other(format!("{abs}: reading the reply: {}", one_line_error(&e.without_url())))
     })?;
     serde_json::from_slice(&body)
         .map_err(|e| io::Error::other(format!("{abs}: unexpected reply: {e}")))

@@ -3,13 +3,36 @@
 //! missing HDFS is a failure, never a silent skip; elsewhere these tests say why they skip.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::common::{Env, bytes};
 
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
+/// Held shared by every test that uses the cluster, and exclusively by a test that disturbs
+/// it (stops its DataNode), so that no other test runs meanwhile.
+static CLUSTER: RwLock<()> = RwLock::new(());
+
+/// The cluster's NameNode URL (as `&str`, through `Deref`), held shared while the test runs.
+struct Cluster {
+    url: String,
+    _shared: RwLockReadGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
 /// The NameNode URL, or `None` (with a message) when this machine has no HDFS running.
-fn namenode() -> Option<String> {
+fn namenode() -> Option<Cluster> {
+    let url = namenode_url()?;
+    Some(Cluster { url, _shared: CLUSTER.read().unwrap_or_else(|e| e.into_inner()) })
+}
+
+fn namenode_url() -> Option<String> {
     match std::env::var("REDUNDO_TEST_WEBHDFS") {
         Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_string()),
         _ if std::env::var_os("CI").is_some() => panic!(
@@ -413,7 +436,7 @@ fn two_targets_on_one_hdfs_cluster_count_once_in_the_reliability_figure() {
     env.ok(&["backup", "--quiet"]);
     env.ok(&["verify", "--quiet"]);
     let status = env.ok(&["status"]);
-    let line = format!("share one failure domain (HDFS cluster {url})");
+    let line = format!("share one failure domain (HDFS cluster {})", &*url);
     assert!(status.stdout.contains(&line), "{status:?}");
     assert!(status.stdout.contains("prod over failure domains"), "{status:?}");
     let doc = env.ok(&["status", "--json"]).json();
@@ -446,4 +469,186 @@ fn a_block_the_namenode_knows_is_corrupt_is_found_by_fast_verify_and_repaired() 
     env.ok(&["verify", "--fast", "--quiet"]);
     env.ok(&["verify", "--quiet"]);
     assert_eq!(hdfs.read(&copy), b"spaces and unicode");
+}
+
+impl Hdfs {
+    /// Whether anything is at `path`.
+    fn exists(&self, path: &str) -> bool {
+        let resp = self.client.get(self.op(path, "GETFILESTATUS")).send().unwrap();
+        resp.status().is_success()
+    }
+}
+
+/// Reads `paths` with HdfsCLI (`hdfs.InsecureClient`, `pip install hdfs`), a client nobody
+/// here wrote; `None` (with a message) when python3 or the package is missing, a failure
+/// under CI.
+fn hdfscli_read(url: &str, paths: &[String]) -> Option<Vec<Vec<u8>>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = "import sys, json, hdfs\nclient = hdfs.InsecureClient(sys.argv[1], user='root')\nfor path in json.load(sys.stdin):\n    with client.read(path) as reader:\n        print(reader.read().hex())\n";
+    let missing = |why: String| {
+        assert!(std::env::var_os("CI").is_none(), "under CI, HdfsCLI must be installed: {why}");
+        eprintln!("HdfsCLI is not available ({why}); reading back over raw WebHDFS instead");
+        None
+    };
+    let child = Command::new("python3")
+        .args(["-c", script, url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return missing(format!("python3: {e}")),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(paths).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'hdfs'") {
+        return missing("python3 has no module hdfs".into());
+    }
+    assert!(out.status.success(), "HdfsCLI could not read {paths:?}: {stderr}");
+    let hex = |line: &str| {
+        (0..line.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    Some(String::from_utf8(out.stdout).unwrap().lines().map(hex).collect())
+}
+
+#[test]
+fn real_hdfs_names_it_cannot_hold_are_refused_and_nothing_unreadable_is_written() {
+    let Some(url) = namenode() else { return };
+    let dir = hdfs_dir("names");
+    let env = hdfs_env(&url, &dir);
+    let hdfs = Hdfs::new(&url);
+    env.write("odd +;#&= .txt", b"HDFS holds these");
+    // What HDFS cannot hold: the DataNode decodes '%' a second time (x%41.txt would land as
+    // xA.txt, x%2Fy/f.txt in x/y/, pct%.txt is refused by it), the NameNode refuses ':'.
+    let refused = ["x%41.txt", "pct%.txt", "x%2Fy/f.txt", "12:30.txt"];
+    for name in refused {
+        env.write(name, format!("cannot be held: {name}").as_bytes());
+    }
+    let held = ["a b ü.txt", "empty", "models/weights.bin", "odd +;#&= .txt"];
+
+    let run = env.expect(&["backup"], 3);
+    for name in refused {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("hdfs: {name}: WRITE FAILED:")))
+            .unwrap_or_else(|| panic!("no WRITE FAILED line for {name}: {run:?}"));
+        assert!(line.contains("HDFS cannot hold a name with '"), "{line}");
+    }
+    // Exactly the names HDFS can hold are there, nothing under another name, and each one
+    // read back by HdfsCLI holds the source's bytes.
+    let copies = |hdfs: &Hdfs| -> Vec<String> {
+        let mut names: Vec<String> = hdfs
+            .names(&dir)
+            .into_iter()
+            .filter(|n| !n.starts_with(&format!("{dir}/.redundo/")))
+            .collect();
+        names.sort();
+        names
+    };
+    let want: Vec<String> = held.iter().map(|n| format!("{dir}/{n}")).collect();
+    assert_eq!(copies(&hdfs), want, "what HDFS holds");
+    assert!(!hdfs.exists(&format!("{dir}/xA.txt")) && !hdfs.exists(&format!("{dir}/x/y")));
+    let read = hdfscli_read(&url, &want)
+        .unwrap_or_else(|| want.iter().map(|path| hdfs.read(path)).collect());
+    for (name, bytes) in held.iter().zip(read) {
+        assert!(bytes == env.read(&format!("data/{name}")), "{name} read back differs");
+    }
+
+    // verify says why those copies are missing; repair cannot make them, says so, and leaves
+    // the target as it is, however often it runs (no quarantine entry, nothing rewritten).
+    let run = env.expect(&["verify"], 1);
+    for name in refused {
+        assert!(
+            run.stdout.lines().any(|l| l.starts_with(&format!("hdfs: {name}: MISSING:"))
+                && l.contains("no run can copy it there")),
+            "{name}: {run:?}"
+        );
+    }
+    for _ in 0..2 {
+        let run = env.expect(&["repair"], 3);
+        assert!(!run.stdout.contains("done:"), "{run:?}");
+        assert!(!hdfs.exists(&format!("{dir}/.redundo/quarantine")), "repair quarantined");
+        assert_eq!(copies(&hdfs), want);
+    }
+}
+
+/// Runs `scripts/dev-hdfs.sh` with `args`.
+fn dev_hdfs(args: &[&str]) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dev-hdfs.sh");
+    std::process::Command::new("bash").arg(script).args(args).output().unwrap()
+}
+
+/// The cluster's DataNode stopped, every other real-HDFS test held off meanwhile; started
+/// again, and waited for, when dropped (after a failed assertion too).
+struct DataNodeStopped {
+    _exclusive: std::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl DataNodeStopped {
+    fn new() -> DataNodeStopped {
+        let exclusive = CLUSTER.write().unwrap_or_else(|e| e.into_inner());
+        let out = dev_hdfs(&["stop-datanode"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        DataNodeStopped { _exclusive: exclusive }
+    }
+}
+
+impl Drop for DataNodeStopped {
+    fn drop(&mut self) {
+        let out = dev_hdfs(&["start"]);
+        if !out.status.success() {
+            eprintln!("the DataNode did not come back: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// Disturbs the cluster, so it runs only where the cluster is its own: with
+/// `REDUNDO_TEST_HDFS_DISRUPT=1` (and never beside other work on the same cluster).
+#[test]
+fn real_hdfs_with_its_datanode_down_is_given_up_after_three_files_with_one_line() {
+    if std::env::var_os("REDUNDO_TEST_HDFS_DISRUPT").is_none() {
+        eprintln!(
+            "skipped: stops the DataNode of the cluster at REDUNDO_TEST_WEBHDFS; set REDUNDO_TEST_HDFS_DISRUPT=1 where that cluster serves this test run alone"
+        );
+        return;
+    }
+    let Some(url) = namenode_url() else { return };
+    let dir = hdfs_dir("datanode-down");
+    let env = hdfs_env(&url, &dir);
+    let config = env.path("redundo.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("jobs = 1\n{text}retries = 1\n")).unwrap();
+    for n in 0..10 {
+        env.write(&format!("many/f{n}.txt"), format!("file {n}").as_bytes());
+    }
+    {
+        // The NameNode still believes the DataNode alive (for minutes) and sends it the data.
+        let _stopped = DataNodeStopped::new();
+        let run = env.expect(&["backup"], 3);
+        let down: Vec<&str> =
+            run.stdout.lines().filter(|l| l.starts_with("hdfs: UNREACHABLE:")).collect();
+        assert_eq!(down.len(), 1, "{run:?}");
+        assert!(down[0].contains("DataNode"), "{}", down[0]);
+        let failed = run.stdout.lines().filter(|l| l.starts_with("hdfs: ")).count();
+        assert!(failed <= 4, "a line per file after the target was down: {run:?}");
+        for n in 0..10 {
+            let name = format!("many/f{n}.txt");
+            assert_eq!(env.read(&format!("local/{name}")), env.read(&format!("data/{name}")));
+        }
+    }
+    // The DataNode is back: the next backup fills every gap.
+    env.ok(&["backup", "--quiet"]);
+    env.ok(&["verify", "--quiet"]);
 }

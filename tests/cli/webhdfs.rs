@@ -1644,3 +1644,260 @@ fn a_copy_named_like_a_temporary_is_kept_on_hdfs_as_the_user_named_it() {
     assert_eq!(std::fs::read(fake.file(name)).unwrap(), b"user data", "removed as a leftover");
     env.ok(&["verify"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Names HDFS cannot hold, a target that stops answering, what error lines carry
+// ---------------------------------------------------------------------------------------
+
+/// [`workspace`] with `jobs = 1`, so files are taken one at a time and the requests the fake
+/// sees can be counted exactly.
+fn one_at_a_time(fake: &Fake, extra: &str) -> Env {
+    let env = workspace(fake, extra);
+    let config = env.path("redundo.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("jobs = 1\n{text}")).unwrap();
+    env
+}
+
+/// The data requests (not to the state folder) that the NameNode side of the fake saw for `op`.
+fn data_requests(fake: &Fake, op: &str) -> usize {
+    let state = format!("{ROOT}/.redundo/");
+    fake.requests().iter().filter(|r| r.is(op) && !r.path.starts_with(&state)).count()
+}
+
+fn assert_no_rest_urls(run: &Run) {
+    for bad in ["http://", "/webhdfs/v1", "user.name="] {
+        assert!(!run.stdout.contains(bad), "a REST URL ({bad}) in the report: {run:?}");
+    }
+}
+
+#[test]
+fn names_with_a_percent_sign_are_refused_before_upload_and_repair_does_not_loop_on_them() {
+    let fake = Fake::start();
+    let env = workspace(&fake, "retries = 1");
+    env.write("ok.txt", b"fine\n");
+    env.write("x%41.txt", b"would land as xA.txt\n");
+    env.write("pct%.txt", b"refused by the DataNode\n");
+    env.write("x%2Fy/f.txt", b"would land in x/y/\n");
+    let refused = ["x%41.txt", "pct%.txt", "x%2Fy/f.txt"];
+    let run = env.expect(&["backup"], 3);
+    for name in refused {
+        let line = one_line(&run, &format!("hdfs1: {name}: WRITE FAILED:"), &[]);
+        assert!(line.contains("HDFS cannot hold a name with '%'"), "{line}");
+    }
+    assert_every_line_is_a_report_line(&run);
+    assert_eq!(std::fs::read(fake.file("ok.txt")).unwrap(), b"fine\n");
+    assert_local_copies(&env, &["ok.txt", "x%41.txt", "pct%.txt", "x%2Fy/f.txt"]);
+    // Nothing of theirs was ever sent: no CREATE, OPEN or RENAME names a '%' (sent as %25).
+    let sent: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains('%') && r.op != "MKDIRS" && r.op != "SETTIMES")
+        .map(|r| r.raw.clone())
+        .collect();
+    assert!(sent.is_empty(), "requests for the refused files: {sent:#?}");
+    let held: Vec<String> =
+        fake.all_files().into_iter().filter(|f| !f.starts_with(".redundo/")).collect();
+    assert_eq!(held, ["ok.txt"], "only the name HDFS can hold is on the target");
+
+    // verify says why they are missing; repair cannot help and says so, and does not
+    // quarantine or rewrite anything, however often it runs.
+    let run = env.expect(&["verify"], 1);
+    for name in refused {
+        one_line(&run, &format!("hdfs1: {name}: MISSING:"), &["'%'", "no run can copy it there"]);
+    }
+    for _ in 0..2 {
+        let before = fake.all_files();
+        let run = env.expect(&["repair"], 3);
+        for name in refused {
+            one_line(&run, &format!("hdfs1: {name}: WRITE FAILED:"), &["'%'"]);
+        }
+        assert!(lines_with(&run, "done:").is_empty(), "{run:?}");
+        let quarantined: Vec<String> =
+            fake.all_files().into_iter().filter(|f| f.contains("quarantine")).collect();
+        assert!(quarantined.is_empty(), "repair quarantined: {quarantined:?}");
+        let after: Vec<String> =
+            fake.all_files().into_iter().filter(|f| !f.starts_with(".redundo/")).collect();
+        let before: Vec<String> =
+            before.into_iter().filter(|f| !f.starts_with(".redundo/")).collect();
+        assert_eq!(after, before, "repair changed the target");
+    }
+}
+
+#[test]
+fn a_dead_datanode_stops_the_uploads_after_three_files_with_one_unreachable_line() {
+    let fake = Fake::start();
+    let env = one_at_a_time(&fake, "retries = 1");
+    let names: Vec<String> = (0..8).map(|n| format!("f{n}.txt")).collect();
+    for name in &names {
+        env.write(name, name.as_bytes());
+    }
+    fake.fault(ALWAYS, Action::DeadDataNode, |r| {
+        r.is("CREATE") && !r.path.starts_with(&format!("{ROOT}/.redundo/"))
+    });
+    let run = env.expect(&["backup"], 3);
+    let line = one_line(&run, "hdfs1: UNREACHABLE:", &["DataNode", "3 times in a row"]);
+    assert!(line.to_lowercase().contains("refused"), "the cause is missing: {line}");
+    // Three files failed, each after its own attempt; the other five were never tried.
+    assert_eq!(lines_with(&run, "WRITE FAILED").len(), 3, "{run:?}");
+    assert_eq!(data_requests(&fake, "CREATE"), 3, "uploads tried after the target was down");
+    assert_every_line_is_a_report_line(&run);
+    assert_no_rest_urls(&run);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_local_copies(&env, &refs);
+
+    // The DataNode is back: the next backup fills every gap.
+    fake.clear_faults();
+    let run = env.ok(&["backup"]);
+    assert!(lines_with(&run, "hdfs1:").iter().all(|l| !l.contains("UNREACHABLE")), "{run:?}");
+    for name in &names {
+        assert_eq!(std::fs::read(fake.file(name)).unwrap(), name.as_bytes());
+    }
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn a_dead_datanode_stops_a_deep_verify_after_three_files_with_one_unreachable_line() {
+    let fake = Fake::start();
+    let env = one_at_a_time(&fake, "retries = 2");
+    for n in 0..8 {
+        env.write(&format!("f{n}.txt"), format!("file {n}").as_bytes());
+    }
+    env.ok(&["backup"]);
+    fake.clear_requests();
+    fake.fault(ALWAYS, Action::DeadDataNode, |r| {
+        r.is("OPEN") && !r.path.starts_with(&format!("{ROOT}/.redundo/"))
+    });
+    let run = env.expect(&["verify"], 3);
+    one_line(&run, "hdfs1: UNREACHABLE:", &["DataNode", "3 times in a row"]);
+    assert_eq!(lines_with(&run, "hdfs1: f").len(), 3, "{run:?}");
+    // The NameNode was asked for each of the three once (the DataNode it redirects to was
+    // tried 1 + retries times); for the other five, not at all.
+    assert_eq!(data_requests(&fake, "OPEN"), 3, "OPENs sent after the target was down");
+    assert_no_rest_urls(&run);
+    assert_every_line_is_a_report_line(&run);
+
+    // --fast stops the same way on a NameNode that fails every GETFILECHECKSUM.
+    fake.clear_faults();
+    fake.clear_requests();
+    fake.fault(ALWAYS, Action::Status500, |r| r.is("GETFILECHECKSUM"));
+    let run = env.expect(&["verify", "--fast"], 3);
+    one_line(&run, "hdfs1: UNREACHABLE:", &["NameNode", "3 times in a row", "IOException"]);
+    // Three files, each asked 1 + retries times; the other five not at all.
+    assert_eq!(data_requests(&fake, "GETFILECHECKSUM"), 3 * 3, "{run:?}");
+}
+
+#[test]
+fn a_java_stack_trace_in_an_hdfs_error_never_reaches_the_report() {
+    let fake = Fake::start();
+    let env = workspace(&fake, "retries = 0");
+    env.write("a.txt", b"alpha\n");
+    let frames: String = (0..40)
+        .map(|n| format!("\n\tat org.apache.hadoop.hdfs.server.namenode.FSNamesystem.f{n}(FSNamesystem.java:{n})"))
+        .collect();
+    fake.fault(
+        ALWAYS,
+        Action::Remote {
+            status: 403,
+            exception: "RemoteException",
+            message: format!("File {ROOT}/a.txt could only be replicated to 0 nodes{frames}"),
+        },
+        |r| r.datanode && r.op == "CREATE",
+    );
+    let run = env.expect(&["backup"], 3);
+    let line = one_line(&run, "hdfs1: a.txt: WRITE FAILED:", &["could only be replicated"]);
+    // The class as Java names it, the message, and no frame.
+    assert!(line.contains("org.apache.hadoop.hdfs.protocol.RemoteException: File"), "{line}");
+    assert!(!line.contains("FSNamesystem.java") && !line.contains("\tat"), "{line}");
+    assert!(line.len() < 400, "{} bytes: {line}", line.len());
+    assert_every_line_is_a_report_line(&run);
+}
+
+#[test]
+fn quarantined_copies_are_reported_at_their_hdfs_path_not_a_rest_url() {
+    let fake = Fake::start();
+    let env = workspace(&fake, "retries = 1");
+    env.write("a.bin", &bytes(4, 5000));
+    env.ok(&["backup"]);
+    flip_byte(&fake.file("a.bin"), 100);
+    let run = env.ok(&["repair", "--json"]);
+    let doc = run.json();
+    let action = doc["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["copy"] == TARGET)
+        .unwrap_or_else(|| panic!("{doc}"));
+    let kept = action["quarantined_to"].as_str().unwrap();
+    let want = format!("webhdfs://127.0.0.1:{}{ROOT}/.redundo/quarantine/", fake.port());
+    assert!(kept.starts_with(&want) && kept.ends_with("/a.bin"), "{kept}");
+    let rel = kept.strip_prefix(&format!("webhdfs://127.0.0.1:{}{ROOT}/", fake.port())).unwrap();
+    assert!(fake.file(rel).is_file(), "nothing at {kept}");
+}
+
+#[test]
+fn temporaries_a_killed_run_left_in_the_state_folder_are_removed() {
+    let fake = Fake::start();
+    let env = workspace(&fake, "retries = 1");
+    env.write("a.bin", &bytes(5, 3000));
+    env.ok(&["backup"]);
+    // A killed run (a pid no process has) recorded in the journal left a replica temporary
+    // and a notes temporary; a live process (pid 1) and an unrecorded dead one left theirs.
+    let dead = 4_194_303;
+    let state = fake.file(".redundo");
+    std::fs::create_dir_all(state.join("temporaries")).unwrap();
+    std::fs::create_dir_all(state.join("quarantine")).unwrap();
+    for pid in [dead, 1] {
+        std::fs::write(state.join("temporaries").join(pid.to_string()), b"").unwrap();
+    }
+    let planted = [
+        (format!(".redundo/.redundo-tmp-{dead}-0"), false),
+        (format!(".redundo/quarantine/.redundo-tmp-{dead}-1"), false),
+        (".redundo/.redundo-tmp-1-0".to_string(), true),
+        (".redundo/.redundo-tmp-4194302-0".to_string(), true),
+    ];
+    for (name, _) in &planted {
+        std::fs::write(fake.file(name), b"half a replica").unwrap();
+    }
+    // A repair keeps a damaged copy (its notes are written in quarantine/), and a backup of
+    // a change writes the replicas.
+    flip_byte(&fake.file("a.bin"), 7);
+    env.ok(&["repair"]);
+    env.write("b.txt", b"new\n");
+    env.ok(&["backup"]);
+    for (name, stays) in &planted {
+        assert_eq!(fake.file(name).exists(), *stays, "{name}: {:?}", fake.all_files());
+    }
+}
+
+#[test]
+fn a_target_that_stops_answering_during_repair_is_no_longer_read_from() {
+    let fake = Fake::start();
+    let env = one_at_a_time(&fake, "retries = 1");
+    let names: Vec<String> = (0..8).map(|n| format!("f{n}.bin")).collect();
+    for (n, name) in names.iter().enumerate() {
+        env.write(name, &bytes(n as u64, 3000));
+    }
+    env.ok(&["backup"]);
+    for name in &names {
+        flip_byte(&env.path(&format!("t1/{name}")), 10);
+    }
+    // The DataNode dies after repair's inspection read every copy once: the good bytes repair
+    // reads from hdfs1 (a target, so preferred) stop coming.
+    let opens = std::sync::atomic::AtomicUsize::new(0);
+    let state = format!("{ROOT}/.redundo/");
+    fake.fault(ALWAYS, Action::DeadDataNode, move |r| {
+        r.is("OPEN")
+            && !r.path.starts_with(&state)
+            && opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 8
+    });
+    let run = env.expect(&["repair"], 3);
+    one_line(&run, "hdfs1: UNREACHABLE:", &["DataNode"]);
+    // Three files could not be read from hdfs1; after that the source served the rest.
+    let unread = lines_with(&run, "READ FAILED").len();
+    assert_eq!(unread, 3, "{run:?}");
+    assert_eq!(lines_with(&run, "t1: f").iter().filter(|l| l.contains("done:")).count(), 5);
+    fake.clear_faults();
+    let run = env.expect(&["verify"], 1);
+    assert_eq!(lines_with(&run, "t1: f").len(), 3, "{run:?}");
+}
