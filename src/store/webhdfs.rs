@@ -83,7 +83,7 @@ pub struct WebHdfsDir {
     conn: Conn,
     location: String,
     /// Set once this process is recorded in the temporaries journal.
-    journaled: std::sync::OnceLock<Result<String, String>>,
+    journaled: std::sync::Mutex<Option<Result<String, String>>>,
     /// For the source: the local state folder that keeps its records (the manifest replica,
     /// set id, owner), as for a local source. What is kept beside its files (quarantine,
     /// temporaries journal) stays on HDFS, where a rename can reach it.
@@ -232,7 +232,7 @@ impl WebHdfsDir {
             state: format!("{root}/{STATE_DIR}"),
             conn,
             location: location.to_string(),
-            journaled: std::sync::OnceLock::new(),
+            journaled: std::sync::Mutex::new(None),
             records: None,
         }
     }
@@ -272,22 +272,43 @@ impl WebHdfsDir {
     }
 
     /// Records this process in the temporaries journal, once, before its first temporary.
+    /// A refusal (no permission, no space, a NameNode error) is kept and answers every later
+    /// call; a DataNode that did not answer is not, so the next temporary tries again and a
+    /// dead DataNode is seen by the breaker (and given up with one line) instead of failing
+    /// every later file with the first error.
     fn journal_this_process(&self) -> io::Result<()> {
-        let entry = self.journaled.get_or_init(|| {
-            let entry = format!("{}/{TEMP_JOURNAL}/{}", self.state, std::process::id());
-            let record = || -> io::Result<()> {
-                self.conn.mkdirs(WebHdfsDir::parent_of(&entry))?;
-                // An entry left by a killed process of the same pid serves as well.
-                if self.conn.status(&entry)?.is_none() {
-                    self.conn.create_with(&entry, Vec::new())?;
-                }
+        // Held while recording, so that concurrent first temporaries record it once.
+        let mut journaled = self.journaled.lock().unwrap_or_else(|e| e.into_inner());
+        match journaled.as_ref() {
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(refused)) => return Err(io::Error::other(refused.clone())),
+            None => {}
+        }
+        let entry = format!("{}/{TEMP_JOURNAL}/{}", self.state, std::process::id());
+        let record = || -> io::Result<()> {
+            self.conn.mkdirs(WebHdfsDir::parent_of(&entry))?;
+            // An entry left by a killed process of the same pid serves as well.
+            if self.conn.status(&entry)?.is_none() {
+                self.conn.create_with(&entry, Vec::new())?;
+            }
+            Ok(())
+        };
+        match record() {
+            Ok(()) => {
+                *journaled = Some(Ok(entry));
                 Ok(())
-            };
-            record()
-                .map(|()| entry)
-                .map_err(|e| format!("cannot record temporaries in the journal: {e}"))
-        });
-        entry.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.clone()))
+            }
+            Err(e) if super::is_down(&e) => Err(e),
+            Err(e) => {
+                let message = format!("cannot record temporaries in the journal: {e}");
+                // A DataNode that did not answer is tried again by the next temporary, so the
+                // breaker sees it fail; an answer that refused is kept.
+                if !self.conn.breaker.datanodes_failing() {
+                    *journaled = Some(Err(message.clone()));
+                }
+                Err(io::Error::new(e.kind(), message))
+            }
+        }
     }
 
     /// The processes the temporaries journal records.
@@ -759,7 +780,7 @@ impl Drop for WebHdfsDir {
     /// A run that ends normally has installed or removed every temporary, so its journal
     /// entry goes; a killed run's stays, and lets the next run remove what it left.
     fn drop(&mut self) {
-        if let Some(Ok(entry)) = self.journaled.get() {
+        if let Some(Ok(entry)) = self.journaled.get_mut().unwrap_or_else(|e| e.into_inner()) {
             let _ = self.conn.delete(entry, false);
         }
     }

@@ -76,6 +76,12 @@ impl Breaker {
     }
 
     /// Why the target was given up, if it was.
+    /// Whether the last request to a DataNode failed: a dead DataNode, which only requests
+    /// that reach it again can tell the breaker about.
+    pub(super) fn datanodes_failing(&self) -> bool {
+        self.state().datanode > 0
+    }
+
     pub(super) fn cause(&self) -> Option<String> {
         self.state().tripped.clone()
     }
