@@ -115,6 +115,9 @@ pub fn run(
         for leftover in &listing.leftovers {
             findings.notice(NoticeKind::Unknown, Some(name), None, format!("temporary file left by an interrupted run: {leftover} (the next backup removes it)"));
         }
+        for upload in &listing.resumable {
+            findings.notice(NoticeKind::Unknown, Some(name), None, format!("unfinished upload left by an interrupted run: {upload} (the next backup resumes it if the source file is unchanged, and aborts it otherwise)"));
+        }
     }
     let new_files = inspection.source.as_ref().map_or(0, |source| {
         source.files.keys().filter(|p| !manifest.files.contains_key(*p)).count()

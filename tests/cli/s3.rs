@@ -10,8 +10,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::common::{Env, bytes};
 
 static PREFIXES: AtomicU32 = AtomicU32::new(0);
-const BUCKET: &str = "redundo-test";
 const MIB: usize = 1024 * 1024;
+
+/// The test bucket: `REDUNDO_TEST_S3_BUCKET`, default `redundo-test` (several checkouts may
+/// share one server: each can test in a bucket of its own).
+fn bucket() -> &'static str {
+    static BUCKET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUCKET.get_or_init(|| {
+        std::env::var("REDUNDO_TEST_S3_BUCKET")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "redundo-test".to_string())
+    })
+}
 
 /// The endpoint, or `None` (with a message) when this machine has no S3 server or no `aws`.
 fn endpoint() -> Option<String> {
@@ -22,7 +33,7 @@ fn endpoint() -> Option<String> {
             let url = url.trim_end_matches('/').to_string();
             // Idempotent: the bucket may exist from an earlier test.
             let _ = Command::new("aws")
-                .args(["--endpoint-url", &url, "s3api", "create-bucket", "--bucket", BUCKET])
+                .args(["--endpoint-url", &url, "s3api", "create-bucket", "--bucket", bucket()])
                 .output();
             Some(url)
         }
@@ -71,11 +82,11 @@ impl Aws {
 
     /// The object's bytes, through `aws s3 cp s3://... -`.
     fn read(&self, key: &str) -> Vec<u8> {
-        self.ok(&["s3", "cp", "--quiet", &format!("s3://{BUCKET}/{key}"), "-"])
+        self.ok(&["s3", "cp", "--quiet", &format!("s3://{}/{key}", bucket()), "-"])
     }
 
     fn head(&self, key: &str) -> Option<serde_json::Value> {
-        let out = self.run(&["s3api", "head-object", "--bucket", BUCKET, "--key", key]);
+        let out = self.run(&["s3api", "head-object", "--bucket", bucket(), "--key", key]);
         out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
@@ -90,7 +101,7 @@ impl Aws {
             "cp",
             "--quiet",
             file.to_str().unwrap(),
-            &format!("s3://{BUCKET}/{key}"),
+            &format!("s3://{}/{key}", bucket()),
             "--metadata",
             &format!("mtime={mtime}"),
         ]);
@@ -103,7 +114,7 @@ impl Aws {
             "s3api",
             "list-multipart-uploads",
             "--bucket",
-            BUCKET,
+            bucket(),
             "--prefix",
             &format!("{prefix}/"),
         ]);
@@ -119,7 +130,7 @@ impl Aws {
 
     /// Every key below `prefix`.
     fn keys(&self, prefix: &str) -> Vec<String> {
-        let out = self.ok(&["s3", "ls", "--recursive", &format!("s3://{BUCKET}/{prefix}/")]);
+        let out = self.ok(&["s3", "ls", "--recursive", &format!("s3://{}/{prefix}/", bucket())]);
         String::from_utf8_lossy(&out)
             .lines()
             .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
@@ -133,7 +144,8 @@ fn s3_env(url: &str, prefix: &str) -> Env {
     let env = Env::bare();
     std::fs::create_dir(env.path("local")).unwrap();
     let config = format!(
-        "source = \"data\"\n\n[[target]]\nname = \"local\"\nlocation = \"local\"\n\n[[target]]\nname = \"bucket\"\nlocation = \"s3://{BUCKET}/{prefix}\"\nendpoint = \"{url}\"\npart_size = 5242880\ntimeout = \"20s\"\n"
+        "source = \"data\"\n\n[[target]]\nname = \"local\"\nlocation = \"local\"\n\n[[target]]\nname = \"bucket\"\nlocation = \"s3://{}/{prefix}\"\nendpoint = \"{url}\"\npart_size = 5242880\ntimeout = \"20s\"\n",
+        bucket()
     );
     std::fs::write(env.path("redundo.toml"), config).unwrap();
     env.write("models/weights.bin", &bytes(1, 20 * MIB + 123));
@@ -240,7 +252,7 @@ fn real_s3_deleted_object_is_missing_and_repaired() {
     env.ok(&["backup", "--quiet"]);
 
     let key = format!("{prefix}/models/weights.bin");
-    aws.ok(&["s3", "rm", "--quiet", &format!("s3://{BUCKET}/{key}")]);
+    aws.ok(&["s3", "rm", "--quiet", &format!("s3://{}/{key}", bucket())]);
     let run = env.expect(&["verify", "--fast"], 1);
     assert!(run.stdout.contains("bucket: models/weights.bin: MISSING"), "{run:?}");
     let run = env.ok(&["repair"]);
@@ -256,43 +268,202 @@ fn real_s3_deleted_object_is_missing_and_repaired() {
     env.ok(&["verify", "--fast", "--quiet"]);
 }
 
-#[test]
-fn real_s3_multipart_upload_killed_midway_leaves_no_object_and_the_next_backup_aborts_it() {
-    let Some(url) = endpoint() else { return };
-    let prefix = prefix("killed");
-    let env = s3_env(&url, &prefix);
-    let aws = Aws { url };
-    // A first backup without the large file, so that verify has a record to start from.
+/// A workspace whose first backup holds everything but the 20 MiB file, which is then put
+/// back, so a killed upload of it leaves a record to start from.
+fn s3_env_without_weights(url: &str, prefix: &str) -> (Env, Vec<u8>) {
+    let env = s3_env(url, prefix);
     let weights = env.read("data/models/weights.bin");
     std::fs::remove_file(env.path("data/models/weights.bin")).unwrap();
     env.ok(&["backup", "--quiet"]);
     env.write("models/weights.bin", &weights);
+    (env, weights)
+}
 
-    // Killed (abort: no destructor runs) right after the second of five parts went up.
-    let run = env.run_env(&["backup", "--quiet"], &[("REDUNDO_FAULT_S3_PART", "bucket:2")]);
+/// A backup killed (abort: no destructor runs) right after part `part` of the S3 upload.
+fn killed_backup(env: &Env, part: u32) {
+    let fault = format!("bucket:{part}");
+    let run = env.run_env(&["backup", "--quiet"], &[("REDUNDO_FAULT_S3_PART", &fault)]);
     assert_ne!(run.code, 0, "{run:?}");
-    let key = format!("{prefix}/models/weights.bin");
-    assert!(aws.head(&key).is_none(), "nothing at the final key before the upload completes");
-    assert_eq!(aws.uploads(&prefix), vec![key.clone()], "the killed run's upload is left");
+}
 
+/// The one upload left below `prefix`: (key, upload id).
+fn only_upload(aws: &Aws, prefix: &str) -> (String, String) {
+    let out = aws.ok(&[
+        "s3api",
+        "list-multipart-uploads",
+        "--bucket",
+        bucket(),
+        "--prefix",
+        &format!("{prefix}/"),
+    ]);
+    let listing: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let uploads = listing["Uploads"].as_array().cloned().unwrap_or_default();
+    assert_eq!(uploads.len(), 1, "{listing}");
+    let upload = &uploads[0];
+    (upload["Key"].as_str().unwrap().to_string(), upload["UploadId"].as_str().unwrap().to_string())
+}
+
+/// The part numbers of an unfinished upload, through `aws s3api list-parts`.
+fn listed_parts(aws: &Aws, key: &str, id: &str) -> Vec<u64> {
+    let out =
+        aws.ok(&["s3api", "list-parts", "--bucket", bucket(), "--key", key, "--upload-id", id]);
+    let listing: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let parts = listing["Parts"].as_array().cloned().unwrap_or_default();
+    parts.iter().map(|p| p["PartNumber"].as_u64().unwrap()).collect()
+}
+
+/// The notices of a `--json` run about `path` on the S3 target.
+fn notices_about(run: &crate::common::Run, path: &str) -> Vec<String> {
+    let doc = run.json();
+    let notices = doc["notices"].as_array().cloned().unwrap_or_default();
+    notices
+        .iter()
+        .filter(|n| n["copy"] == "bucket" && n["path"] == path)
+        .map(|n| n["detail"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `aws s3 cp` of the object to a file, then `cmp` with the source file.
+fn cmp_with_source(aws: &Aws, env: &Env, key: &str, rel: &str) {
+    let back = env.path("read-back.bin");
+    aws.ok(&["s3", "cp", "--quiet", &format!("s3://{}/{key}", bucket()), back.to_str().unwrap()]);
+    let cmp = Command::new("cmp").arg(&back).arg(env.path(&format!("data/{rel}"))).output();
+    let cmp = cmp.expect("running cmp");
+    assert!(cmp.status.success(), "{key}: {}", String::from_utf8_lossy(&cmp.stdout));
+    std::fs::remove_file(back).unwrap();
+}
+
+/// Nothing a killed run leaves is there any more: no upload, no upload record, no journal entry.
+fn nothing_left(aws: &Aws, prefix: &str) {
+    assert!(aws.uploads(prefix).is_empty(), "no upload left unfinished");
+    let state: Vec<String> = aws
+        .keys(prefix)
+        .into_iter()
+        .filter(|k| k.contains("/.redundo/temporaries/") || k.contains("/.redundo/uploads/"))
+        .filter(|k| !k.ends_with('/'))
+        .collect();
+    assert!(state.is_empty(), "the dead runs' journal entries and records are gone: {state:?}");
+}
+
+const WEIGHTS: u64 = 20 * MIB as u64 + 123;
+const PART: u64 = 5 * MIB as u64;
+
+#[test]
+fn real_s3_multipart_upload_killed_twice_is_resumed_each_time_sending_only_the_missing_parts() {
+    let Some(url) = endpoint() else { return };
+    let prefix = prefix("resumed");
+    let (env, _) = s3_env_without_weights(&url, &prefix);
+    let aws = Aws { url };
+    let key = format!("{prefix}/models/weights.bin");
+
+    killed_backup(&env, 2);
+    assert!(aws.head(&key).is_none(), "nothing at the final key before the upload completes");
+    let (left, id) = only_upload(&aws, &prefix);
+    assert_eq!(left, key);
+    assert_eq!(listed_parts(&aws, &key, &id), vec![1, 2]);
     let run = env.ok(&["verify", "--fast"]);
-    assert!(
-        run.stdout.contains(
-            "bucket: unknown: temporary file left by an interrupted run: multipart upload "
-        ) && run.stdout.contains(&format!(" of {key} ")),
+    let wanted = format!(
+        "bucket: unknown: unfinished upload left by an interrupted run: multipart upload {id} of {key} (the next backup resumes it if the source file is unchanged"
+    );
+    assert!(run.stdout.lines().any(|l| l.starts_with(&wanted)), "{run:?}");
+
+    // Killed again after part 4: parts 1 and 2 were found, 3 and 4 sent, all in one upload.
+    killed_backup(&env, 4);
+    assert_eq!(only_upload(&aws, &prefix), (key.clone(), id.clone()), "the same upload");
+    assert_eq!(listed_parts(&aws, &key, &id), vec![1, 2, 3, 4]);
+
+    let run = env.ok(&["backup", "--json"]);
+    assert_eq!(
+        notices_about(&run, "models/weights.bin"),
+        vec!["resumed upload: 4 of 5 parts already on the server (20.0 MiB not sent again)"],
         "{run:?}"
     );
-    env.ok(&["backup", "--quiet"]);
-    assert!(aws.uploads(&prefix).is_empty(), "the next backup aborted the leftover upload");
-    assert!(aws.read(&key) == env.read("data/models/weights.bin"));
+    // The local copy whole, and on S3 only the last part.
+    assert_eq!(run.json()["bytes_written"].as_u64(), Some(2 * WEIGHTS - 4 * PART), "{run:?}");
+    assert_eq!(run.json()["bytes_read"].as_u64(), Some(WEIGHTS), "the source is read whole");
+    cmp_with_source(&aws, &env, &key, "models/weights.bin");
+    let etag = aws.head(&key).unwrap()["ETag"].as_str().unwrap().to_string();
+    assert!(etag.ends_with("-5\""), "one upload of five parts: {etag}");
+    nothing_left(&aws, &prefix);
     let run = env.ok(&["verify"]);
     assert!(run.stdout.contains("verify (deep): OK: 4 files"), "{run:?}");
-    let journal: Vec<String> =
-        aws.keys(&prefix).into_iter().filter(|k| k.contains("/.redundo/temporaries/")).collect();
-    assert!(
-        journal.iter().all(|k| k.ends_with('/')),
-        "the dead run's journal entry is gone: {journal:?}"
+    env.ok(&["verify", "--fast", "--quiet"]);
+}
+
+#[test]
+fn real_s3_resumed_upload_sends_again_a_part_the_server_holds_other_bytes_for() {
+    let Some(url) = endpoint() else { return };
+    let prefix = prefix("resumed-bad-part");
+    let (env, weights) = s3_env_without_weights(&url, &prefix);
+    let aws = Aws { url };
+    let key = format!("{prefix}/models/weights.bin");
+    killed_backup(&env, 3);
+    let (_, id) = only_upload(&aws, &prefix);
+
+    // Part 2 replaced behind redundo's back by bytes of the same size: it must not be kept.
+    let mut other = weights[PART as usize..2 * PART as usize].to_vec();
+    other[12345] ^= 1;
+    let file = env.path("part2.bin");
+    std::fs::write(&file, &other).unwrap();
+    aws.ok(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        bucket(),
+        "--key",
+        &key,
+        "--upload-id",
+        &id,
+        "--part-number",
+        "2",
+        "--body",
+        file.to_str().unwrap(),
+    ]);
+
+    let run = env.ok(&["backup", "--json"]);
+    assert_eq!(
+        notices_about(&run, "models/weights.bin"),
+        vec!["resumed upload: 2 of 5 parts already on the server (10.0 MiB not sent again)"],
+        "parts 1 and 3 kept, part 2 sent again: {run:?}"
     );
+    assert_eq!(run.json()["bytes_written"].as_u64(), Some(2 * WEIGHTS - 2 * PART));
+    cmp_with_source(&aws, &env, &key, "models/weights.bin");
+    nothing_left(&aws, &prefix);
+    env.ok(&["verify", "--quiet"]);
+}
+
+#[test]
+fn real_s3_killed_upload_of_a_file_changed_since_is_aborted_and_the_file_sent_whole() {
+    let Some(url) = endpoint() else { return };
+    let prefix = prefix("resume-refused");
+    let (env, _) = s3_env_without_weights(&url, &prefix);
+    let aws = Aws { url };
+    let key = format!("{prefix}/models/weights.bin");
+    killed_backup(&env, 2);
+    // Another unfinished upload below the prefix, with no record of what it was for.
+    aws.ok(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        bucket(),
+        "--key",
+        &format!("{prefix}/models/other.bin"),
+    ]);
+    assert_eq!(aws.uploads(&prefix).len(), 2);
+
+    // Same size, other bytes and mtime: the parts sent for the old content are not used.
+    env.write("models/weights.bin", &bytes(9, WEIGHTS as usize));
+    let run = env.ok(&["backup", "--json"]);
+    let notices = notices_about(&run, "models/weights.bin");
+    assert_eq!(notices.len(), 1, "{run:?}");
+    assert!(
+        notices[0].starts_with("the upload a killed run left was aborted, not resumed: the source file's mtime changed since ("),
+        "{notices:?}"
+    );
+    assert_eq!(run.json()["bytes_written"].as_u64(), Some(2 * WEIGHTS), "sent whole: {run:?}");
+    cmp_with_source(&aws, &env, &key, "models/weights.bin");
+    nothing_left(&aws, &prefix);
+    env.ok(&["verify", "--quiet"]);
 }
 
 #[test]
@@ -329,7 +500,7 @@ fn real_s3_wrong_key_or_missing_bucket_is_one_unreachable_line_with_the_s3_code(
     assert!(!line.contains("X-Amz-Signature"), "no presigned URL in messages: {line}");
 
     let config = std::fs::read_to_string(env.path("redundo.toml")).unwrap();
-    std::fs::write(env.path("redundo.toml"), config.replace(BUCKET, "redundo-no-such-bucket"))
+    std::fs::write(env.path("redundo.toml"), config.replace(bucket(), "redundo-no-such-bucket"))
         .unwrap();
     let run = env.expect(&["verify", "--fast"], 3);
     assert!(

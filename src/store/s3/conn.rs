@@ -14,9 +14,10 @@ use reqwest::{StatusCode, header};
 use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
-use super::multipart::Pending;
+use super::multipart::{Pending, UploadRecord};
 use super::{META_MTIME, SIGNED_FOR};
 use crate::config::S3Spec;
+use crate::record::relpath::STATE_DIR;
 use crate::store::FileStat;
 use crate::store::http::{one_line, one_line_error};
 
@@ -36,8 +37,13 @@ pub(super) struct Conn {
     pub(super) staged: Mutex<HashMap<String, Pending>>,
     pub(super) held: AtomicU64,
     pub(super) next_token: AtomicU64,
-    /// The multipart uploads this process began and has not finished.
+    /// The multipart uploads this process began or took over and has not finished.
     pub(super) own_uploads: Mutex<BTreeSet<String>>,
+    /// Where the records of unfinished uploads live: `PREFIX/.redundo/uploads/`.
+    pub(super) uploads_dir: String,
+    /// Uploads killed runs left that this process took over, by key, until a staging of
+    /// that key resumes or aborts them.
+    pub(super) adopted: Mutex<HashMap<String, UploadRecord>>,
 }
 
 /// Credentials from the environment, else the profile in `~/.aws/credentials` (or
@@ -103,6 +109,7 @@ impl Conn {
                 .build()
                 .expect("a client with no custom TLS settings always builds")
         };
+        let root = if spec.prefix.is_empty() { String::new() } else { format!("{}/", spec.prefix) };
         Conn {
             target: name.to_string(),
             bucket,
@@ -115,6 +122,8 @@ impl Conn {
             held: AtomicU64::new(0),
             next_token: AtomicU64::new(0),
             own_uploads: Mutex::new(BTreeSet::new()),
+            uploads_dir: format!("{root}{STATE_DIR}/uploads/"),
+            adopted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -435,14 +444,47 @@ pub(super) fn text(resp: Response, what: &str) -> io::Result<String> {
 pub(super) fn xml_value(xml: &str, tag: &str) -> Option<String> {
     let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
     let len = xml[start..].find(&format!("</{tag}>"))?;
-    let raw = &xml[start..start + len];
-    Some(
-        raw.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
+    Some(xml_unescape(&xml[start..start + len]))
+}
+
+/// XML text with its entities decoded: the five named ones and character references
+/// (`&#34;`, `&#x22;`), which Go servers such as SeaweedFS and MinIO write for quotes.
+fn xml_unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let decoded = rest.find(';').and_then(|end| {
+            let c = match &rest[1..end] {
+                "lt" => '<',
+                "gt" => '>',
+                "quot" => '"',
+                "apos" => '\'',
+                "amp" => '&',
+                name => {
+                    let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                        None => name.strip_prefix('#')?.parse().ok()?,
+                    };
+                    char::from_u32(code)?
+                }
+            };
+            Some((c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `x-amz-meta-mtime`: seconds since the epoch, a point, nine decimals.

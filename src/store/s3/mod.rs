@@ -18,7 +18,9 @@
 //! A killed run leaves at most unfinished multipart uploads. Every process records itself in
 //! `PREFIX/.redundo/temporaries/<pid>` before its first upload and removes that on a normal
 //! end; when such an entry of a process no longer alive is found, the next run lists the
-//! unfinished uploads under the prefix as leftovers and aborts them (`remove_leftover`).
+//! unfinished uploads under the prefix as leftovers. `remove_leftover` takes over one that
+//! has a record of the source file it was for, to be resumed if that file is staged again
+//! unchanged (see `multipart`), and aborts the others.
 //!
 //! The mtime is kept in `x-amz-meta-mtime` (seconds since the epoch with nine decimals, the
 //! key rclone uses), fixed when the upload begins; an object without it is given its
@@ -31,6 +33,7 @@
 mod conn;
 mod multipart;
 
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -42,7 +45,7 @@ use super::{FileStat, Listing, Native, NativeChecksum, Skipped, Staged, Staging,
 use crate::config::S3Spec;
 use crate::record::relpath::{RelPath, STATE_DIR};
 use conn::{Conn, format_mtime};
-use multipart::{Pending, Upload};
+use multipart::{Pending, Upload, UploadRecord, record_name};
 
 /// How long a presigned request stays valid: it is signed anew for every attempt.
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
@@ -116,32 +119,72 @@ impl S3Dir {
             .collect())
     }
 
-    /// Unfinished multipart uploads that killed runs left under the root: only when the
-    /// journal names a process that is gone and none that is alive (a live one may be
-    /// uploading), and never this process's own.
-    fn leftover_uploads(&self) -> io::Result<Vec<(String, String)>> {
+    /// What killed runs left under the root: only when the journal names a process that is
+    /// gone and none that is alive (a live one may be uploading), and never this process's
+    /// own uploads or the ones it took over.
+    fn leftovers(&self) -> io::Result<Leftovers> {
+        let mut found = Leftovers::default();
         let others = self.journaled_others()?;
         if others.is_empty() || others.iter().any(|pid| super::process_alive(*pid)) {
-            return Ok(Vec::new());
+            return Ok(found);
         }
         let own = self.conn.own_uploads.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Ok(self
+        let uploads: Vec<(String, String)> = self
             .conn
             .list_uploads(&self.root)?
             .into_iter()
             .filter(|(_, id)| !own.contains(id))
-            .collect())
+            .collect();
+        let dir = &self.conn.uploads_dir;
+        let mut records: BTreeSet<String> = self
+            .keys_below(dir)?
+            .iter()
+            .filter_map(|key| key.strip_prefix(dir.as_str()).map(str::to_string))
+            .collect();
+        for id in &own {
+            records.remove(&record_name(id));
+        }
+        for (key, id) in uploads {
+            let record = match records.remove(&record_name(&id)) {
+                true => self.conn.read_record(&id)?.filter(|record| record.key == key),
+                false => None,
+            };
+            found.uploads.push((key, id, record));
+        }
+        found.records = records.into_iter().map(|name| format!("{dir}{name}")).collect();
+        Ok(found)
     }
 
-    /// Removes the journal entries of processes that are gone once no upload is left.
+    /// Removes the journal entries of processes that are gone once nothing they left is.
     fn forget_dead_runs(&self) -> io::Result<()> {
         let others = self.journaled_others()?;
-        if others.is_empty() || !self.leftover_uploads()?.is_empty() {
+        let left = self.leftovers()?;
+        if others.is_empty() || !left.uploads.is_empty() || !left.records.is_empty() {
             return Ok(());
         }
         for pid in others.into_iter().filter(|pid| !super::process_alive(*pid)) {
             self.conn.delete(&format!("{}{pid}", self.journal_dir()))?;
         }
+        Ok(())
+    }
+
+    /// Takes over an upload a killed run left, to be resumed when its key is staged again:
+    /// from now on it is this process's (its journal entry covers it if this run is killed
+    /// too), and it is aborted at the end of the run if nothing resumed it.
+    fn adopt(&self, record: UploadRecord) -> io::Result<()> {
+        self.journal_this_process()?;
+        let mut adopted = self.conn.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        if adopted.contains_key(&record.key) {
+            // Two killed runs' uploads of one key: one is enough.
+            drop(adopted);
+            return self.conn.abort_upload(&record.key, &record.upload_id);
+        }
+        self.conn
+            .own_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.upload_id.clone());
+        adopted.insert(record.key.clone(), record);
         Ok(())
     }
 
@@ -152,13 +195,44 @@ impl S3Dir {
 }
 
 impl Drop for S3Dir {
-    /// A run that ends normally has completed or aborted every upload, so its journal entry
-    /// goes; a killed run's stays, and lets the next run abort what it left.
+    /// A run that ends normally has completed or aborted every upload it began, so its
+    /// journal entry goes; the uploads it took over and did not resume, and any it staged
+    /// and never installed (a run that ended on an error), are aborted first, and while one
+    /// of those aborts fails the entry stays, so the next run finds the upload. A killed
+    /// run's entry stays, and lets the next run resume or abort what it left.
     fn drop(&mut self) {
-        if let Some(Ok(entry)) = self.journaled.get() {
+        let Some(Ok(entry)) = self.journaled.get() else { return };
+        let adopted: Vec<UploadRecord> = {
+            let mut adopted = self.conn.adopted.lock().unwrap_or_else(|e| e.into_inner());
+            adopted.drain().map(|(_, record)| record).collect()
+        };
+        let staged: Vec<Pending> = {
+            let mut staged = self.conn.staged.lock().unwrap_or_else(|e| e.into_inner());
+            staged.drain().map(|(_, pending)| pending).collect()
+        };
+        let mut clean = true;
+        for record in adopted {
+            clean &= self.conn.abort_upload(&record.key, &record.upload_id).is_ok();
+        }
+        for pending in staged {
+            if let Pending::Multipart { key, upload_id, .. } = pending {
+                clean &= self.conn.abort_upload(&key, &upload_id).is_ok();
+            }
+        }
+        if clean {
             let _ = self.conn.delete(entry);
         }
     }
+}
+
+/// What killed runs left under a root.
+#[derive(Default)]
+struct Leftovers {
+    /// Unfinished uploads (key, upload id), with their record when it is readable and
+    /// names the same key.
+    uploads: Vec<(String, String, Option<UploadRecord>)>,
+    /// Keys of records whose upload is gone (completed or aborted just before a kill).
+    records: Vec<String>,
 }
 
 impl Store for S3Dir {
@@ -222,9 +296,17 @@ impl Store for S3Dir {
                 listing.files.insert(path, stat);
             }
         }
-        for (key, id) in self.leftover_uploads()? {
-            listing.leftovers.push(format!("multipart upload {id} of {key}"));
+        let left = self.leftovers()?;
+        for (key, id, record) in left.uploads {
+            let upload = format!("multipart upload {id} of {key}");
+            match record {
+                Some(_) => listing.resumable.push(upload),
+                None => listing.leftovers.push(upload),
+            }
         }
+        listing
+            .leftovers
+            .extend(left.records.into_iter().map(|key| format!("upload record {key}")));
         Ok(listing)
     }
 
@@ -266,13 +348,8 @@ impl Store for S3Dir {
             ));
         }
         self.journal_this_process()?;
-        Ok(Box::new(Upload {
-            conn: Arc::clone(&self.conn),
-            key,
-            mtime_ns: like.mtime_ns,
-            buf: Vec::new(),
-            multipart: None,
-        }))
+        let (resume, resumption) = self.conn.resume_for(&key, like);
+        Ok(Box::new(Upload::new(Arc::clone(&self.conn), key, *like, resume, resumption)))
     }
 
     fn install(&self, staged: Staged, path: &RelPath) -> io::Result<()> {
@@ -350,16 +427,27 @@ impl Store for S3Dir {
     }
 
     fn remove_leftover(&self, leftover: &str) -> io::Result<()> {
+        if let Some(record) = leftover.strip_prefix("upload record ") {
+            if !self.leftovers()?.records.iter().any(|key| key == record) {
+                return Err(io::Error::other(format!("{leftover} is not a killed run's record")));
+            }
+            self.conn.delete(record)?;
+            return self.forget_dead_runs();
+        }
         let parsed =
             leftover.strip_prefix("multipart upload ").and_then(|rest| rest.split_once(" of "));
         let Some((id, key)) = parsed.filter(|(_, key)| key.starts_with(&self.root)) else {
             return Err(io::Error::other(format!("{leftover} is not a redundo upload")));
         };
-        let ours = self.leftover_uploads()?.iter().any(|(k, i)| k == key && i == id);
-        if !ours {
+        let left = self.leftovers()?;
+        let Some((_, _, record)) = left.uploads.into_iter().find(|(k, i, _)| k == key && i == id)
+        else {
             return Err(io::Error::other(format!("{leftover} is not a killed run's upload")));
+        };
+        match record {
+            Some(record) => self.adopt(record)?,
+            None => self.conn.abort_upload(key, id)?,
         }
-        self.conn.abort_upload(key, id)?;
         self.forget_dead_runs()
     }
 

@@ -1,24 +1,133 @@
 //! Staging a file on S3: buffered up to one part and PUT at install, or a multipart upload
 //! begun against its final key, its parts sent as they are read, completed at install.
+//!
+//! Resuming. Right after a multipart upload begins, a record of it goes to
+//! `PREFIX/.redundo/uploads/<hash of its id>` ([`UploadRecord`]): the key, the source file's
+//! size, mtime, change time and inode, the part size and the checksum sent with the parts.
+//! A run killed midway leaves the upload and its record. The next backup takes the upload
+//! over (`S3Dir::remove_leftover`), and when it stages the same key from a source file that
+//! the record still describes ([`UploadRecord::refusal`] says why not, otherwise), it lists
+//! the upload's parts (ListParts) and, as the source is read, skips each part the server
+//! holds with the MD5 (the part's ETag) and size of the bytes just read; the others are sent
+//! again. The source is still read whole and hashed with BLAKE3 for the manifest: a part on
+//! the server is never trusted without the bytes it must equal. An upload that cannot be
+//! resumed is aborted and the file sent whole. Memory stays at one part per file.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use md5::Digest as _;
 use reqwest::blocking::RequestBuilder;
 use reqwest::header;
 use rusty_s3::S3Action;
 use rusty_s3::actions::CreateMultipartUpload;
+use serde::{Deserialize, Serialize};
 
-use super::conn::{Conn, body_error, format_mtime, text};
+use super::conn::{Conn, body_error, format_mtime, text, xml_value};
 use super::{HELD_BUDGET, META_MTIME, SIGNED_FOR};
-use crate::store::{FileStat, Staged, Staging};
+use crate::store::{FileStat, Resumption, Staged, Staging};
+
+/// S3's most parts in one upload.
+const MAX_PARTS: usize = 10_000;
 
 pub(super) enum Pending {
     /// A small file, PUT at install.
     Held { key: String, bytes: Vec<u8>, mtime: String },
     /// A multipart upload with every part sent, completed at install.
     Multipart { key: String, upload_id: String, etags: Vec<String> },
+}
+
+/// What a multipart upload was begun for, kept beside it so that a later run can tell
+/// whether it may resume it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UploadRecord {
+    pub(super) key: String,
+    pub(super) upload_id: String,
+    /// The source file's stat when its upload began.
+    pub(super) size: u64,
+    pub(super) mtime_ns: i64,
+    pub(super) ctime_ns: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) ino: Option<u64>,
+    pub(super) part_size: u64,
+    /// The additional checksum sent with every part (`sha256`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) checksum: Option<String>,
+}
+
+impl UploadRecord {
+    fn new(key: &str, upload_id: &str, like: &FileStat, part_size: u64) -> UploadRecord {
+        UploadRecord {
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            size: like.size,
+            mtime_ns: like.mtime_ns,
+            ctime_ns: like.ctime_ns,
+            ino: like.file.map(|f| f.ino),
+            part_size,
+            checksum: None,
+        }
+    }
+
+    /// Why the upload this record describes must not be resumed for `key` staged from a
+    /// source file with `like` in parts of `part_size`; `None` when it may be.
+    pub(super) fn refusal(&self, key: &str, like: &FileStat, part_size: u64) -> Option<String> {
+        let reason = if self.key != key {
+            format!("it was for another key ({})", self.key)
+        } else if self.size != like.size {
+            format!("the source file's size changed since ({}, now {})", self.size, like.size)
+        } else if self.mtime_ns != like.mtime_ns {
+            format!(
+                "the source file's mtime changed since ({}, now {})",
+                format_mtime(self.mtime_ns),
+                format_mtime(like.mtime_ns)
+            )
+        } else if self.ctime_ns != like.ctime_ns || self.ino != like.file.map(|f| f.ino) {
+            "the source file was replaced or changed since (its inode or change time differs)"
+                .to_string()
+        } else if self.part_size != part_size {
+            format!("part_size changed since ({}, now {part_size})", self.part_size)
+        } else if self.checksum.is_some() {
+            format!(
+                "its parts carry a {} checksum this run does not send",
+                self.checksum.as_deref().unwrap_or_default()
+            )
+        } else {
+            return None;
+        };
+        Some(reason)
+    }
+}
+
+/// A record's object name: a hash of the upload id, which may hold any character.
+pub(super) fn record_name(upload_id: &str) -> String {
+    blake3::hash(upload_id.as_bytes()).to_hex()[..32].to_string()
+}
+
+/// A part the server holds for an unfinished upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ListedPart {
+    /// As the server gave it, quotes included: what CompleteMultipartUpload takes back.
+    etag: String,
+    size: u64,
+}
+
+impl ListedPart {
+    /// Whether this part holds `bytes`: the same size, and an ETag that is their MD5.
+    fn holds(&self, bytes: &[u8]) -> bool {
+        let etag = self.etag.trim().trim_matches('"').to_ascii_lowercase();
+        let md5: String = md5::Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        self.size == bytes.len() as u64 && etag == md5
+    }
+}
+
+/// An upload taken over from a killed run, as its staging found it.
+pub(super) struct Resume {
+    pub(super) upload_id: String,
+    pub(super) parts: BTreeMap<u16, ListedPart>,
 }
 
 impl Conn {
@@ -40,6 +149,69 @@ impl Conn {
             .to_string();
         self.own_uploads.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
         Ok(id)
+    }
+
+    /// Writes the record of an upload just begun.
+    fn write_record(&self, record: &UploadRecord) -> io::Result<()> {
+        let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+        self.put(&format!("{}{}", self.uploads_dir, record_name(&record.upload_id)), bytes, None)
+    }
+
+    /// The record of `upload_id`, if there is a readable one.
+    pub(super) fn read_record(&self, upload_id: &str) -> io::Result<Option<UploadRecord>> {
+        let key = format!("{}{}", self.uploads_dir, record_name(upload_id));
+        let mut resp = match self.get(&key, 0) {
+            Ok(resp) => resp,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = crate::store::read_at_most(&mut resp, 64 << 10, &self.s3_url(&key))?;
+        // A record that does not parse (or names another upload) proves nothing: the
+        // upload is then aborted like one without a record.
+        Ok(serde_json::from_slice::<UploadRecord>(&bytes)
+            .ok()
+            .filter(|record| record.upload_id == upload_id))
+    }
+
+    /// Deletes the record of an upload that is finished (completed or aborted).
+    pub(super) fn forget_record(&self, upload_id: &str) -> io::Result<()> {
+        self.delete(&format!("{}{}", self.uploads_dir, record_name(upload_id)))
+    }
+
+    /// Every part the server holds for an unfinished upload, by number.
+    pub(super) fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> io::Result<BTreeMap<u16, ListedPart>> {
+        let mut parts = BTreeMap::new();
+        let mut marker = String::new();
+        loop {
+            let mut query = vec![("uploadId", upload_id)];
+            if !marker.is_empty() {
+                query.push(("part-number-marker", marker.as_str()));
+            }
+            query.sort_unstable();
+            let build = || -> io::Result<RequestBuilder> {
+                Ok(self.meta.get(self.signed(rusty_s3::Method::Get, key, &query, &[])?))
+            };
+            let body = text(self.send(key, &build)?, &self.s3_url(key))?;
+            for part in body.split("<Part>").skip(1) {
+                let number = xml_value(part, "PartNumber").and_then(|n| n.parse().ok());
+                let size = xml_value(part, "Size").and_then(|n| n.parse().ok());
+                if let (Some(number), Some(etag), Some(size)) =
+                    (number, xml_value(part, "ETag"), size)
+                {
+                    parts.insert(number, ListedPart { etag, size });
+                }
+            }
+            let truncated = xml_value(&body, "IsTruncated").is_some_and(|t| t == "true");
+            let next = xml_value(&body, "NextPartNumberMarker").unwrap_or_default();
+            if !truncated || next.is_empty() || next == marker {
+                return Ok(parts);
+            }
+            marker = next;
+        }
     }
 
     /// Sends part `number` (from 1) and returns its ETag.
@@ -87,6 +259,9 @@ impl Conn {
         // CompleteMultipartUpload can fail after its 200 too.
         body_error(self.send(key, &build)?, &self.s3_url(key))?;
         self.own_uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(upload_id);
+        // The object is whole now; a record left by a failure here is removed later, as a
+        // record of no upload.
+        let _ = self.forget_record(upload_id);
         Ok(())
     }
 
@@ -99,6 +274,9 @@ impl Conn {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other.map(drop),
         };
+        if result.is_ok() {
+            let _ = self.forget_record(upload_id);
+        }
         self.own_uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(upload_id);
         result
     }
@@ -106,7 +284,7 @@ impl Conn {
     pub(super) fn hold(&self, pending: Pending) -> Staged {
         let token = format!("s3-staged-{}", self.next_token.fetch_add(1, Ordering::Relaxed));
         self.staged.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone(), pending);
-        Staged { temp: token.into() }
+        Staged::at(token)
     }
 
     pub(super) fn take(&self, staged: &Staged) -> Option<Pending> {
@@ -123,46 +301,133 @@ impl Conn {
             let _ = self.abort_upload(&key, &upload_id);
         }
     }
+
+    /// Takes over the upload a killed run left for `key`, if one was adopted: resumed when
+    /// its record still describes the source file (`like`) and its parts can be listed;
+    /// aborted otherwise, with why.
+    pub(super) fn resume_for(
+        &self,
+        key: &str,
+        like: &FileStat,
+    ) -> (Option<Resume>, Option<Resumption>) {
+        let adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        let Some(record) = adopted else { return (None, None) };
+        let why = match record.refusal(key, like, self.part_size) {
+            None => match self.list_parts(key, &record.upload_id) {
+                Ok(parts) => {
+                    let resume = Resume { upload_id: record.upload_id, parts };
+                    return (Some(resume), None);
+                }
+                Err(e) => format!("its parts could not be listed: {e}"),
+            },
+            Some(why) => why,
+        };
+        let _ = self.abort_upload(key, &record.upload_id);
+        let why = format!("the upload a killed run left was aborted, not resumed: {why}");
+        (None, Some(Resumption::Abandoned { why }))
+    }
+}
+
+/// A multipart upload under way: its id and the ETags of the parts sent so far.
+struct Multipart {
+    upload_id: String,
+    etags: Vec<String>,
 }
 
 /// A file being staged: buffered up to one part; past that, a multipart upload.
 pub(super) struct Upload {
-    pub(super) conn: Arc<Conn>,
-    pub(super) key: String,
-    pub(super) mtime_ns: i64,
-    pub(super) buf: Vec<u8>,
-    pub(super) multipart: Option<(String, Vec<String>)>,
+    conn: Arc<Conn>,
+    key: String,
+    /// The source file's stat it is staged from (the record of a multipart upload keeps it).
+    like: FileStat,
+    buf: Vec<u8>,
+    multipart: Option<Multipart>,
+    /// Whether this staging resumes a killed run's upload, and the parts that upload holds.
+    resuming: bool,
+    on_server: BTreeMap<u16, ListedPart>,
+    reused: u32,
+    reused_bytes: u64,
+    /// What became of a killed run's upload for this key, for the report.
+    resumption: Option<Resumption>,
 }
 
 impl Upload {
-    /// Sends the buffer as the next part, beginning the multipart upload if need be.
-    pub(super) fn send_part(&mut self) -> io::Result<()> {
-        if self.multipart.is_none() {
-            let id = self.conn.create_upload(&self.key, &format_mtime(self.mtime_ns))?;
-            self.multipart = Some((id, Vec::new()));
+    pub(super) fn new(
+        conn: Arc<Conn>,
+        key: String,
+        like: FileStat,
+        resume: Option<Resume>,
+        resumption: Option<Resumption>,
+    ) -> Upload {
+        let resuming = resume.is_some();
+        let (multipart, on_server) = match resume {
+            Some(r) => (Some(Multipart { upload_id: r.upload_id, etags: Vec::new() }), r.parts),
+            None => (None, BTreeMap::new()),
+        };
+        Upload {
+            conn,
+            key,
+            like,
+            buf: Vec::new(),
+            multipart,
+            resuming,
+            on_server,
+            reused: 0,
+            reused_bytes: 0,
+            resumption,
         }
-        let Some((id, etags)) = &mut self.multipart else { unreachable!("just begun") };
-        let number =
-            u16::try_from(etags.len() + 1).ok().filter(|n| *n <= 10_000).ok_or_else(|| {
+    }
+
+    /// Sends the buffer as the next part, beginning the multipart upload if need be; a part
+    /// a resumed upload already holds with these bytes is not sent again.
+    fn send_part(&mut self) -> io::Result<()> {
+        if self.multipart.is_none() {
+            let mtime = format_mtime(self.like.mtime_ns);
+            let upload_id = self.conn.create_upload(&self.key, &mtime)?;
+            let record = UploadRecord::new(&self.key, &upload_id, &self.like, self.conn.part_size);
+            let recorded = self.conn.write_record(&record);
+            self.multipart = Some(Multipart { upload_id, etags: Vec::new() });
+            recorded?;
+        }
+        let Some(multipart) = &mut self.multipart else { unreachable!("just begun") };
+        let number = u16::try_from(multipart.etags.len() + 1)
+            .ok()
+            .filter(|n| usize::from(*n) <= MAX_PARTS)
+            .ok_or_else(|| {
                 io::Error::other(format!(
                     "{}: more than 10,000 parts (raise part_size)",
                     self.conn.s3_url(&self.key)
                 ))
             })?;
-        let etag = self.conn.upload_part(&self.key, id, number, &self.buf)?;
-        etags.push(etag);
+        let etag = match self.on_server.get(&number) {
+            Some(listed) if listed.holds(&self.buf) => {
+                self.reused += 1;
+                self.reused_bytes += self.buf.len() as u64;
+                listed.etag.clone()
+            }
+            _ => self.conn.upload_part(&self.key, &multipart.upload_id, number, &self.buf)?,
+        };
+        multipart.etags.push(etag);
         self.buf.clear();
         #[cfg(debug_assertions)]
         injected_kill(&self.conn.target, number);
         Ok(())
     }
+
+    /// Aborts the multipart upload, if one was begun.
+    fn abort(&mut self) {
+        if let Some(multipart) = self.multipart.take() {
+            let _ = self.conn.abort_upload(&self.key, &multipart.upload_id);
+        }
+    }
 }
 
 /// Fault injection for the tests, in debug builds only: `REDUNDO_FAULT_S3_PART=NAME:N` kills
 /// the process (no destructor runs, as with SIGKILL) right after part N of an upload to the
-/// target named NAME was sent, so a test can leave a multipart upload behind at a known point.
+/// target named NAME was sent (or found on the server by a resumed upload), so a test can
+/// leave a multipart upload behind at a known point.
 #[cfg(debug_assertions)]
-pub(super) fn injected_kill(target: &str, part: u16) {
+fn injected_kill(target: &str, part: u16) {
     if std::env::var("REDUNDO_FAULT_S3_PART").is_ok_and(|spec| spec == format!("{target}:{part}")) {
         std::process::abort();
     }
@@ -192,15 +457,9 @@ impl Write for Upload {
 
 impl Staging for Upload {
     fn finish(mut self: Box<Self>, like: &FileStat) -> io::Result<Staged> {
-        let fail = |this: &mut Upload, e: io::Error| {
-            if let Some((id, _)) = this.multipart.take() {
-                let _ = this.conn.abort_upload(&this.key, &id);
-            }
-            Err(e)
-        };
-        if like.mtime_ns != self.mtime_ns && self.multipart.is_some() {
-            let e = io::Error::other("the mtime changed after the upload began");
-            return fail(&mut self, e);
+        if like.mtime_ns != self.like.mtime_ns && self.multipart.is_some() {
+            self.abort();
+            return Err(io::Error::other("the mtime changed after the upload began"));
         }
         let held = self.conn.held.load(Ordering::Relaxed);
         if self.multipart.is_none() && held + self.buf.len() as u64 <= HELD_BUDGET {
@@ -210,19 +469,93 @@ impl Staging for Upload {
                 bytes: std::mem::take(&mut self.buf),
                 mtime: format_mtime(like.mtime_ns),
             };
-            return Ok(self.conn.hold(pending));
+            let mut staged = self.conn.hold(pending);
+            staged.resumption = self.resumption.take();
+            return Ok(staged);
         }
         if let Err(e) = self.send_part() {
-            return fail(&mut self, e);
+            self.abort();
+            return Err(e);
         }
-        let Some((upload_id, etags)) = self.multipart.take() else { unreachable!("sent") };
-        let pending = Pending::Multipart { key: std::mem::take(&mut self.key), upload_id, etags };
-        Ok(self.conn.hold(pending))
+        let Some(multipart) = self.multipart.take() else { unreachable!("sent") };
+        if self.resuming {
+            self.resumption = Some(Resumption::Resumed {
+                reused: self.reused,
+                parts: multipart.etags.len() as u32,
+                reused_bytes: self.reused_bytes,
+            });
+        }
+        let pending = Pending::Multipart {
+            key: std::mem::take(&mut self.key),
+            upload_id: multipart.upload_id,
+            etags: multipart.etags,
+        };
+        let mut staged = self.conn.hold(pending);
+        staged.resumption = self.resumption.take();
+        Ok(staged)
     }
 
     fn abandon(mut self: Box<Self>) {
-        if let Some((id, _)) = self.multipart.take() {
-            let _ = self.conn.abort_upload(&self.key, &id);
+        self.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileId;
+
+    fn stat(size: u64, mtime_ns: i64, ctime_ns: i64, ino: u64) -> FileStat {
+        FileStat { ctime_ns, file: Some(FileId { dev: 1, ino }), ..FileStat::sized(size, mtime_ns) }
+    }
+
+    #[test]
+    fn an_upload_is_resumed_only_for_the_same_unchanged_file_in_the_same_parts() {
+        let like = stat(20 << 20, 1_000, 2_000, 7);
+        let record = UploadRecord::new("p/big.bin", "id-1", &like, 5 << 20);
+        let part = 5 << 20;
+        let cases: Vec<(&str, &str, FileStat, u64, Option<&str>)> = vec![
+            ("unchanged", "p/big.bin", like, part, None),
+            ("another key", "p/other.bin", like, part, Some("another key")),
+            ("grown", "p/big.bin", stat(21 << 20, 1_000, 2_000, 7), part, Some("size changed")),
+            ("touched", "p/big.bin", stat(20 << 20, 1_001, 2_000, 7), part, Some("mtime changed")),
+            ("mtime put back", "p/big.bin", stat(20 << 20, 1_000, 2_001, 7), part, Some("inode")),
+            ("replaced", "p/big.bin", stat(20 << 20, 1_000, 2_000, 8), part, Some("inode")),
+            ("other parts", "p/big.bin", like, 8 << 20, Some("part_size changed")),
+        ];
+        for (case, key, like, part_size, want) in cases {
+            let got = record.refusal(key, &like, part_size);
+            match want {
+                None => assert_eq!(got, None, "{case}"),
+                Some(text) => {
+                    let got = got.unwrap_or_else(|| panic!("{case}: resumed"));
+                    assert!(got.contains(text), "{case}: {got}");
+                }
+            }
         }
+        let with_checksum = UploadRecord { checksum: Some("sha256".into()), ..record.clone() };
+        assert!(with_checksum.refusal("p/big.bin", &like, part).is_some());
+    }
+
+    #[test]
+    fn a_listed_part_holds_bytes_only_with_their_md5_and_size() {
+        let bytes = b"abc";
+        let etag = "\"900150983CD24FB0D6963F7D28E17F72\"".to_string();
+        assert!(ListedPart { etag: etag.clone(), size: 3 }.holds(bytes));
+        assert!(!ListedPart { etag: etag.clone(), size: 4 }.holds(bytes));
+        assert!(!ListedPart { etag, size: 3 }.holds(b"abd"));
+        let kms = "\"0123456789abcdef0123456789abcdef\"".to_string();
+        assert!(!ListedPart { etag: kms, size: 3 }.holds(bytes), "not an MD5: sent again");
+    }
+
+    #[test]
+    fn records_round_trip_and_their_names_are_plain() {
+        let record = UploadRecord::new("k", "a/b+c==", &stat(1, 2, 3, 4), 5);
+        let back: UploadRecord = serde_json::from_slice(&serde_json::to_vec(&record).unwrap())
+            .expect("a record reads back");
+        assert_eq!(back, record);
+        let name = record_name("a/b+c==");
+        assert_eq!(name.len(), 32);
+        assert!(name.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }
