@@ -248,6 +248,7 @@ fn walk(
             Some(Ok(listing)) => {
                 if writes {
                     remove_leftovers(ws.targets[i].as_ref(), &listing);
+                    probe(ws.targets[i].as_ref(), findings);
                 }
                 Some(listing)
             }
@@ -1076,6 +1077,22 @@ fn refusal_text(refusal: &PruneRefusal) -> String {
         PruneRefusal::SourceMoved { .. } => "the source folder is on another file system than at the last backup (a different or unmounted disk?); nothing was pruned (run one backup without --prune to accept the new disk)".to_string(),
         PruneRefusal::TooMany { deleting, recorded, limit } => format!(
             "{deleting} of the {recorded} recorded files are gone from the source, more than the {limit} --max-delete allows; nothing was pruned (raise --max-delete if this is intended)"
+        ),
+    }
+}
+
+/// Lets a target learn once what its server offers (S3: the additional checksums it keeps)
+/// before anything is staged there; what it learned, or why it could not, is a notice.
+fn probe(target: &dyn Store, findings: &mut Findings) {
+    let name = Some(target.name());
+    match target.probe() {
+        Ok(Some(learned)) => findings.notice(NoticeKind::Done, name, None, learned),
+        Ok(None) => {}
+        Err(e) => findings.notice(
+            NoticeKind::Pending,
+            name,
+            None,
+            format!("{e} (this run goes without; the next backup tries again)"),
         ),
     }
 }

@@ -48,8 +48,8 @@ pub fn run(
     let selected = only.as_ref().map_or(files.len(), Vec::len);
     let scope = Scope { only, deadline: options.max_duration.map(|d| started + d) };
     let mut inspection = inspect(ws, &replicas, &reachable, !options.fast, &scope, progress)?;
+    let now = unix_now();
     if !options.fast {
-        let now = unix_now();
         ledger.begin_run();
         for (path, assessment) in &inspection.files {
             let keyed: Vec<_> =
@@ -58,9 +58,12 @@ pub fn run(
         }
         ledger.files.retain(|path, _| files.contains_key(path));
         ledger.damaged.retain(|path, _| files.contains_key(path));
-        ledger.save(&ws.config.state_dir);
     }
     report_known_damage(ws, &ledger, &mut inspection.files, options.fast, &mut findings);
+    // After the known damage, so a copy it keeps from being called good is not proved.
+    record_proofs(ws, &mut ledger, &inspection.files, now);
+    ledger.proofs.retain(|path, _| files.contains_key(path));
+    ledger.save(&ws.config.state_dir);
     if inspection.unchecked > 0 {
         findings.notice(
             NoticeKind::Pending,
@@ -94,7 +97,8 @@ pub fn run(
         if options.list_ok {
             for (id, verdict) in &assessment.copies {
                 if *verdict == CopyVerdict::Ok {
-                    ok.push(OkCopy { copy: ws.copy_name(*id), path: path.to_string() });
+                    let (copy, path) = (ws.copy_name(*id), path.to_string());
+                    ok.push(OkCopy { copy, path, check: assessment.proof_of(*id) });
                 }
             }
         }
@@ -217,6 +221,23 @@ fn report_known_damage(
                 }
             }
         }
+    }
+}
+
+/// Records in the ledger what proved each copy found good (and that the others, damaged or
+/// not judged, are not proved now; an unreachable copy keeps its last proof).
+fn record_proofs(ws: &Workspace, ledger: &mut Ledger, checked: &[(RelPath, Assessment)], at: i64) {
+    for (path, assessment) in checked {
+        let mut proved = Vec::new();
+        let mut unproved = Vec::new();
+        for (id, verdict) in &assessment.copies {
+            match verdict {
+                CopyVerdict::Ok => proved.push((ws.ledger_key(*id), assessment.proof_of(*id))),
+                CopyVerdict::Unknown => {}
+                _ => unproved.push(ws.ledger_key(*id)),
+            }
+        }
+        ledger.record_proofs(path, &proved, &unproved, at);
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::decide::vote::{self, Ballot, Claim, NoWinner, Seen, Verdict};
 use crate::record::digest::Digest;
 use crate::record::manifest::{Entry, FileVersion};
-use crate::record::verdict::{CopyVerdict, PendingWhy};
+use crate::record::verdict::{Check, CopyVerdict, PendingWhy};
 
 /// Which copy: the source folder or the n-th configured target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,9 +34,11 @@ pub enum Observed {
         blocks: Option<Vec<Digest>>,
     },
     Unreadable(String),
-    /// The kind's own checksum (HDFS's, read without the data) differs from the recorded one.
+    /// The kind's own checksum (HDFS's, S3's, read without the data) differs from the
+    /// recorded one.
     ChecksumDiffers {
         size: u64,
+        check: Check,
         found: String,
         expected: String,
     },
@@ -54,6 +56,9 @@ pub struct Assessment {
     pub same_file: Vec<(CopyId, CopyId)>,
     /// The record's block digests are wrong: see [`RecordBlocks`].
     pub record_blocks: Option<RecordBlocks>,
+    /// What proved each good copy (the copies judged `Ok`): filled in by whoever made the
+    /// observations (`run::inspect`), empty from [`assess`] itself.
+    pub proved_by: Vec<(CopyId, Check)>,
 }
 
 /// A good copy holds the recorded content whole (its digest and size are the agreed record's)
@@ -81,6 +86,12 @@ impl Assessment {
             )
         };
         self.copies.iter().filter(|(id, v)| matches!(id, CopyId::Target(_)) && whole(v)).count()
+    }
+
+    /// What proved a copy judged good: as recorded in [`Assessment::proved_by`], else the
+    /// weakest check, its size (never a check that was not made).
+    pub fn proof_of(&self, id: CopyId) -> Check {
+        self.proved_by.iter().find(|(c, _)| *c == id).map_or(Check::Size, |(_, check)| *check)
     }
 
     pub fn good_copies(&self) -> impl Iterator<Item = CopyId> + '_ {
@@ -145,9 +156,13 @@ pub fn assess(
                     ballots.push(Ballot { copy: *id, seen: Seen::Holds(*digest) });
                 }
             }
-            Observed::ChecksumDiffers { found, expected, .. } => copies.push((
+            Observed::ChecksumDiffers { check, found, expected, .. } => copies.push((
                 *id,
-                CopyVerdict::ChecksumDiffers { found: found.clone(), expected: expected.clone() },
+                CopyVerdict::ChecksumDiffers {
+                    check: *check,
+                    found: found.clone(),
+                    expected: expected.clone(),
+                },
             )),
             Observed::Present { size, digest: None, .. } => {
                 let verdict = if *size == current.size || pending.iter().any(|p| p.size == *size) {
@@ -188,6 +203,7 @@ pub fn assess(
             no_winner: None,
             same_file: vec![],
             record_blocks: None,
+            proved_by: vec![],
         };
     }
 
@@ -202,6 +218,7 @@ pub fn assess(
             no_winner: None,
             same_file: vec![],
             record_blocks: None,
+            proved_by: vec![],
         };
     }
     let verdict = vote::decide(claim, &ballots);
@@ -247,7 +264,15 @@ pub fn assess(
     }
     copies.sort_by_key(|(id, _)| *id);
     let record_blocks = record_blocks(entry, claim, winner, &copies, observed);
-    Assessment { copies, winner, manifest_overruled, no_winner, same_file: vec![], record_blocks }
+    Assessment {
+        copies,
+        winner,
+        manifest_overruled,
+        no_winner,
+        same_file: vec![],
+        record_blocks,
+        proved_by: vec![],
+    }
 }
 
 /// Whether a good copy shows the record's block list wrong. Only an agreed record that the

@@ -146,6 +146,8 @@ pub struct NativeChecksum {
     /// Hex; only the first `length` bytes count.
     pub bytes: String,
     pub length: usize,
+    /// S3: the additional checksum SHA-256 (base64) the same HEAD returned, if any.
+    pub sha256: Option<String>,
 }
 
 /// An open temporary file that will become a copy once installed.
@@ -269,6 +271,13 @@ pub trait Store: Send + Sync {
     /// kind has none.
     fn native_checksum(&self, _path: &RelPath) -> Option<io::Result<NativeChecksum>> {
         None
+    }
+    /// Learns, once per copy, what its server offers beyond the basics, and records it in
+    /// the copy's state so later runs need not ask again (S3: which additional checksums the
+    /// server keeps and checks). Returns a line for the report when it learned something
+    /// now. Only commands that write call it: it writes to the copy's state.
+    fn probe(&self) -> io::Result<Option<String>> {
+        Ok(None)
     }
 }
 

@@ -832,6 +832,7 @@ impl Store for WebHdfsDir {
             algorithm: r.checksum.algorithm,
             bytes: r.checksum.bytes,
             length: r.checksum.length,
+            sha256: None,
         }))
     }
 }

@@ -9,7 +9,7 @@ use crate::common::{Env, bytes};
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
 /// The NameNode URL, or `None` (with a message) when this machine has no HDFS running.
-fn namenode() -> Option<String> {
+pub(crate) fn namenode() -> Option<String> {
     match std::env::var("REDUNDO_TEST_WEBHDFS") {
         Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_string()),
         _ if std::env::var_os("CI").is_some() => panic!(
@@ -25,18 +25,18 @@ fn namenode() -> Option<String> {
 }
 
 /// A fresh HDFS folder for one test.
-fn hdfs_dir(test: &str) -> String {
+pub(crate) fn hdfs_dir(test: &str) -> String {
     format!("/redundo-test/{}-{}-{test}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Just enough WebHDFS to look at and damage what redundo wrote.
-struct Hdfs {
+pub(crate) struct Hdfs {
     url: String,
     client: reqwest::blocking::Client,
 }
 
 impl Hdfs {
-    fn new(url: &str) -> Hdfs {
+    pub(crate) fn new(url: &str) -> Hdfs {
         let client = reqwest::blocking::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -62,7 +62,7 @@ impl Hdfs {
         format!("{}/webhdfs/v1{}?op={op}&user.name=root", self.url, encoded.join("/"))
     }
 
-    fn read(&self, path: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, path: &str) -> Vec<u8> {
         let resp = self.client.get(self.op(path, "OPEN")).send().unwrap();
         assert_eq!(resp.status(), 307, "OPEN {path}");
         let location = resp.headers()["location"].to_str().unwrap().to_string();
@@ -89,7 +89,7 @@ impl Hdfs {
     }
 
     /// Every file name below `dir`, recursively.
-    fn names(&self, dir: &str) -> Vec<String> {
+    pub(crate) fn names(&self, dir: &str) -> Vec<String> {
         let listing: serde_json::Value =
             self.client.get(self.op(dir, "LISTSTATUS")).send().unwrap().json().unwrap();
         let mut names = Vec::new();
@@ -105,6 +105,14 @@ impl Hdfs {
     }
 }
 
+impl Hdfs {
+    /// Creates `dir` (and its parents).
+    pub(crate) fn mkdirs(&self, dir: &str) {
+        let mkdirs = self.client.put(self.op(dir, "MKDIRS")).send().unwrap();
+        assert!(mkdirs.status().is_success(), "MKDIRS {dir}");
+    }
+}
+
 /// A workspace backing `data/` up to a local target and an HDFS target with 1 MiB HDFS blocks
 /// (so a 3 MiB file spans several HDFS blocks).
 fn hdfs_env(url: &str, dir: &str) -> Env {
@@ -115,9 +123,7 @@ fn hdfs_env(url: &str, dir: &str) -> Env {
         url.replacen("http://", "webhdfs://", 1)
     );
     std::fs::write(env.path("redundo.toml"), config).unwrap();
-    let hdfs = Hdfs::new(url);
-    let mkdirs = hdfs.client.put(hdfs.op(dir, "MKDIRS")).send().unwrap();
-    assert!(mkdirs.status().is_success());
+    Hdfs::new(url).mkdirs(dir);
     env.write("models/weights.bin", &bytes(1, 3 * 1024 * 1024 + 123));
     env.write("empty", b"");
     env.write("a b ü.txt", b"spaces and unicode");

@@ -418,6 +418,9 @@ fn real_s3_resumed_upload_sends_again_a_part_the_server_holds_other_bytes_for() 
         "2",
         "--body",
         file.to_str().unwrap(),
+        // The upload carries SHA-256s (the server keeps them): its parts must too.
+        "--checksum-algorithm",
+        "SHA256",
     ]);
 
     let run = env.ok(&["backup", "--json"]);
@@ -464,6 +467,230 @@ fn real_s3_killed_upload_of_a_file_changed_since_is_aborted_and_the_file_sent_wh
     cmp_with_source(&aws, &env, &key, "models/weights.bin");
     nothing_left(&aws, &prefix);
     env.ok(&["verify", "--quiet"]);
+}
+
+/// The SHA-256 of a file as S3 reports it (base64), computed by Python's hashlib: nobody
+/// here wrote it.
+fn python_sha256(path: &std::path::Path) -> String {
+    let script = "import base64,hashlib,sys;print(base64.b64encode(hashlib.sha256(open(sys.argv[1],'rb').read()).digest()).decode())";
+    let out = Command::new("python3").args(["-c", script]).arg(path).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+impl Aws {
+    /// `head-object` with the additional checksums.
+    fn head_checksums(&self, key: &str) -> serde_json::Value {
+        let args = ["s3api", "head-object", "--bucket", bucket(), "--key", key];
+        serde_json::from_slice(&self.ok(&[&args[..], &["--checksum-mode", "ENABLED"]].concat()))
+            .unwrap()
+    }
+
+    /// A JSON state file below `.redundo/`, read back with aws.
+    fn state(&self, prefix: &str, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.read(&format!("{prefix}/.redundo/{name}"))).unwrap()
+    }
+}
+
+/// The notices of a `--json` run about the S3 target itself (no path).
+fn target_notices(run: &crate::common::Run) -> Vec<String> {
+    let notices = run.json()["notices"].as_array().cloned().unwrap_or_default();
+    notices
+        .iter()
+        .filter(|n| n["copy"] == "bucket" && n.get("path").is_none())
+        .map(|n| n["detail"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn real_s3_first_backup_probes_the_checksums_once_then_every_upload_carries_a_sha256_fast_verify_compares()
+ {
+    let Some(url) = endpoint() else { return };
+    let prefix = prefix("sha256");
+    let env = s3_env(&url, &prefix);
+    let aws = Aws { url };
+
+    let run = env.ok(&["backup", "--json"]);
+    assert_eq!(
+        target_notices(&run),
+        vec![
+            "probed the server's additional checksums: SHA-256 kept and checked; SHA-256 of multipart uploads kept and checked; CRC32C kept and checked (not used: 32 bits, weaker than the MD5 ETag); every upload carries a SHA-256 from now on, and verify --fast compares it"
+        ],
+        "{run:?}"
+    );
+    let probe = aws.state(&prefix, "checksums");
+    assert_eq!(probe["sha256"], "checked", "{probe}");
+    assert_eq!(probe["endpoint"].as_str(), Some(aws.url.as_str()), "{probe}");
+    let keys = aws.keys(&prefix);
+    assert!(!keys.iter().any(|k| k.contains("/.redundo/probe/")), "probe objects gone: {keys:?}");
+
+    // What the server keeps is the source's SHA-256, as Python computes it, and for the
+    // multipart upload S3's composite of five parts.
+    let small = aws.head_checksums(&format!("{prefix}/models/small.bin"));
+    assert_eq!(
+        small["ChecksumSHA256"].as_str(),
+        Some(python_sha256(&env.path("data/models/small.bin")).as_str()),
+        "{small}"
+    );
+    let weights = aws.head_checksums(&format!("{prefix}/models/weights.bin"));
+    assert!(weights["ChecksumSHA256"].as_str().is_some_and(|c| c.ends_with("-5")), "{weights}");
+
+    let run = env.ok(&["verify", "--fast", "-v"]);
+    assert!(
+        run.stdout.contains("; bucket 4 ok (sha256); local 4 ok (size); source 4 ok (size); "),
+        "{run:?}"
+    );
+    assert!(run.stdout.lines().any(|l| l == "bucket: models/weights.bin: OK (sha256)"), "{run:?}");
+    let doc = env.ok(&["verify", "--fast", "--json"]).json();
+    assert_eq!(doc["copies"]["bucket"]["ok_by"]["sha256"], 4, "{doc}");
+    let run = env.ok(&["verify"]);
+    assert!(run.stdout.contains("; bucket 4 ok; local 4 ok; source 4 ok; "), "{run:?}");
+    // The last proof of each copy, in the ledger: the deep check just made.
+    let listed = env.ok(&["ls", "--json"]).json();
+    assert_eq!(listed["files"][0]["last_proved"]["bucket"]["by"], "blake3", "{listed}");
+
+    // Overwritten behind redundo's back by bytes that carry a SHA-256 of their own.
+    let key = format!("{prefix}/models/small.bin");
+    let mut damaged = aws.read(&key);
+    damaged[7] ^= 1;
+    let file = env.path("damaged.bin");
+    std::fs::write(&file, &damaged).unwrap();
+    let mtime = aws.head(&key).unwrap()["Metadata"]["mtime"].as_str().unwrap().to_string();
+    let (body, meta) = (file.to_str().unwrap(), format!("mtime={mtime}"));
+    aws.ok(&["s3api", "put-object", "--bucket", bucket(), "--key", &key, "--body", body]
+        .into_iter()
+        .chain(["--checksum-algorithm", "SHA256", "--metadata", &meta])
+        .collect::<Vec<_>>());
+    let run = env.expect(&["verify", "--fast"], 1);
+    assert!(
+        run.stdout.contains("bucket: models/small.bin: CORRUPT: S3 SHA-256 checksum "),
+        "{run:?}"
+    );
+    let listed = env.ok(&["ls", "--json", "models/small.bin"]).json();
+    assert!(listed["files"][0]["last_proved"].get("bucket").is_none(), "{listed}");
+    env.ok(&["repair"]);
+    cmp_with_source(&aws, &env, &key, "models/small.bin");
+    let run = env.ok(&["verify", "--fast"]);
+    assert!(run.stdout.contains("bucket 4 ok (sha256)"), "repaired with its SHA-256: {run:?}");
+
+    // No second probe.
+    env.write("a b ü.txt", b"changed");
+    let run = env.ok(&["backup", "--json"]);
+    assert!(target_notices(&run).is_empty(), "{run:?}");
+}
+
+#[test]
+fn real_s3_copies_uploaded_without_a_sha256_are_proved_by_their_etag_and_the_report_says_which() {
+    let Some(url) = endpoint() else { return };
+    let prefix = prefix("etag-only");
+    let env = s3_env(&url, &prefix);
+    let aws = Aws { url: url.clone() };
+    env.ok(&["backup", "--quiet"]);
+
+    // The record of a probe that found no SHA-256: later uploads carry none.
+    let record = aws.state(&prefix, "checksums");
+    let mut none = record.clone();
+    none["sha256"] = serde_json::json!({"no": "not returned by HEAD"});
+    let file = env.path("checksums.json");
+    std::fs::write(&file, serde_json::to_vec(&none).unwrap()).unwrap();
+    let state = format!("s3://{}/{prefix}/.redundo/checksums", bucket());
+    aws.ok(&["s3", "cp", "--quiet", file.to_str().unwrap(), &state]);
+    env.write("models/small.bin", &bytes(5, 2 * MIB));
+    let run = env.ok(&["backup", "--json"]);
+    assert!(target_notices(&run).is_empty(), "the record is believed: {run:?}");
+    let small = aws.head_checksums(&format!("{prefix}/models/small.bin"));
+    assert!(small.get("ChecksumSHA256").is_none(), "{small}");
+
+    let run = env.ok(&["verify", "--fast", "-v"]);
+    assert!(run.stdout.contains("; bucket 4 ok (3 sha256, 1 etag); "), "{run:?}");
+    assert!(run.stdout.lines().any(|l| l == "bucket: models/small.bin: OK (etag)"), "{run:?}");
+
+    // A record of another endpoint is not this server's: probed again.
+    let mut elsewhere = record;
+    elsewhere["endpoint"] = serde_json::json!("http://elsewhere:9000");
+    std::fs::write(&file, serde_json::to_vec(&elsewhere).unwrap()).unwrap();
+    aws.ok(&["s3", "cp", "--quiet", file.to_str().unwrap(), &state]);
+    env.write("empty", b"no longer");
+    let run = env.ok(&["backup", "--json"]);
+    let notices = target_notices(&run);
+    assert!(
+        notices.len() == 1 && notices[0].starts_with("probed the server's additional checksums"),
+        "{run:?}"
+    );
+    assert_eq!(aws.state(&prefix, "checksums")["endpoint"].as_str(), Some(url.as_str()));
+}
+
+#[test]
+fn real_three_targets_local_hdfs_and_s3_verify_fast_and_deep_and_s3_damage_is_found_and_healed() {
+    let (Some(url), Some(namenode)) = (endpoint(), crate::hdfs::namenode()) else { return };
+    let prefix = prefix("three");
+    let dir = crate::hdfs::hdfs_dir("three-with-s3");
+    let hdfs = crate::hdfs::Hdfs::new(&namenode);
+    hdfs.mkdirs(&dir);
+    let env = Env::bare();
+    std::fs::create_dir(env.path("local")).unwrap();
+    let config = format!(
+        "source = \"data\"\n\n[[target]]\nname = \"local\"\nlocation = \"local\"\n\n[[target]]\nname = \"hdfs\"\nlocation = \"{}{dir}\"\nblock_size = 1048576\ntimeout = \"20s\"\n\n[[target]]\nname = \"bucket\"\nlocation = \"s3://{}/{prefix}\"\nendpoint = \"{url}\"\npart_size = 5242880\ntimeout = \"20s\"\n",
+        namenode.replacen("http://", "webhdfs://", 1),
+        bucket()
+    );
+    std::fs::write(env.path("redundo.toml"), config).unwrap();
+    env.write("models/weights.bin", &bytes(1, 20 * MIB + 123));
+    env.write("models/small.bin", &bytes(2, 3 * MIB));
+    env.write("a b ü.txt", b"spaces and unicode");
+    let aws = Aws { url };
+
+    env.ok(&["backup", "--quiet"]);
+    let run = env.ok(&["verify", "--fast"]);
+    assert!(
+        run.stdout.contains(
+            "verify (fast): OK: 3 files at generation 1; bucket 3 ok (sha256); hdfs 3 ok (hdfs checksum); local 3 ok (size); source 3 ok (size); "
+        ),
+        "{run:?}"
+    );
+    let run = env.ok(&["verify"]);
+    assert!(
+        run.stdout.contains("verify (deep): OK: 3 files at generation 1; bucket 3 ok; hdfs 3 ok; local 3 ok; source 3 ok; manifest replicas 4/4 current"),
+        "{run:?}"
+    );
+    for rel in ["models/weights.bin", "models/small.bin", "a b ü.txt"] {
+        cmp_with_source(&aws, &env, &format!("{prefix}/{rel}"), rel);
+        assert!(hdfs.read(&format!("{dir}/{rel}")) == env.read(&format!("data/{rel}")), "{rel}");
+    }
+
+    // The S3 object overwritten behind redundo's back, its pristine bytes kept first.
+    let key = format!("{prefix}/models/weights.bin");
+    let pristine = aws.read(&key);
+    let mut damaged = pristine.clone();
+    damaged[7 * MIB + 3] ^= 0x10;
+    aws.overwrite_keeping_mtime(&key, &damaged, env.root());
+    assert!(aws.read(&key) == damaged);
+
+    // aws uploads it in 8 MiB parts, with no SHA-256: neither its ETag nor a checksum can be
+    // compared with the recorded ones, and a fast verify says it checked the size only.
+    let run = env.ok(&["verify", "--fast", "-v"]);
+    assert!(run.stdout.contains("; bucket 3 ok (2 sha256, 1 size); "), "{run:?}");
+    assert!(run.stdout.lines().any(|l| l == "bucket: models/weights.bin: OK (size)"), "{run:?}");
+    let run = env.expect(&["verify"], 1);
+    assert!(
+        run.stdout.contains("bucket: models/weights.bin: CORRUPT: blake3")
+            && run.stdout.contains("damaged bytes 7340032..8388608"),
+        "{run:?}"
+    );
+    let run = env.ok(&["repair"]);
+    assert!(run.stdout.contains("bucket: models/weights.bin: done: rewritten from "), "{run:?}");
+    cmp_with_source(&aws, &env, &key, "models/weights.bin");
+    assert!(aws.read(&key) == pristine, "the pristine bytes are back");
+    let kept: Vec<String> = aws
+        .keys(&format!("{prefix}/.redundo/quarantine"))
+        .into_iter()
+        .filter(|k| k.ends_with("/models/weights.bin"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(aws.read(&kept[0]) == damaged, "the damaged object is kept in the quarantine");
+    env.ok(&["verify", "--quiet"]);
+    let run = env.ok(&["verify", "--fast"]);
+    assert!(run.stdout.contains("bucket 3 ok (sha256)"), "{run:?}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::multipart::{Pending, UploadRecord};
-use super::{META_MTIME, SIGNED_FOR};
+use super::{CHECKSUM_MODE, CHECKSUM_SHA256, META_MTIME, SIGNED_FOR};
 use crate::config::S3Spec;
 use crate::record::relpath::STATE_DIR;
 use crate::store::FileStat;
@@ -39,8 +39,15 @@ pub(super) struct Conn {
     pub(super) next_token: AtomicU64,
     /// The multipart uploads this process began or took over and has not finished.
     pub(super) own_uploads: Mutex<BTreeSet<String>>,
+    /// The endpoint, as configured: a probe's record is for one endpoint.
+    pub(super) endpoint: String,
+    /// The key prefix of the target's state folder: `PREFIX/.redundo/`.
+    pub(super) state_dir: String,
     /// Where the records of unfinished uploads live: `PREFIX/.redundo/uploads/`.
     pub(super) uploads_dir: String,
+    /// Whether uploads carry the additional checksum SHA-256 (see `probe`); `None` until
+    /// this run probed or read the record of an earlier probe.
+    pub(super) sha256: Mutex<Option<bool>>,
     /// Uploads killed runs left that this process took over, by key, until a staging of
     /// that key resumes or aborts them.
     pub(super) adopted: Mutex<HashMap<String, UploadRecord>>,
@@ -122,7 +129,10 @@ impl Conn {
             held: AtomicU64::new(0),
             next_token: AtomicU64::new(0),
             own_uploads: Mutex::new(BTreeSet::new()),
+            endpoint: spec.endpoint.clone(),
+            state_dir: format!("{root}{STATE_DIR}/"),
             uploads_dir: format!("{root}{STATE_DIR}/uploads/"),
+            sha256: Mutex::new(None),
             adopted: Mutex::new(HashMap::new()),
         }
     }
@@ -178,6 +188,16 @@ impl Conn {
         key: &str,
         build: &dyn Fn() -> io::Result<RequestBuilder>,
     ) -> io::Result<Response> {
+        check(self.send_unchecked(key, build)?, &self.s3_url(key))
+    }
+
+    /// [`Conn::send`], but a reply of any status is returned as it is (after the retries of
+    /// 5xx and 429), for a caller that needs to tell one 4xx from another.
+    pub(super) fn send_unchecked(
+        &self,
+        key: &str,
+        build: &dyn Fn() -> io::Result<RequestBuilder>,
+    ) -> io::Result<Response> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         loop {
@@ -191,7 +211,7 @@ impl Conn {
             };
             if !retry || attempt >= self.retries {
                 return match outcome {
-                    Ok(resp) => check(resp, &self.s3_url(key)),
+                    Ok(resp) => Ok(resp),
                     // The presigned URL is long and names the access key: left out.
                     Err(e) => Err(io::Error::new(
                         io::ErrorKind::ConnectionRefused,
@@ -206,9 +226,19 @@ impl Conn {
     }
 
     pub(super) fn head(&self, key: &str) -> io::Result<Option<Response>> {
+        self.head_with(key, false)
+    }
+
+    /// A HEAD of `key`; with `checksums`, asking for the additional checksums too
+    /// (`x-amz-checksum-mode: ENABLED`).
+    pub(super) fn head_with(&self, key: &str, checksums: bool) -> io::Result<Option<Response>> {
         let build = || -> io::Result<RequestBuilder> {
-            let url = self.bucket()?.head_object(Some(self.creds()?), key).sign(SIGNED_FOR);
-            Ok(self.meta.head(url))
+            let mut action = self.bucket()?.head_object(Some(self.creds()?), key);
+            if checksums {
+                action.headers_mut().insert(CHECKSUM_MODE, "ENABLED");
+            }
+            let request = self.meta.head(action.sign(SIGNED_FOR));
+            Ok(if checksums { request.header(CHECKSUM_MODE, "ENABLED") } else { request })
         };
         match self.send(key, &build) {
             Ok(resp) => Ok(Some(resp)),
@@ -247,23 +277,38 @@ impl Conn {
 
     /// PUTs `bytes` at `key`, with the mtime metadata when given: atomic for readers.
     pub(super) fn put(&self, key: &str, bytes: Vec<u8>, mtime: Option<&str>) -> io::Result<()> {
-        let build = || -> io::Result<RequestBuilder> {
+        self.send(key, &self.put_request(key, &bytes, mtime, None)).map(drop)
+    }
+
+    /// The PUT of `bytes` at `key`, with the mtime metadata and the additional checksum
+    /// SHA-256 (base64, which the server checks the bytes against) when given.
+    pub(super) fn put_request<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: &'a [u8],
+        mtime: Option<&'a str>,
+        sha256: Option<&'a str>,
+    ) -> impl Fn() -> io::Result<RequestBuilder> + 'a {
+        move || {
             let mut action = self.bucket()?.put_object(Some(self.creds()?), key);
-            if let Some(mtime) = mtime {
-                action.headers_mut().insert(META_MTIME, mtime);
+            let headers: Vec<(&str, &str)> = [(META_MTIME, mtime), (CHECKSUM_SHA256, sha256)]
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect();
+            for (name, value) in &headers {
+                action.headers_mut().insert(*name, *value);
             }
             let mut request = self
                 .upload
                 .put(action.sign(SIGNED_FOR))
                 // reqwest leaves Content-Length out of an empty body; S3 requires it.
                 .header(header::CONTENT_LENGTH, bytes.len())
-                .body(bytes.clone());
-            if let Some(mtime) = mtime {
-                request = request.header(META_MTIME, mtime);
+                .body(bytes.to_vec());
+            for (name, value) in headers {
+                request = request.header(name, value);
             }
             Ok(request)
-        };
-        self.send(key, &build).map(drop)
+        }
     }
 
     /// Deletes `key`; S3 answers success when nothing was there.

@@ -27,11 +27,13 @@
 //! `Last-Modified`. `keep` (quarantine, versions) is a server-side copy into
 //! `PREFIX/.redundo/<folder>/` made before the overwrite; `set_attributes` copies an object
 //! onto itself with new metadata. Both use CopyObject, which S3 limits to 5 GiB objects.
-//! `verify --fast` compares the ETag from a HEAD with the one computed from the source
-//! (`record::s3_etag`).
+//! `verify --fast` compares the ETag, and the additional checksum SHA-256 where the upload
+//! carried one, from one HEAD with the ones computed from the source (`record::s3_etag`).
+//! Whether uploads carry the SHA-256 is learned once per target by `probe`.
 
 mod conn;
 mod multipart;
+mod probe;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -55,6 +57,10 @@ const HELD_BUDGET: u64 = 64 << 20;
 /// S3's longest key.
 const MAX_KEY_BYTES: usize = 1024;
 const META_MTIME: &str = "x-amz-meta-mtime";
+/// The additional checksum SHA-256 of an upload or a part, base64.
+const CHECKSUM_SHA256: &str = "x-amz-checksum-sha256";
+/// Asks a HEAD for the additional checksums.
+const CHECKSUM_MODE: &str = "x-amz-checksum-mode";
 
 pub struct S3Dir {
     name: String,
@@ -358,11 +364,12 @@ impl Store for S3Dir {
         };
         let key = self.key(path);
         match pending {
-            Pending::Held { key: staged_key, bytes, mtime } if staged_key == key => {
-                self.conn.put(&key, bytes, Some(&mtime))
+            Pending::Held { key: staged_key, bytes, mtime, sha256 } if staged_key == key => {
+                let put = self.conn.put_request(&key, &bytes, Some(&mtime), sha256.as_deref());
+                self.conn.send(&key, &put).map(drop)
             }
-            Pending::Multipart { key: staged_key, upload_id, etags } if staged_key == key => {
-                let result = self.conn.complete_upload(&key, &upload_id, &etags);
+            Pending::Multipart { key: staged_key, upload_id, parts } if staged_key == key => {
+                let result = self.conn.complete_upload(&key, &upload_id, &parts);
                 if result.is_err() {
                     let _ = self.conn.abort_upload(&key, &upload_id);
                 }
@@ -479,30 +486,42 @@ impl Store for S3Dir {
     }
 
     fn native_checksum_kind(&self) -> Option<Native> {
-        Some(Native::S3Etag { part_size: self.conn.part_size })
+        let sha256 = self.conn.sha256_in_use();
+        Some(Native::S3Etag { part_size: self.conn.part_size, sha256 })
     }
 
     fn native_checksum(&self, path: &RelPath) -> Option<io::Result<NativeChecksum>> {
         let key = self.key(path);
-        let etag = self.conn.head(&key).and_then(|resp| {
+        // With the additional checksums, whatever the probe found: a copy uploaded with a
+        // SHA-256 is compared by it. AWS refuses checksum mode on a KMS-encrypted object to
+        // keys without kms:Decrypt; such a copy gets a plain HEAD and its ETag.
+        let head = match self.conn.head_with(&key, true) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => self.conn.head(&key),
+            other => other,
+        };
+        let found = head.and_then(|resp| {
             let resp = resp.ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::NotFound,
                     format!("{}: not there", self.conn.s3_url(&key)),
                 )
             })?;
-            resp.headers()
-                .get(header::ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim_matches('"').to_string())
-                .ok_or_else(|| {
-                    io::Error::other(format!("{}: HEAD gave no ETag", self.conn.s3_url(&key)))
-                })
+            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+            let etag = header(header::ETAG.as_str()).map(|v| v.trim_matches('"').to_string());
+            let etag = etag.ok_or_else(|| {
+                io::Error::other(format!("{}: HEAD gave no ETag", self.conn.s3_url(&key)))
+            })?;
+            Ok((etag, header(CHECKSUM_SHA256).map(str::to_string)))
         });
-        Some(etag.map(|etag| NativeChecksum {
+        Some(found.map(|(etag, sha256)| NativeChecksum {
             algorithm: "ETag".into(),
             length: etag.len(),
             bytes: etag,
+            sha256,
         }))
+    }
+
+    fn probe(&self) -> io::Result<Option<String>> {
+        self.conn.probe()
     }
 }

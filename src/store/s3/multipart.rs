@@ -26,17 +26,29 @@ use rusty_s3::actions::CreateMultipartUpload;
 use serde::{Deserialize, Serialize};
 
 use super::conn::{Conn, body_error, format_mtime, text, xml_value};
-use super::{HELD_BUDGET, META_MTIME, SIGNED_FOR};
+use super::{CHECKSUM_SHA256, HELD_BUDGET, META_MTIME, SIGNED_FOR};
+use crate::record::s3_etag::sha256_base64;
 use crate::store::{FileStat, Resumption, Staged, Staging};
 
 /// S3's most parts in one upload.
 const MAX_PARTS: usize = 10_000;
+/// The additional checksum an upload may carry, as its record names it.
+const SHA256: &str = "sha256";
 
 pub(super) enum Pending {
-    /// A small file, PUT at install.
-    Held { key: String, bytes: Vec<u8>, mtime: String },
+    /// A small file, PUT at install (with its SHA-256, when uploads carry one).
+    Held { key: String, bytes: Vec<u8>, mtime: String, sha256: Option<String> },
     /// A multipart upload with every part sent, completed at install.
-    Multipart { key: String, upload_id: String, etags: Vec<String> },
+    Multipart { key: String, upload_id: String, parts: Vec<Part> },
+}
+
+/// A part sent (or found on the server), as CompleteMultipartUpload names it.
+#[derive(Clone, Debug)]
+pub(super) struct Part {
+    /// As the server gave it, quotes included.
+    pub(super) etag: String,
+    /// The part's additional checksum SHA-256 (base64), when the upload carries them.
+    pub(super) sha256: Option<String>,
 }
 
 /// What a multipart upload was begun for, kept beside it so that a later run can tell
@@ -59,7 +71,13 @@ pub(super) struct UploadRecord {
 }
 
 impl UploadRecord {
-    fn new(key: &str, upload_id: &str, like: &FileStat, part_size: u64) -> UploadRecord {
+    fn new(
+        key: &str,
+        upload_id: &str,
+        like: &FileStat,
+        part_size: u64,
+        sha256: bool,
+    ) -> UploadRecord {
         UploadRecord {
             key: key.to_string(),
             upload_id: upload_id.to_string(),
@@ -68,13 +86,20 @@ impl UploadRecord {
             ctime_ns: like.ctime_ns,
             ino: like.file.map(|f| f.ino),
             part_size,
-            checksum: None,
+            checksum: sha256.then(|| SHA256.to_string()),
         }
     }
 
     /// Why the upload this record describes must not be resumed for `key` staged from a
-    /// source file with `like` in parts of `part_size`; `None` when it may be.
-    pub(super) fn refusal(&self, key: &str, like: &FileStat, part_size: u64) -> Option<String> {
+    /// source file with `like` in parts of `part_size`, with the SHA-256 or not; `None` when
+    /// it may be.
+    pub(super) fn refusal(
+        &self,
+        key: &str,
+        like: &FileStat,
+        part_size: u64,
+        sha256: bool,
+    ) -> Option<String> {
         let reason = if self.key != key {
             format!("it was for another key ({})", self.key)
         } else if self.size != like.size {
@@ -90,10 +115,12 @@ impl UploadRecord {
                 .to_string()
         } else if self.part_size != part_size {
             format!("part_size changed since ({}, now {part_size})", self.part_size)
-        } else if self.checksum.is_some() {
+        } else if self.checksum.as_deref() != sha256.then_some(SHA256) {
+            let name = |c: Option<&str>| c.map_or("no".to_string(), |c| format!("the {c}"));
             format!(
-                "its parts carry a {} checksum this run does not send",
-                self.checksum.as_deref().unwrap_or_default()
+                "its parts carry {} checksum, this run's {}",
+                name(self.checksum.as_deref()),
+                name(sha256.then_some(SHA256))
             )
         } else {
             return None;
@@ -102,9 +129,54 @@ impl UploadRecord {
     }
 }
 
+/// Asks CreateMultipartUpload for parts that carry an additional checksum.
+const CHECKSUM_ALGORITHM: &str = "x-amz-checksum-algorithm";
+
+/// The body of a CompleteMultipartUpload: every part's number and ETag, and its SHA-256
+/// when it carries one (S3 then checks them and keeps the composite checksum).
+fn complete_body(parts: &[Part]) -> String {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for (i, part) in parts.iter().enumerate() {
+        body.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag>",
+            i + 1,
+            escape(&part.etag)
+        ));
+        if let Some(sha256) = &part.sha256 {
+            body.push_str(&format!("<ChecksumSHA256>{}</ChecksumSHA256>", escape(sha256)));
+        }
+        body.push_str("</Part>");
+    }
+    body.push_str("</CompleteMultipartUpload>");
+    body
+}
+
 /// A record's object name: a hash of the upload id, which may hold any character.
 pub(super) fn record_name(upload_id: &str) -> String {
     blake3::hash(upload_id.as_bytes()).to_hex()[..32].to_string()
+}
+
+/// Adds the parts of one page of a ListParts reply to `parts`; a number seen again with
+/// another ETag, size or checksum becomes `None` (unknown which the upload holds).
+fn add_listed_parts(body: &str, parts: &mut BTreeMap<u16, Option<ListedPart>>) {
+    for part in body.split("<Part>").skip(1) {
+        let number = xml_value(part, "PartNumber").and_then(|n| n.parse().ok());
+        let size = xml_value(part, "Size").and_then(|n| n.parse().ok());
+        let (Some(number), Some(etag), Some(size)) = (number, xml_value(part, "ETag"), size) else {
+            continue;
+        };
+        let sha256 = xml_value(part, "ChecksumSHA256").filter(|s| !s.is_empty());
+        let listed = ListedPart { etag, size, sha256 };
+        parts
+            .entry(number)
+            .and_modify(|seen| {
+                if seen.as_ref() != Some(&listed) {
+                    *seen = None;
+                }
+            })
+            .or_insert(Some(listed));
+    }
 }
 
 /// A part the server holds for an unfinished upload.
@@ -113,14 +185,21 @@ pub(super) struct ListedPart {
     /// As the server gave it, quotes included: what CompleteMultipartUpload takes back.
     etag: String,
     size: u64,
+    /// Its additional checksum SHA-256, where the listing gives it (AWS does).
+    sha256: Option<String>,
 }
 
 impl ListedPart {
-    /// Whether this part holds `bytes`: the same size, and an ETag that is their MD5.
-    fn holds(&self, bytes: &[u8]) -> bool {
+    /// Whether this part holds `bytes`: the same size, an ETag that is their MD5, and the
+    /// same SHA-256 where both are known.
+    fn holds(&self, bytes: &[u8], sha256: Option<&str>) -> bool {
         let etag = self.etag.trim().trim_matches('"').to_ascii_lowercase();
         let md5: String = md5::Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-        self.size == bytes.len() as u64 && etag == md5
+        let same_sha256 = match (self.sha256.as_deref(), sha256) {
+            (Some(listed), Some(ours)) => listed == ours,
+            _ => true,
+        };
+        self.size == bytes.len() as u64 && etag == md5 && same_sha256
     }
 }
 
@@ -131,11 +210,16 @@ pub(super) struct Resume {
 }
 
 impl Conn {
-    pub(super) fn create_upload(&self, key: &str, mtime: &str) -> io::Result<String> {
+    /// Begins a multipart upload; with `sha256`, one whose parts carry that checksum.
+    pub(super) fn create_upload(&self, key: &str, mtime: &str, sha256: bool) -> io::Result<String> {
         let build = || -> io::Result<RequestBuilder> {
             let mut action = self.bucket()?.create_multipart_upload(Some(self.creds()?), key);
             action.headers_mut().insert(META_MTIME, mtime);
-            Ok(self.meta.post(action.sign(SIGNED_FOR)).header(META_MTIME, mtime))
+            if sha256 {
+                action.headers_mut().insert(CHECKSUM_ALGORITHM, "SHA256");
+            }
+            let request = self.meta.post(action.sign(SIGNED_FOR)).header(META_MTIME, mtime);
+            Ok(if sha256 { request.header(CHECKSUM_ALGORITHM, "SHA256") } else { request })
         };
         let body = text(self.send(key, &build)?, &self.s3_url(key))?;
         let id = CreateMultipartUpload::parse_response(&body)
@@ -178,13 +262,15 @@ impl Conn {
         self.delete(&format!("{}{}", self.uploads_dir, record_name(upload_id)))
     }
 
-    /// Every part the server holds for an unfinished upload, by number.
+    /// Every part the server holds for an unfinished upload, by number. A number listed
+    /// twice with different ETags (SeaweedFS lists a replaced part beside its replacement)
+    /// is left out: which one the upload holds is not known, so it is sent again.
     pub(super) fn list_parts(
         &self,
         key: &str,
         upload_id: &str,
     ) -> io::Result<BTreeMap<u16, ListedPart>> {
-        let mut parts = BTreeMap::new();
+        let mut parts: BTreeMap<u16, Option<ListedPart>> = BTreeMap::new();
         let mut marker = String::new();
         loop {
             let mut query = vec![("uploadId", upload_id)];
@@ -196,39 +282,41 @@ impl Conn {
                 Ok(self.meta.get(self.signed(rusty_s3::Method::Get, key, &query, &[])?))
             };
             let body = text(self.send(key, &build)?, &self.s3_url(key))?;
-            for part in body.split("<Part>").skip(1) {
-                let number = xml_value(part, "PartNumber").and_then(|n| n.parse().ok());
-                let size = xml_value(part, "Size").and_then(|n| n.parse().ok());
-                if let (Some(number), Some(etag), Some(size)) =
-                    (number, xml_value(part, "ETag"), size)
-                {
-                    parts.insert(number, ListedPart { etag, size });
-                }
-            }
+            add_listed_parts(&body, &mut parts);
             let truncated = xml_value(&body, "IsTruncated").is_some_and(|t| t == "true");
             let next = xml_value(&body, "NextPartNumberMarker").unwrap_or_default();
             if !truncated || next.is_empty() || next == marker {
-                return Ok(parts);
+                return Ok(parts.into_iter().filter_map(|(n, p)| Some((n, p?))).collect());
             }
             marker = next;
         }
     }
 
-    /// Sends part `number` (from 1) and returns its ETag.
+    /// Sends part `number` (from 1), with its SHA-256 (base64) when given, and returns its
+    /// ETag.
     pub(super) fn upload_part(
         &self,
         key: &str,
         upload_id: &str,
         number: u16,
         bytes: &[u8],
+        sha256: Option<&str>,
     ) -> io::Result<String> {
         let build = || -> io::Result<RequestBuilder> {
-            let action = self.bucket()?.upload_part(Some(self.creds()?), key, number, upload_id);
-            Ok(self
+            let mut action =
+                self.bucket()?.upload_part(Some(self.creds()?), key, number, upload_id);
+            if let Some(sha256) = sha256 {
+                action.headers_mut().insert(CHECKSUM_SHA256, sha256);
+            }
+            let request = self
                 .upload
                 .put(action.sign(SIGNED_FOR))
                 .header(header::CONTENT_LENGTH, bytes.len())
-                .body(bytes.to_vec()))
+                .body(bytes.to_vec());
+            Ok(match sha256 {
+                Some(sha256) => request.header(CHECKSUM_SHA256, sha256),
+                None => request,
+            })
         };
         let resp = self.send(key, &build)?;
         resp.headers()
@@ -244,17 +332,17 @@ impl Conn {
         &self,
         key: &str,
         upload_id: &str,
-        etags: &[String],
+        parts: &[Part],
     ) -> io::Result<()> {
+        let body = complete_body(parts);
         let build = || -> io::Result<RequestBuilder> {
             let action = self.bucket()?.complete_multipart_upload(
                 Some(self.creds()?),
                 key,
                 upload_id,
-                etags.iter().map(String::as_str),
+                std::iter::empty::<&str>(),
             );
-            let url = action.sign(SIGNED_FOR);
-            Ok(self.meta.post(url).body(action.body()))
+            Ok(self.meta.post(action.sign(SIGNED_FOR)).body(body.clone()))
         };
         // CompleteMultipartUpload can fail after its 200 too.
         body_error(self.send(key, &build)?, &self.s3_url(key))?;
@@ -312,7 +400,7 @@ impl Conn {
     ) -> (Option<Resume>, Option<Resumption>) {
         let adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         let Some(record) = adopted else { return (None, None) };
-        let why = match record.refusal(key, like, self.part_size) {
+        let why = match record.refusal(key, like, self.part_size, self.sha256_in_use()) {
             None => match self.list_parts(key, &record.upload_id) {
                 Ok(parts) => {
                     let resume = Resume { upload_id: record.upload_id, parts };
@@ -328,10 +416,10 @@ impl Conn {
     }
 }
 
-/// A multipart upload under way: its id and the ETags of the parts sent so far.
+/// A multipart upload under way: its id and the parts sent so far.
 struct Multipart {
     upload_id: String,
-    etags: Vec<String>,
+    parts: Vec<Part>,
 }
 
 /// A file being staged: buffered up to one part; past that, a multipart upload.
@@ -341,6 +429,8 @@ pub(super) struct Upload {
     /// The source file's stat it is staged from (the record of a multipart upload keeps it).
     like: FileStat,
     buf: Vec<u8>,
+    /// Whether every PUT and part carries the additional checksum SHA-256.
+    sha256: bool,
     multipart: Option<Multipart>,
     /// Whether this staging resumes a killed run's upload, and the parts that upload holds.
     resuming: bool,
@@ -361,14 +451,16 @@ impl Upload {
     ) -> Upload {
         let resuming = resume.is_some();
         let (multipart, on_server) = match resume {
-            Some(r) => (Some(Multipart { upload_id: r.upload_id, etags: Vec::new() }), r.parts),
+            Some(r) => (Some(Multipart { upload_id: r.upload_id, parts: Vec::new() }), r.parts),
             None => (None, BTreeMap::new()),
         };
+        let sha256 = conn.sha256_in_use();
         Upload {
             conn,
             key,
             like,
             buf: Vec::new(),
+            sha256,
             multipart,
             resuming,
             on_server,
@@ -383,14 +475,16 @@ impl Upload {
     fn send_part(&mut self) -> io::Result<()> {
         if self.multipart.is_none() {
             let mtime = format_mtime(self.like.mtime_ns);
-            let upload_id = self.conn.create_upload(&self.key, &mtime)?;
-            let record = UploadRecord::new(&self.key, &upload_id, &self.like, self.conn.part_size);
+            let upload_id = self.conn.create_upload(&self.key, &mtime, self.sha256)?;
+            let part_size = self.conn.part_size;
+            let record =
+                UploadRecord::new(&self.key, &upload_id, &self.like, part_size, self.sha256);
             let recorded = self.conn.write_record(&record);
-            self.multipart = Some(Multipart { upload_id, etags: Vec::new() });
+            self.multipart = Some(Multipart { upload_id, parts: Vec::new() });
             recorded?;
         }
         let Some(multipart) = &mut self.multipart else { unreachable!("just begun") };
-        let number = u16::try_from(multipart.etags.len() + 1)
+        let number = u16::try_from(multipart.parts.len() + 1)
             .ok()
             .filter(|n| usize::from(*n) <= MAX_PARTS)
             .ok_or_else(|| {
@@ -399,15 +493,22 @@ impl Upload {
                     self.conn.s3_url(&self.key)
                 ))
             })?;
+        let sha256 = self.sha256.then(|| sha256_base64(&self.buf));
         let etag = match self.on_server.get(&number) {
-            Some(listed) if listed.holds(&self.buf) => {
+            Some(listed) if listed.holds(&self.buf, sha256.as_deref()) => {
                 self.reused += 1;
                 self.reused_bytes += self.buf.len() as u64;
                 listed.etag.clone()
             }
-            _ => self.conn.upload_part(&self.key, &multipart.upload_id, number, &self.buf)?,
+            _ => self.conn.upload_part(
+                &self.key,
+                &multipart.upload_id,
+                number,
+                &self.buf,
+                sha256.as_deref(),
+            )?,
         };
-        multipart.etags.push(etag);
+        multipart.parts.push(Part { etag, sha256 });
         self.buf.clear();
         #[cfg(debug_assertions)]
         injected_kill(&self.conn.target, number);
@@ -465,6 +566,7 @@ impl Staging for Upload {
         if self.multipart.is_none() && held + self.buf.len() as u64 <= HELD_BUDGET {
             self.conn.held.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
             let pending = Pending::Held {
+                sha256: self.sha256.then(|| sha256_base64(&self.buf)),
                 key: std::mem::take(&mut self.key),
                 bytes: std::mem::take(&mut self.buf),
                 mtime: format_mtime(like.mtime_ns),
@@ -481,14 +583,14 @@ impl Staging for Upload {
         if self.resuming {
             self.resumption = Some(Resumption::Resumed {
                 reused: self.reused,
-                parts: multipart.etags.len() as u32,
+                parts: multipart.parts.len() as u32,
                 reused_bytes: self.reused_bytes,
             });
         }
         let pending = Pending::Multipart {
             key: std::mem::take(&mut self.key),
             upload_id: multipart.upload_id,
-            etags: multipart.etags,
+            parts: multipart.parts,
         };
         let mut staged = self.conn.hold(pending);
         staged.resumption = self.resumption.take();
@@ -512,7 +614,7 @@ mod tests {
     #[test]
     fn an_upload_is_resumed_only_for_the_same_unchanged_file_in_the_same_parts() {
         let like = stat(20 << 20, 1_000, 2_000, 7);
-        let record = UploadRecord::new("p/big.bin", "id-1", &like, 5 << 20);
+        let record = UploadRecord::new("p/big.bin", "id-1", &like, 5 << 20, false);
         let part = 5 << 20;
         let cases: Vec<(&str, &str, FileStat, u64, Option<&str>)> = vec![
             ("unchanged", "p/big.bin", like, part, None),
@@ -524,7 +626,7 @@ mod tests {
             ("other parts", "p/big.bin", like, 8 << 20, Some("part_size changed")),
         ];
         for (case, key, like, part_size, want) in cases {
-            let got = record.refusal(key, &like, part_size);
+            let got = record.refusal(key, &like, part_size, false);
             match want {
                 None => assert_eq!(got, None, "{case}"),
                 Some(text) => {
@@ -533,24 +635,64 @@ mod tests {
                 }
             }
         }
-        let with_checksum = UploadRecord { checksum: Some("sha256".into()), ..record.clone() };
-        assert!(with_checksum.refusal("p/big.bin", &like, part).is_some());
+        let with_checksum = UploadRecord::new("p/big.bin", "id-1", &like, part, true);
+        assert_eq!(with_checksum.refusal("p/big.bin", &like, part, true), None);
+        let got = with_checksum.refusal("p/big.bin", &like, part, false).expect("refused");
+        assert!(got.contains("carry the sha256 checksum, this run's no"), "{got}");
+        let got = record.refusal("p/big.bin", &like, part, true).expect("refused");
+        assert!(got.contains("carry no checksum, this run's the sha256"), "{got}");
     }
 
     #[test]
     fn a_listed_part_holds_bytes_only_with_their_md5_and_size() {
         let bytes = b"abc";
         let etag = "\"900150983CD24FB0D6963F7D28E17F72\"".to_string();
-        assert!(ListedPart { etag: etag.clone(), size: 3 }.holds(bytes));
-        assert!(!ListedPart { etag: etag.clone(), size: 4 }.holds(bytes));
-        assert!(!ListedPart { etag, size: 3 }.holds(b"abd"));
-        let kms = "\"0123456789abcdef0123456789abcdef\"".to_string();
-        assert!(!ListedPart { etag: kms, size: 3 }.holds(bytes), "not an MD5: sent again");
+        let part = |etag: &str, size, sha256: Option<&str>| ListedPart {
+            etag: etag.to_string(),
+            size,
+            sha256: sha256.map(str::to_string),
+        };
+        assert!(part(&etag, 3, None).holds(bytes, None));
+        assert!(!part(&etag, 4, None).holds(bytes, None));
+        assert!(!part(&etag, 3, None).holds(b"abd", None));
+        let kms = "\"0123456789abcdef0123456789abcdef\"";
+        assert!(!part(kms, 3, None).holds(bytes, None), "not an MD5: sent again");
+        let sha = sha256_base64(bytes);
+        assert!(part(&etag, 3, Some(&sha)).holds(bytes, Some(&sha)));
+        assert!(part(&etag, 3, None).holds(bytes, Some(&sha)), "not listed: the MD5 decides");
+        let other = sha256_base64(b"abd");
+        assert!(!part(&etag, 3, Some(&other)).holds(bytes, Some(&sha)));
+    }
+
+    #[test]
+    fn a_part_listed_twice_with_other_bytes_is_not_taken_for_either() {
+        // As SeaweedFS lists a part replaced by a second UploadPart: both, old one last.
+        let page = "<ListPartsResult><Part><ETag>&#34;e40f&#34;</ETag><PartNumber>1</PartNumber><Size>5</Size></Part><Part><ETag>&#34;b2f8&#34;</ETag><PartNumber>1</PartNumber><Size>5</Size></Part><Part><ETag>&#34;aaaa&#34;</ETag><PartNumber>2</PartNumber><Size>5</Size><ChecksumSHA256>x=</ChecksumSHA256></Part><Part><ETag>&#34;aaaa&#34;</ETag><PartNumber>2</PartNumber><Size>5</Size><ChecksumSHA256>x=</ChecksumSHA256></Part></ListPartsResult>";
+        let mut parts = BTreeMap::new();
+        add_listed_parts(page, &mut parts);
+        assert_eq!(parts[&1], None, "two different part 1s");
+        let two = parts[&2].clone().expect("the same part listed twice is that part");
+        assert_eq!(
+            (two.etag.as_str(), two.size, two.sha256.as_deref()),
+            ("\"aaaa\"", 5, Some("x="))
+        );
+    }
+
+    #[test]
+    fn the_completion_lists_every_part_with_its_checksum() {
+        let parts = [
+            Part { etag: "\"a1\"".into(), sha256: Some("x+y=".into()) },
+            Part { etag: "\"b2\"".into(), sha256: None },
+        ];
+        assert_eq!(
+            complete_body(&parts),
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a1\"</ETag><ChecksumSHA256>x+y=</ChecksumSHA256></Part><Part><PartNumber>2</PartNumber><ETag>\"b2\"</ETag></Part></CompleteMultipartUpload>"
+        );
     }
 
     #[test]
     fn records_round_trip_and_their_names_are_plain() {
-        let record = UploadRecord::new("k", "a/b+c==", &stat(1, 2, 3, 4), 5);
+        let record = UploadRecord::new("k", "a/b+c==", &stat(1, 2, 3, 4), 5, true);
         let back: UploadRecord = serde_json::from_slice(&serde_json::to_vec(&record).unwrap())
             .expect("a record reads back");
         assert_eq!(back, record);
