@@ -101,7 +101,7 @@ apt_install() {
     fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
-command -v rsync >/dev/null || apt_install rsync
+if want noop || want many; then command -v rsync >/dev/null || apt_install rsync; fi
 [[ -x /usr/bin/time ]] || apt_install time
 if want rclone && ! command -v rclone >/dev/null; then apt_install rclone; fi
 if want s3; then
@@ -374,7 +374,8 @@ if want s3; then
             fi
         done
     done
-    server=$(curl -sI "$S3_URL" | awk -F': ' 'tolower($1) == "server" { gsub("\r", "", $2); print $2 }')
+    # A HEAD of the bucket: the server's root may answer without naming itself.
+    server=$(curl -sI "$S3_URL/$S3_BUCKET" | awk -F': ' 'tolower($1) == "server" { gsub("\r", "", $2); print $2 }')
     S3_NOTE="endpoint $S3_URL (server: ${server:-unknown}), bucket $S3_BUCKET, one fresh prefix per run; redundo with its defaults (part_size 8 MiB, one thread per core; its first backup to a target also probes the server's checksums, about 15 small requests), $(aws --version 2>&1 | cut -d' ' -f1) with its defaults (8 MiB parts, 10 requests at once)"
     rm -rf "$S3R"
     if [[ $made_bucket == 1 && $KEEP != 1 ]]; then
@@ -446,7 +447,8 @@ F_FS=$mnt_fs
 F_KERNEL="$(uname -sr) ($(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"))"
 F_REDUNDO="commit $commit, \`cargo build --release\` ($REDUNDO)"
 F_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
-F_PEERS="$(cp --version | sed -n 1p), $(rsync --version | sed -n 1p | awk '{ print "rsync " $3 }'), $(b3sum --version), $( (command -v rclone >/dev/null && rclone version | sed -n 1p) || echo 'rclone not installed')"
+F_PEERS="$(cp --version | sed -n 1p), $( (command -v rsync >/dev/null && rsync --version | sed -n 1p | awk '{ print "rsync " $3 }') || echo 'rsync not installed'), $(b3sum --version), $( (command -v rclone >/dev/null && rclone version | sed -n 1p) || echo 'rclone not installed')"
+if want s3; then F_PEERS="$F_PEERS, $(aws --version 2>&1 | cut -d' ' -f1)"; fi
 F_TREE="scale $SCALE: $TREE_FILES files, $((TREE_BYTES >> 20)) MiB (\`bench.py tree\`, fixed seed)"
 F_MANY=$( (want many && echo "$MANY files of 1-4096 bytes, 200 per folder (\`bench.py many\`)") || echo "not run")
 F_MANIFEST=$MANIFEST_NOTE
