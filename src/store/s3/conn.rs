@@ -23,7 +23,8 @@ use crate::store::http::{one_line, one_line_error};
 
 /// What every request needs; shared with the kept views and the uploads.
 pub(super) struct Conn {
-    /// The target's name, for the test fault below.
+    /// The target's name, for the test fault in `multipart` (debug builds only).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(super) target: String,
     pub(super) bucket: Result<Bucket, String>,
     pub(super) credentials: Result<Credentials, String>,

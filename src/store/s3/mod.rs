@@ -72,6 +72,8 @@ pub struct S3Dir {
     location: String,
     /// Set once this process is recorded in the temporaries journal.
     journaled: OnceLock<Result<String, String>>,
+    /// A kept folder seen as a copy ([`Store::kept_view`]), not the target itself.
+    kept: bool,
 }
 
 impl S3Dir {
@@ -79,10 +81,10 @@ impl S3Dir {
         let conn = Conn::new(name, spec);
         let root = if spec.prefix.is_empty() { String::new() } else { format!("{}/", spec.prefix) };
         let location = crate::config::Location::S3(spec.clone()).to_string();
-        S3Dir::with_root(name, &root, Arc::new(conn), &location)
+        S3Dir::with_root(name, &root, Arc::new(conn), &location, false)
     }
 
-    fn with_root(name: &str, root: &str, conn: Arc<Conn>, location: &str) -> S3Dir {
+    fn with_root(name: &str, root: &str, conn: Arc<Conn>, location: &str, kept: bool) -> S3Dir {
         S3Dir {
             name: name.to_string(),
             root: root.to_string(),
@@ -90,6 +92,7 @@ impl S3Dir {
             conn,
             location: location.to_string(),
             journaled: OnceLock::new(),
+            kept,
         }
     }
 
@@ -142,8 +145,9 @@ impl S3Dir {
             .filter(|(_, id)| !own.contains(id))
             .collect();
         let dir = &self.conn.uploads_dir;
-        let mut records: BTreeSet<String> = self
-            .keys_below(dir)?
+        // The records are the target's: a kept view (a versions folder) has none of its own.
+        let records = if self.kept { Vec::new() } else { self.keys_below(dir)? };
+        let mut records: BTreeSet<String> = records
             .iter()
             .filter_map(|key| key.strip_prefix(dir.as_str()).map(str::to_string))
             .collect();
@@ -413,6 +417,7 @@ impl Store for S3Dir {
             &root,
             Arc::clone(&self.conn),
             &self.location,
+            true,
         ))
     }
 
