@@ -425,8 +425,14 @@ fn fold_result(
                 }
             }
             for s3 in version.s3 {
-                if !entry.current.s3.iter().any(|e| e.part_size == s3.part_size) {
-                    entry.current.s3.push(s3);
+                match entry.current.s3.iter_mut().find(|e| e.part_size == s3.part_size) {
+                    None => entry.current.s3.push(s3),
+                    // The same bytes (the refresh checked their BLAKE3), now uploaded with a
+                    // SHA-256 the record did not have yet.
+                    Some(old) if old.sha256.is_none() && old.etag == s3.etag => {
+                        old.sha256 = s3.sha256;
+                    }
+                    Some(_) => {}
                 }
             }
             report.unchanged += 1;

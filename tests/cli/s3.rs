@@ -618,6 +618,14 @@ fn real_s3_copies_uploaded_without_a_sha256_are_proved_by_their_etag_and_the_rep
         "{run:?}"
     );
     assert_eq!(aws.state(&prefix, "checksums")["endpoint"].as_str(), Some(url.as_str()));
+
+    // The copy that has no SHA-256 gone: the backup that fills the gap uploads it with one,
+    // and the record gains it (the same bytes: its BLAKE3 was checked).
+    aws.ok(&["s3", "rm", "--quiet", &format!("s3://{}/{prefix}/models/small.bin", bucket())]);
+    let run = env.ok(&["backup"]);
+    assert!(run.stdout.contains("1 gap filled"), "{run:?}");
+    let run = env.ok(&["verify", "--fast"]);
+    assert!(run.stdout.contains("; bucket 4 ok (sha256); "), "{run:?}");
 }
 
 #[test]
