@@ -149,6 +149,9 @@ COMPARISONS = [
      "second `redundo backup`", "`rsync -a SRC/ T/` x3", 1.0),
     ("No-op backup, many small files", "many.redundo", "many.peer",
      "second `redundo backup`", "`rsync -a SRC/ T/` x3", 1.0),
+    ("Backup to one S3 target", "s3.redundo", "s3.peer",
+     "`redundo backup` to a fresh `s3://` prefix", "`aws s3 cp --recursive` to a fresh prefix",
+     None),
 ]
 
 REFERENCE = [
@@ -176,7 +179,7 @@ def cmd_report(args):
     w("### Machine")
     w("")
     for k in ["cpu", "nproc", "memory", "disk", "filesystem", "kernel", "redundo", "rustc",
-              "peers", "tree", "many", "cache", "between runs", "environment", "load"]:
+              "peers", "tree", "many", "s3", "cache", "between runs", "environment", "load"]:
         if k in facts:
             w(f"- {k}: {facts[k]}")
     w("")

@@ -9,8 +9,12 @@
 #   --runs N         times each redundo/peer pair is run, alternating (default 3)
 #   --out FILE       markdown file to write (default docs/performance.md); the results go
 #                    between the `bench:begin`/`bench:end` markers, the rest is kept
-#   --only LIST      comma-separated sections (default all):
-#                    backup,verify,noop,rclone,many,manifest
+#   --only LIST      comma-separated sections (default all but s3):
+#                    backup,verify,noop,rclone,many,manifest,s3
+#   --s3 URL         S3 endpoint for the s3 section (default $REDUNDO_TEST_S3; credentials
+#                    from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, as for redundo and aws)
+#   --s3-bucket B    bucket for the s3 section (default redundo-bench; made if missing, and
+#                    then removed at the end unless --keep)
 #   --many N         small files for the many-files no-op backup (default 200000 x scale,
 #                    at least 2000)
 #   --entries N      entries of the synthetic manifest (default 1000000)
@@ -32,6 +36,8 @@
 #   rclone  `rclone copy` x3, again as a no-op, and `rclone check` x3 (reference only)
 #   many    no-op backup of N small files           vs  `rsync -a` x3 of the same files
 #   manifest  backups and `status` over a synthetic manifest of --entries entries
+#   s3      `redundo backup` to one S3 target        vs  `aws s3 cp --recursive` of SRC
+#           (each run to a fresh prefix, so redundo's first backup probes the server too)
 # Timings are measurements, never assertions: nothing here fails because of a figure.
 set -euo pipefail
 
@@ -48,6 +54,8 @@ REDUNDO=""
 COLD=0
 INSTALL=1
 KEEP=0
+S3_URL=${REDUNDO_TEST_S3:-}
+S3_BUCKET=redundo-bench
 COMMAND="bench/run.sh $*"
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -65,6 +73,8 @@ while [[ $# -gt 0 ]]; do
         --cold) COLD=1; shift ;;
         --no-install) INSTALL=0; shift ;;
         --keep) KEEP=1; shift ;;
+        --s3) S3_URL=$2; shift 2 ;;
+        --s3-bucket) S3_BUCKET=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -91,9 +101,15 @@ apt_install() {
     fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
-command -v rsync >/dev/null || apt_install rsync
+if want noop || want many; then command -v rsync >/dev/null || apt_install rsync; fi
 [[ -x /usr/bin/time ]] || apt_install time
 if want rclone && ! command -v rclone >/dev/null; then apt_install rclone; fi
+if want s3; then
+    [[ -n $S3_URL ]] || die "the s3 section needs --s3 URL (or \$REDUNDO_TEST_S3)"
+    command -v aws >/dev/null || die "the s3 section needs the aws command (pip install awscli)"
+    [[ -n ${AWS_ACCESS_KEY_ID:-} && -n ${AWS_SECRET_ACCESS_KEY:-} ]] ||
+        die "the s3 section needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+fi
 if ! command -v b3sum >/dev/null; then
     [[ $INSTALL == 1 ]] || die "missing b3sum; install it with 'cargo install b3sum'"
     cargo install --quiet b3sum
@@ -330,6 +346,43 @@ if want many; then
     [[ $KEEP == 1 ]] || discard "$MR" "$MP"
 fi
 
+S3_NOTE="not run"
+if want s3; then
+    echo "bench: backup to one S3 target vs aws s3 cp --recursive ($RUNS runs, $S3_URL, bucket $S3_BUCKET)"
+    AWS=(aws --endpoint-url "$S3_URL")
+    made_bucket=0
+    if ! "${AWS[@]}" s3api head-bucket --bucket "$S3_BUCKET" >/dev/null 2>&1; then
+        "${AWS[@]}" s3api create-bucket --bucket "$S3_BUCKET" >/dev/null
+        made_bucket=1
+    fi
+    S3R=$WORK/s3r
+    stamp=$(date +%s)
+    for run in $(seq "$RUNS"); do
+        for who in $(order "$run"); do
+            # A fresh prefix for every run: both sides upload everything.
+            prefix="bench-$stamp-$run-$who"
+            if [[ $who == redundo ]]; then
+                rm -rf "$S3R"
+                mkdir -p "$S3R"
+                printf 'source = "%s"\n\n[[target]]\nname = "s3"\nlocation = "s3://%s/%s"\nendpoint = "%s"\n' \
+                    "$SRC" "$S3_BUCKET" "$prefix" "$S3_URL" >"$S3R/redundo.toml"
+                settle
+                timed s3.redundo "$run" "$REDUNDO" backup --config "$S3R/redundo.toml" --quiet
+            else
+                settle
+                timed s3.peer "$run" "${AWS[@]}" s3 cp --recursive --quiet "$SRC" "s3://$S3_BUCKET/$prefix/"
+            fi
+        done
+    done
+    # A HEAD of the bucket: the server's root may answer without naming itself.
+    server=$(curl -sI "$S3_URL/$S3_BUCKET" | awk -F': ' 'tolower($1) == "server" { gsub("\r", "", $2); print $2 }')
+    S3_NOTE="endpoint $S3_URL (server: ${server:-unknown}), bucket $S3_BUCKET, one fresh prefix per run; redundo with its defaults (part_size 8 MiB, one thread per core; its first backup to a target also probes the server's checksums, about 15 small requests), $(aws --version 2>&1 | cut -d' ' -f1) with its defaults (8 MiB parts, 10 requests at once)"
+    rm -rf "$S3R"
+    if [[ $made_bucket == 1 && $KEEP != 1 ]]; then
+        "${AWS[@]}" s3 rb --force "s3://$S3_BUCKET" >/dev/null
+    fi
+fi
+
 MANIFEST_NOTE=""
 if want manifest; then
     REPLICA=$WORK/manifest-$ENTRIES
@@ -383,7 +436,7 @@ if [[ -r $journal_task ]]; then
         mnt_fs="$mnt_fs, journal"
     fi
 fi
-export F_LOAD F_ENV F_DISCARD F_DATE F_COMMAND F_CPU F_NPROC F_MEM F_DISK F_FS F_KERNEL F_REDUNDO F_RUSTC F_PEERS F_TREE F_MANY F_MANIFEST F_CACHE F_ENTRIES
+export F_LOAD F_ENV F_DISCARD F_DATE F_COMMAND F_CPU F_NPROC F_MEM F_DISK F_FS F_KERNEL F_REDUNDO F_RUSTC F_PEERS F_TREE F_MANY F_MANIFEST F_CACHE F_ENTRIES F_S3
 F_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 F_COMMAND=$COMMAND
 F_CPU=$cpu
@@ -394,10 +447,12 @@ F_FS=$mnt_fs
 F_KERNEL="$(uname -sr) ($(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"))"
 F_REDUNDO="commit $commit, \`cargo build --release\` ($REDUNDO)"
 F_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
-F_PEERS="$(cp --version | sed -n 1p), $(rsync --version | sed -n 1p | awk '{ print "rsync " $3 }'), $(b3sum --version), $( (command -v rclone >/dev/null && rclone version | sed -n 1p) || echo 'rclone not installed')"
+F_PEERS="$(cp --version | sed -n 1p), $( (command -v rsync >/dev/null && rsync --version | sed -n 1p | awk '{ print "rsync " $3 }') || echo 'rsync not installed'), $(b3sum --version), $( (command -v rclone >/dev/null && rclone version | sed -n 1p) || echo 'rclone not installed')"
+if want s3; then F_PEERS="$F_PEERS, $(aws --version 2>&1 | cut -d' ' -f1)"; fi
 F_TREE="scale $SCALE: $TREE_FILES files, $((TREE_BYTES >> 20)) MiB (\`bench.py tree\`, fixed seed)"
 F_MANY=$( (want many && echo "$MANY files of 1-4096 bytes, 200 per folder (\`bench.py many\`)") || echo "not run")
 F_MANIFEST=$MANIFEST_NOTE
+F_S3=$S3_NOTE
 F_ENTRIES=$ENTRIES
 F_ENV=$(env | grep -E '^(RAYON_NUM_THREADS|REDUNDO_[A-Z_]+)=' | tr '\n' ' ' || true)
 F_ENV=${F_ENV:-none set (redundo uses one thread per core)}
@@ -417,7 +472,7 @@ facts = {k: e[f"F_{v}"] for k, v in [
     ("memory", "MEM"), ("disk", "DISK"), ("filesystem", "FS"), ("kernel", "KERNEL"),
     ("redundo", "REDUNDO"), ("rustc", "RUSTC"), ("peers", "PEERS"), ("tree", "TREE"),
     ("many", "MANY"), ("manifest", "MANIFEST"), ("cache", "CACHE"), ("environment", "ENV"),
-    ("between runs", "DISCARD"), ("load", "LOAD")]}
+    ("between runs", "DISCARD"), ("load", "LOAD"), ("s3", "S3")]}
 facts["manifest_entries"] = int(e["F_ENTRIES"])
 json.dump(facts, open(sys.argv[1], "w"), indent=1)
 EOF

@@ -126,7 +126,8 @@ pub enum Command {
     /// Check every copy and manifest replica (read-only)
     #[command(after_help = EXIT_CODES_HELP)]
     Verify {
-        /// Check existence and size only; read no file data
+        /// Check existence and size only, and on HDFS and S3 the server's own checksum; read no
+        /// file data (the summary says which check proved each copy)
         #[arg(long)]
         fast: bool,
         /// Deep-check only PCT% of the files, those verified longest ago first, so that

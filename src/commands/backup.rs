@@ -21,6 +21,7 @@ use crate::record::manifest::{Entry, FileVersion, Manifest};
 use crate::record::relpath::RelPath;
 use crate::record::verified::Ledger;
 use crate::report::findings::{Findings, NoticeKind, ProblemKind};
+use crate::report::human_bytes;
 use crate::report::outcome::{BackupReport, Copied};
 use crate::report::progress::{Progress, Silent};
 use crate::run::commit::Commit;
@@ -34,7 +35,7 @@ use crate::run::workspace::{
     Replicas, Workspace, kept_generations, new_set_id, now_rfc3339, quarantine_folder,
     quarantine_stamp, versions_folder,
 };
-use crate::store::{FileStat, Listing, Staged, Store, is_down, process_alive};
+use crate::store::{FileStat, Listing, Resumption, Staged, Store, is_down, process_alive};
 
 /// How often a file that changes while being read is tried before it is reported.
 const READ_ATTEMPTS: usize = 3;
@@ -64,6 +65,8 @@ struct JobResult {
     /// Staged copies, waiting for the flush (and, for changed files, the pending record).
     staged: Vec<(usize, Staged)>,
     bytes_read: u64,
+    /// Per target: bytes a resumed upload found already on the server, so not sent again.
+    reused: Vec<(usize, u64)>,
     findings: Findings,
 }
 
@@ -295,6 +298,7 @@ fn walk(
             Some(Ok(listing)) => {
                 if writes {
                     remove_leftovers(ws.targets[i].as_ref(), &listing);
+                    probe(ws.targets[i].as_ref(), findings);
                 }
                 Some(listing)
             }
@@ -516,7 +520,13 @@ fn fold_result(
 ) {
     result.installed.retain(|target| commit.is_open(*target));
     report.bytes_read += result.bytes_read;
-    report.bytes_written += result.bytes_read * result.installed.len() as u64;
+    let reused: u64 = result
+        .reused
+        .iter()
+        .filter(|(target, _)| result.installed.contains(target))
+        .map(|(_, bytes)| bytes)
+        .sum();
+    report.bytes_written += result.bytes_read * result.installed.len() as u64 - reused;
     findings.extend(std::mem::take(&mut result.findings));
     let installed = !result.installed.is_empty();
     if options.list_copied && installed {
@@ -547,8 +557,14 @@ fn fold_result(
                 }
             }
             for s3 in version.s3 {
-                if !entry.current.s3.iter().any(|e| e.part_size == s3.part_size) {
-                    entry.current.s3.push(s3);
+                match entry.current.s3.iter_mut().find(|e| e.part_size == s3.part_size) {
+                    None => entry.current.s3.push(s3),
+                    // The same bytes (the refresh checked their BLAKE3), now uploaded with a
+                    // SHA-256 the record did not have yet.
+                    Some(old) if old.sha256.is_none() && old.etag == s3.etag => {
+                        old.sha256 = s3.sha256;
+                    }
+                    Some(_) => {}
                 }
             }
             report.unchanged += 1;
@@ -748,7 +764,23 @@ fn stage_job(ws: &Workspace, job: &Job, manifest: &Manifest, progress: &dyn Prog
     }
     for (target, staged) in streamed.staged {
         match staged {
-            Ok(staged) => result.staged.push((target, staged)),
+            Ok(mut staged) => {
+                if let Some(resumption) = staged.resumption.take() {
+                    let name = ws.targets[target].name();
+                    let detail = match resumption {
+                        Resumption::Resumed { reused, parts, reused_bytes } => {
+                            result.reused.push((target, reused_bytes));
+                            format!(
+                                "resumed upload: {reused} of {parts} parts already on the server ({} not sent again)",
+                                human_bytes(reused_bytes)
+                            )
+                        }
+                        Resumption::Abandoned { why } => why,
+                    };
+                    result.findings.notice(NoticeKind::Done, Some(name), Some(path), detail);
+                }
+                result.staged.push((target, staged));
+            }
             // The target stopped answering: reported once for it, at the end.
             Err(e) if is_down(&e) => {}
             Err(e) => result.findings.problem(
@@ -1196,10 +1228,27 @@ fn refusal_text(refusal: &PruneRefusal) -> String {
     }
 }
 
+/// Lets a target learn once what its server offers (S3: the additional checksums it keeps)
+/// before anything is staged there; what it learned, or why it could not, is a notice.
+fn probe(target: &dyn Store, findings: &mut Findings) {
+    let name = Some(target.name());
+    match target.probe() {
+        Ok(Some(learned)) => findings.notice(NoticeKind::Done, name, None, learned),
+        Ok(None) => {}
+        Err(e) => findings.notice(
+            NoticeKind::Pending,
+            name,
+            None,
+            format!("{e} (this run goes without; the next backup tries again)"),
+        ),
+    }
+}
+
 /// Deletes temporary files left by killed runs; a live process's files are left alone (two
 /// configs may share a target).
 fn remove_leftovers(copy: &dyn Store, listing: &Listing) {
-    for leftover in &listing.leftovers {
+    // A resumable upload is taken over here, to be resumed when its file is staged.
+    for leftover in listing.leftovers.iter().chain(&listing.resumable) {
         let pid = leftover
             .rsplit('/')
             .next()

@@ -1,6 +1,7 @@
 //! `redundo ls [PATH]...`: what the backup holds, from the manifest and the verification
 //! ledger alone (no copy is read, no lock is taken): each file's size, and with `-l` its
-//! digest, its mtime and the targets a verify last found holding it good.
+//! digest, its mtime, the targets a verify last found holding it good, and what last
+//! proved each target's copy good.
 
 use anyhow::Result;
 
@@ -45,6 +46,10 @@ pub fn run(ws: &Workspace, paths: &[String], long: bool) -> Result<LsReport> {
                     .iter()
                     .filter(|t| seen.is_some_and(|s| s.contains_key(**t)))
                     .map(|t| t.to_string())
+                    .collect(),
+                last_proved: targets
+                    .iter()
+                    .filter_map(|t| Some((t.to_string(), *ledger.proofs.get(path)?.get(*t)?)))
                     .collect(),
                 pending: !entry.pending.is_empty(),
             }

@@ -217,7 +217,11 @@ pub(crate) fn file_findings(
     let p = Some(path.as_str());
     for (id, verdict) in &assessment.copies {
         let name = ws.copy_name(*id);
-        counts.entry(name.clone()).or_default().add(verdict);
+        let count = counts.entry(name.clone()).or_default();
+        count.add(verdict);
+        if *verdict == CopyVerdict::Ok {
+            count.proved(assessment.proof_of(*id));
+        }
         let copy = Some(name.as_str());
         match verdict {
             CopyVerdict::Ok => {}
@@ -256,11 +260,8 @@ pub(crate) fn file_findings(
                     format!("size {size}, expected {expected}"),
                 );
             }
-            CopyVerdict::ChecksumDiffers { found, expected } => {
-                let what = match ws.copy(*id).native_checksum_kind() {
-                    Some(crate::store::Native::S3Etag { .. }) => "S3 ETag",
-                    _ => "HDFS file checksum",
-                };
+            CopyVerdict::ChecksumDiffers { check, found, expected } => {
+                let what = check.what();
                 findings.problem(
                     ProblemKind::Corrupt,
                     copy,

@@ -448,7 +448,7 @@ fn quarantine_note(was: &CopyVerdict) -> String {
         }
         CopyVerdict::Unreadable { reason } => format!("unreadable: {reason}"),
         CopyVerdict::KnownCorrupt { reason } => format!("unreadable: {reason}"),
-        CopyVerdict::ChecksumDiffers { found, expected } => {
+        CopyVerdict::ChecksumDiffers { found, expected, .. } => {
             format!("checksum differs: {found}, expected {expected}")
         }
         CopyVerdict::Disputed { found } => format!("disputed: blake3 {found}"),

@@ -50,8 +50,8 @@ pub fn run(
     let selected = only.as_ref().map_or(files.len(), Vec::len);
     let scope = Scope { only, deadline: options.max_duration.map(|d| started + d) };
     let mut inspection = inspect(ws, &replicas, &reachable, !options.fast, &scope, progress)?;
+    let now = unix_now();
     if !options.fast {
-        let now = unix_now();
         ledger.begin_run();
         for (path, assessment) in &inspection.files {
             let keyed: Vec<_> =
@@ -60,9 +60,12 @@ pub fn run(
         }
         ledger.files.retain(|path, _| files.contains_key(path));
         ledger.damaged.retain(|path, _| files.contains_key(path));
-        ledger.save(&ws.config.state_dir);
     }
     report_known_damage(ws, &ledger, &mut inspection.files, options.fast, &mut findings);
+    // After the known damage, so a copy it keeps from being called good is not proved.
+    record_proofs(ws, &mut ledger, &inspection.files, now);
+    ledger.proofs.retain(|path, _| files.contains_key(path));
+    ledger.save(&ws.config.state_dir);
     if inspection.unchecked > 0 {
         findings.notice(
             NoticeKind::Pending,
@@ -96,7 +99,8 @@ pub fn run(
         if options.list_ok {
             for (id, verdict) in &assessment.copies {
                 if *verdict == CopyVerdict::Ok {
-                    ok.push(OkCopy { copy: ws.copy_name(*id), path: path.to_string() });
+                    let (copy, path) = (ws.copy_name(*id), path.to_string());
+                    ok.push(OkCopy { copy, path, check: assessment.proof_of(*id) });
                 }
             }
         }
@@ -118,6 +122,9 @@ pub fn run(
         report_gaps(copy, &shape_gaps(copy, manifest, listing), &mut findings);
         for leftover in &listing.leftovers {
             findings.notice(NoticeKind::Unknown, Some(name), None, format!("temporary file left by an interrupted run: {leftover} (the next backup removes it)"));
+        }
+        for upload in &listing.resumable {
+            findings.notice(NoticeKind::Unknown, Some(name), None, format!("unfinished upload left by an interrupted run: {upload} (the next backup resumes it if the source file is unchanged, and aborts it otherwise)"));
         }
     }
     let new_files = inspection.source.as_ref().map_or(0, |source| {
@@ -219,6 +226,23 @@ fn report_known_damage(
                 }
             }
         }
+    }
+}
+
+/// Records in the ledger what proved each copy found good (and that the others, damaged or
+/// not judged, are not proved now; an unreachable copy keeps its last proof).
+fn record_proofs(ws: &Workspace, ledger: &mut Ledger, checked: &[(RelPath, Assessment)], at: i64) {
+    for (path, assessment) in checked {
+        let mut proved = Vec::new();
+        let mut unproved = Vec::new();
+        for (id, verdict) in &assessment.copies {
+            match verdict {
+                CopyVerdict::Ok => proved.push((ws.ledger_key(*id), assessment.proof_of(*id))),
+                CopyVerdict::Unknown => {}
+                _ => unproved.push(ws.ledger_key(*id)),
+            }
+        }
+        ledger.record_proofs(path, &proved, &unproved, at);
     }
 }
 

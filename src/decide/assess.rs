@@ -5,7 +5,7 @@
 use crate::decide::vote::{self, Ballot, Claim, NoWinner, Seen, Verdict};
 use crate::record::digest::Digest;
 use crate::record::manifest::{Entry, FileVersion};
-use crate::record::verdict::{CopyVerdict, PendingWhy};
+use crate::record::verdict::{Check, CopyVerdict, PendingWhy};
 
 /// Which copy: the source folder or the n-th configured target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,9 +37,11 @@ pub enum Observed {
     /// The kind itself knows the copy holds a corrupt block (HDFS: the NameNode's fsck), so
     /// it is damaged, found without reading it.
     KnownCorrupt(String),
-    /// The kind's own checksum (HDFS's, read without the data) differs from the recorded one.
+    /// The kind's own checksum (HDFS's, S3's, read without the data) differs from the
+    /// recorded one.
     ChecksumDiffers {
         size: u64,
+        check: Check,
         found: String,
         expected: String,
     },
@@ -57,6 +59,9 @@ pub struct Assessment {
     pub same_file: Vec<(CopyId, CopyId)>,
     /// The record's block digests are wrong: see [`RecordBlocks`].
     pub record_blocks: Option<RecordBlocks>,
+    /// What proved each good copy (the copies judged `Ok`): filled in by whoever made the
+    /// observations (`run::inspect`), empty from [`assess`] itself.
+    pub proved_by: Vec<(CopyId, Check)>,
 }
 
 /// A good copy holds the recorded content whole (its digest and size are the agreed record's)
@@ -84,6 +89,12 @@ impl Assessment {
             )
         };
         self.copies.iter().filter(|(id, v)| matches!(id, CopyId::Target(_)) && whole(v)).count()
+    }
+
+    /// What proved a copy judged good: as recorded in [`Assessment::proved_by`], else the
+    /// weakest check, its size (never a check that was not made).
+    pub fn proof_of(&self, id: CopyId) -> Check {
+        self.proved_by.iter().find(|(c, _)| *c == id).map_or(Check::Size, |(_, check)| *check)
     }
 
     pub fn good_copies(&self) -> impl Iterator<Item = CopyId> + '_ {
@@ -148,9 +159,13 @@ pub fn assess(
                     ballots.push(Ballot { copy: *id, seen: Seen::Holds(*digest) });
                 }
             }
-            Observed::ChecksumDiffers { found, expected, .. } => copies.push((
+            Observed::ChecksumDiffers { check, found, expected, .. } => copies.push((
                 *id,
-                CopyVerdict::ChecksumDiffers { found: found.clone(), expected: expected.clone() },
+                CopyVerdict::ChecksumDiffers {
+                    check: *check,
+                    found: found.clone(),
+                    expected: expected.clone(),
+                },
             )),
             Observed::KnownCorrupt(reason) => {
                 copies.push((*id, CopyVerdict::KnownCorrupt { reason: reason.clone() }))
@@ -194,6 +209,7 @@ pub fn assess(
             no_winner: None,
             same_file: vec![],
             record_blocks: None,
+            proved_by: vec![],
         };
     }
 
@@ -208,6 +224,7 @@ pub fn assess(
             no_winner: None,
             same_file: vec![],
             record_blocks: None,
+            proved_by: vec![],
         };
     }
     let verdict = vote::decide(claim, &ballots);
@@ -253,7 +270,15 @@ pub fn assess(
     }
     copies.sort_by_key(|(id, _)| *id);
     let record_blocks = record_blocks(entry, claim, winner, &copies, observed);
-    Assessment { copies, winner, manifest_overruled, no_winner, same_file: vec![], record_blocks }
+    Assessment {
+        copies,
+        winner,
+        manifest_overruled,
+        no_winner,
+        same_file: vec![],
+        record_blocks,
+        proved_by: vec![],
+    }
 }
 
 /// Whether a good copy shows the record's block list wrong. Only an agreed record that the

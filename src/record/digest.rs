@@ -98,8 +98,9 @@ pub struct FileDigest {
 pub enum Native {
     /// HDFS's MD5-of-MD5-of-CRC32C, for files written with this block size.
     Hdfs { block_size: u64 },
-    /// The S3 ETag, for objects uploaded with this part size.
-    S3Etag { part_size: u64 },
+    /// The S3 ETag, for objects uploaded with this part size; with `sha256`, also the S3
+    /// additional checksum SHA-256 sent with the uploads.
+    S3Etag { part_size: u64, sha256: bool },
 }
 
 /// Number of blocks a file of `size` bytes has.
@@ -132,12 +133,20 @@ impl StreamHasher {
             hdfs: Vec::new(),
             s3: Vec::new(),
         };
+        let mut s3: Vec<(u64, bool)> = Vec::new();
         for kind in native {
             match *kind {
                 Native::Hdfs { block_size } => hasher.hdfs.push(HdfsChecksummer::new(block_size)),
-                Native::S3Etag { part_size } => hasher.s3.push(S3EtagHasher::new(part_size)),
+                // One hasher per part size: one with the SHA-256 when any target sends it.
+                Native::S3Etag { part_size, sha256 } => {
+                    match s3.iter_mut().find(|(size, _)| *size == part_size) {
+                        Some((_, with)) => *with |= sha256,
+                        None => s3.push((part_size, sha256)),
+                    }
+                }
             }
         }
+        hasher.s3 = s3.into_iter().map(|(size, sha256)| S3EtagHasher::new(size, sha256)).collect();
         hasher
     }
 

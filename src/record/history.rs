@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::verdict::CopyVerdict;
+use crate::record::verdict::{Check, CopyVerdict};
 
 const FILE: &str = "history.json";
 
@@ -26,6 +26,9 @@ pub struct CopyCounts {
     pub not_independent: usize,
     /// Not judged: unreachable, or no content could be chosen.
     pub unknown: usize,
+    /// The good copies (`ok`) by the check that proved them (absent from older records).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ok_by: BTreeMap<Check, usize>,
 }
 
 impl CopyCounts {
@@ -44,6 +47,11 @@ impl CopyCounts {
             CopyVerdict::NotIndependent => self.not_independent += 1,
             CopyVerdict::Disputed { .. } | CopyVerdict::Unknown => self.unknown += 1,
         }
+    }
+
+    /// Counts what proved one good copy.
+    pub fn proved(&mut self, check: Check) {
+        *self.ok_by.entry(check).or_default() += 1;
     }
 
     pub fn damaged(&self) -> usize {

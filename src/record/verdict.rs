@@ -2,7 +2,7 @@
 //! produces these; the verification ledger and the run history record them, which is why
 //! they live with the records.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
 
@@ -45,6 +45,7 @@ pub enum CopyVerdict {
     },
     /// Found by the target's own checksum, without reading the data (`verify --fast`).
     ChecksumDiffers {
+        check: Check,
         found: String,
         expected: String,
     },
@@ -57,6 +58,46 @@ pub enum CopyVerdict {
     NotIndependent,
     /// Not judged: the target was unreachable.
     Unknown,
+}
+
+/// What proved a copy good: the strongest check a look at it made, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// Read whole and hashed: every byte is the recorded content (a deep verify).
+    Blake3,
+    /// The S3 additional checksum SHA-256 the server keeps equals the recorded one.
+    Sha256,
+    /// The S3 ETag (MD5s) equals the recorded one.
+    Etag,
+    /// HDFS's MD5-of-MD5-of-CRC32C equals the recorded one.
+    HdfsChecksum,
+    /// Only the size was compared (and, for the source, its stat): no checksum.
+    Size,
+}
+
+impl Check {
+    /// A word for the summary: `bucket 12 ok (etag)`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Check::Blake3 => "blake3",
+            Check::Sha256 => "sha256",
+            Check::Etag => "etag",
+            Check::HdfsChecksum => "hdfs checksum",
+            Check::Size => "size",
+        }
+    }
+
+    /// What the check compares, for a line saying it differs.
+    pub fn what(self) -> &'static str {
+        match self {
+            Check::Blake3 => "blake3",
+            Check::Sha256 => "S3 SHA-256 checksum",
+            Check::Etag => "S3 ETag",
+            Check::HdfsChecksum => "HDFS file checksum",
+            Check::Size => "size",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::record::relpath::RelPath;
-use crate::record::verdict::CopyVerdict;
+use crate::record::verdict::{Check, CopyVerdict};
 
 const FILE: &str = "verified.json";
 
@@ -32,6 +32,18 @@ pub struct Ledger {
     /// when. A sampled run that does not re-read the file still reports it: no false OK.
     #[serde(default)]
     pub damaged: BTreeMap<RelPath, BTreeMap<String, KnownDamage>>,
+    /// Per file, per copy key: the check that last proved it good, by a deep or a fast
+    /// verify, and when. A copy an S3 ETag proved yesterday and BLAKE3 last month shows the
+    /// ETag: this says how it was last seen good, while `files` keeps the deep checks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub proofs: BTreeMap<RelPath, BTreeMap<String, Proof>>,
+}
+
+/// What last proved one copy good, and when (Unix seconds).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Proof {
+    pub by: Check,
+    pub at: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,6 +77,36 @@ impl Ledger {
     pub fn record_bad(&mut self, path: &RelPath, copy: &str) {
         if let Some(copies) = self.files.get_mut(path) {
             copies.remove(copy);
+        }
+        self.forget_proof(path, copy);
+    }
+
+    /// Records what a verify (deep or fast) of one file found: each copy in `proved` good by
+    /// that check, each copy in `unproved` (damaged, or not judged good) no longer proved.
+    pub fn record_proofs(
+        &mut self,
+        path: &RelPath,
+        proved: &[(String, Check)],
+        unproved: &[String],
+        at: i64,
+    ) {
+        for copy in unproved {
+            self.forget_proof(path, copy);
+        }
+        if !proved.is_empty() {
+            let proofs = self.proofs.entry(path.clone()).or_default();
+            for (copy, by) in proved {
+                proofs.insert(copy.clone(), Proof { by: *by, at });
+            }
+        }
+    }
+
+    fn forget_proof(&mut self, path: &RelPath, copy: &str) {
+        if let Some(copies) = self.proofs.get_mut(path) {
+            copies.remove(copy);
+            if copies.is_empty() {
+                self.proofs.remove(path);
+            }
         }
     }
 
@@ -111,11 +153,18 @@ impl Ledger {
                 .filter_map(|(key, name)| copies.get(key).map(|at| (name.clone(), *at)))
                 .collect()
         };
+        let rename_proofs = |copies: &BTreeMap<String, Proof>| -> BTreeMap<String, Proof> {
+            names
+                .iter()
+                .filter_map(|(key, name)| copies.get(key).map(|proof| (name.clone(), *proof)))
+                .collect()
+        };
         Ledger {
             files: self.files.iter().map(|(p, c)| (p.clone(), rename(c))).collect(),
             checked: self.checked.clone(),
             runs: self.runs,
             damaged: Default::default(),
+            proofs: self.proofs.iter().map(|(p, c)| (p.clone(), rename_proofs(c))).collect(),
         }
     }
 
@@ -124,6 +173,7 @@ impl Ledger {
         self.files.remove(path);
         self.checked.remove(path);
         self.damaged.remove(path);
+        self.proofs.remove(path);
     }
 }
 
@@ -186,5 +236,40 @@ mod tests {
         check(&mut ledger, &all[0], &[("t1", CopyVerdict::Ok)], 10);
         let sample = pick_sample(all.iter(), &ledger, 66.0);
         assert_eq!(sample, vec![all[2].clone(), all[1].clone()]);
+    }
+
+    #[test]
+    fn proofs_keep_the_last_check_and_go_with_damage_or_new_content() {
+        let path = &paths(1)[0];
+        let mut ledger = Ledger::default();
+        ledger.record_proofs(
+            path,
+            &[("t1".into(), Check::Blake3), ("s3".into(), Check::Blake3)],
+            &[],
+            10,
+        );
+        ledger.record_proofs(path, &[("s3".into(), Check::Etag)], &["t1".into()], 20);
+        let proofs = &ledger.proofs[path];
+        assert_eq!(proofs["s3"], Proof { by: Check::Etag, at: 20 });
+        assert!(!proofs.contains_key("t1"), "no longer proved good");
+        ledger.record_bad(path, "s3");
+        assert!(!ledger.proofs.contains_key(path));
+        ledger.record_proofs(path, &[("s3".into(), Check::Sha256)], &[], 30);
+        ledger.forget(path);
+        assert!(ledger.proofs.is_empty(), "new content: proofs of the old say nothing");
+    }
+
+    #[test]
+    fn a_ledger_written_before_proofs_still_loads_and_one_with_them_reads_back() {
+        let old = r#"{"files":{"a":{"t1":5}},"checked":{"a":1},"runs":1,"damaged":{}}"#;
+        let ledger: Ledger = serde_json::from_str(old).expect("an old ledger loads");
+        assert_eq!(ledger.files.len(), 1);
+        assert!(ledger.proofs.is_empty());
+        let mut ledger = ledger;
+        let a = RelPath::new("a").unwrap();
+        ledger.record_proofs(&a, &[("t1".into(), Check::HdfsChecksum)], &[], 7);
+        let text = serde_json::to_string(&ledger).unwrap();
+        assert!(text.contains(r#""proofs":{"a":{"t1":{"by":"hdfs_checksum","at":7}}}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), ledger);
     }
 }

@@ -11,4 +11,6 @@ pub mod outcome;
 pub mod progress;
 mod writer;
 
-pub use writer::{Output, Report, blocks_text, is_broken_pipe, one_line, print_error_json};
+pub use writer::{
+    Output, Report, blocks_text, human_bytes, is_broken_pipe, one_line, print_error_json,
+};

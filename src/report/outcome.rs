@@ -11,7 +11,8 @@ use crate::decide::durability::Durability;
 use crate::decide::plan::JobKind;
 use crate::record::history::{BackupRecord, CopyCounts};
 use crate::record::manifest::ReplicaStatus;
-use crate::record::verdict::CopyVerdict;
+use crate::record::verdict::{Check, CopyVerdict};
+use crate::record::verified::Proof;
 
 // `redundo backup`
 
@@ -206,6 +207,8 @@ pub struct VerifyReport {
 pub struct OkCopy {
     pub copy: String,
     pub path: String,
+    /// What proved it.
+    pub check: Check,
 }
 
 // `redundo ls`
@@ -231,6 +234,9 @@ pub struct Listed {
     pub blake3: String,
     /// The targets a verify last found holding it good (since its content was recorded).
     pub verified_good_on: Vec<String>,
+    /// Per target: the check that last proved its copy good (a deep or a fast verify).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_proved: BTreeMap<String, Proof>,
     /// An interrupted backup recorded a newer version of it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,

@@ -18,6 +18,7 @@ use super::outcome::{
 };
 use crate::decide::purge::{DeleteWhy, KeepWhy};
 use crate::record::history::CopyCounts;
+use crate::record::verdict::Check;
 
 pub struct Output {
     pub json: bool,
@@ -150,7 +151,13 @@ impl Report {
             Report::Verify(r) => {
                 if output.verbose {
                     for ok in &r.ok {
-                        writeln!(out, "{}: {}: OK", ok.copy, ok.path)?;
+                        // A deep verify proves every good copy by its BLAKE3: said once.
+                        match ok.check {
+                            Check::Blake3 => writeln!(out, "{}: {}: OK", ok.copy, ok.path)?,
+                            check => {
+                                writeln!(out, "{}: {}: OK ({})", ok.copy, ok.path, check.word())?
+                            }
+                        }
                     }
                 }
                 writeln!(out, "{}", verify_summary(r))?;
@@ -248,9 +255,18 @@ impl Report {
                             format!("good on {}", f.verified_good_on.join(", "))
                         };
                         let pending = if f.pending { "; a newer version pending" } else { "" };
+                        let proved: Vec<String> = f
+                            .last_proved
+                            .iter()
+                            .map(|(target, proof)| format!("{target} by {}", proof.by.word()))
+                            .collect();
+                        let proved = match proved.is_empty() {
+                            true => String::new(),
+                            false => format!("; last proved: {}", proved.join(", ")),
+                        };
                         writeln!(
                             out,
-                            "{} {:>12} {when} {} ({good}{pending})",
+                            "{} {:>12} {when} {} ({good}{proved}{pending})",
                             f.blake3, f.size, f.path
                         )?;
                     } else {
@@ -475,11 +491,19 @@ fn counts_text(c: &CopyCounts) -> String {
         (c.pending, "pending"),
         (c.unknown, "not checked"),
     ];
-    let shown: Vec<String> = parts
+    let mut shown: Vec<String> = parts
         .iter()
         .filter(|(n, what)| *n > 0 || *what == "ok")
         .map(|(n, what)| format!("{n} {what}"))
         .collect();
+    // What proved the good copies, unless it is BLAKE3 for all (a deep verify says so).
+    if c.ok_by.keys().any(|check| *check != Check::Blake3) {
+        let by: Vec<String> = match c.ok_by.len() {
+            1 => c.ok_by.keys().map(|check| check.word().to_string()).collect(),
+            _ => c.ok_by.iter().map(|(check, n)| format!("{n} {}", check.word())).collect(),
+        };
+        shown[0].push_str(&format!(" ({})", by.join(", ")));
+    }
     shown.join(", ")
 }
 

@@ -18,7 +18,7 @@ use crate::record::digest::{BLOCK_SIZE, Digest, FileDigest, hash_stream, read_bl
 use crate::record::manifest::{Entry, Manifest};
 use crate::record::relpath::RelPath;
 use crate::record::stat::FileId;
-use crate::record::verdict::{CopyVerdict, PendingWhy};
+use crate::record::verdict::{Check, CopyVerdict, PendingWhy};
 use crate::report::progress::{Progress, Silent};
 use crate::run::mosaic::damaged_ranges;
 use crate::run::workspace::{Replicas, Workspace};
@@ -114,7 +114,7 @@ pub fn inspect(
         files.par_extend(chunk.par_iter().map(|&(path, entry)| {
             let walks = Walks { source: source.as_ref(), targets: &targets };
             let same_file = clones(ws, path, walks);
-            let observed = observe(ws, path, entry, walks, &same_file, deep, progress);
+            let (observed, checks) = observe(ws, path, entry, walks, &same_file, deep, progress);
             let claim = match chosen.disputed.get(path) {
                 Some(claims) => Claim::Disputed(claims.clone()),
                 None => Claim::Agreed(entry.current.blake3),
@@ -122,6 +122,7 @@ pub fn inspect(
             let mut assessment = assess_with_clones(entry, &claim, &observed, &same_file, deep);
             mark_older_versions(&replicas.older, path, &observed, &mut assessment);
             locate_damage(ws, path, entry, &observed, &mut assessment);
+            assessment.proved_by = proved_by(&assessment, &checks, deep);
             (path.clone(), assessment)
         }));
     }
@@ -161,6 +162,26 @@ fn clones(ws: &Workspace, path: &RelPath, walks: Walks) -> Vec<(CopyId, CopyId)>
     clones
 }
 
+/// What proved each copy judged good: a deep check read and hashed it; a fast one made the
+/// check `checks` names for it (size only where it names none).
+fn proved_by(
+    assessment: &Assessment,
+    checks: &[(CopyId, Check)],
+    deep: bool,
+) -> Vec<(CopyId, Check)> {
+    let fast = |id: &CopyId| checks.iter().find(|(c, _)| c == id).map_or(Check::Size, |(_, k)| *k);
+    assessment
+        .copies
+        .iter()
+        .filter(|(_, verdict)| *verdict == CopyVerdict::Ok)
+        .map(|(id, _)| (*id, if deep { Check::Blake3 } else { fast(id) }))
+        .collect()
+}
+
+/// Per copy, the check a fast look made.
+type Checks = Vec<(CopyId, Check)>;
+
+/// What was seen of each copy of one file, and for a fast look, what each look compared.
 fn observe(
     ws: &Workspace,
     path: &RelPath,
@@ -169,7 +190,8 @@ fn observe(
     same_file: &[(CopyId, CopyId)],
     deep: bool,
     progress: &dyn Progress,
-) -> Vec<(CopyId, Observed)> {
+) -> (Vec<(CopyId, Observed)>, Checks) {
+    let mut checks = Vec::new();
     let stats: Vec<(CopyId, Option<Observed>)> = ws
         .copy_ids()
         .map(|id| {
@@ -208,7 +230,9 @@ fn observe(
                 return (id, Some(Observed::KnownCorrupt(reason.clone())));
             }
             if !deep {
-                return (id, Some(fast_look(ws, id, path, entry, stat.size)));
+                let (observed, check) = fast_look(ws, id, path, entry, stat.size);
+                checks.push((id, check));
+                return (id, Some(observed));
             }
             (id, None)
         })
@@ -243,7 +267,7 @@ fn observe(
         })
         .collect();
     hash_blocks_of_a_good_copy(ws, path, entry, &mut observed);
-    observed
+    (observed, checks)
 }
 
 /// When the copy whose blocks were hashed does not hold the recorded content, the blocks of
@@ -365,9 +389,16 @@ fn locate_damage(
 }
 
 /// A look that reads no data: the size, and the kind's own checksum where it has one that
-/// the manifest recorded (HDFS, S3), compared without downloading the copy.
-fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u64) -> Observed {
-    let present = Observed::Present { size, digest: None, blocks: None };
+/// the manifest recorded (HDFS, S3), compared without downloading the copy; with the check
+/// that proved it, if it is good.
+fn fast_look(
+    ws: &Workspace,
+    id: CopyId,
+    path: &RelPath,
+    entry: &Entry,
+    size: u64,
+) -> (Observed, Check) {
+    let present = (Observed::Present { size, digest: None, blocks: None }, Check::Size);
     let CopyId::Target(i) = id else { return present };
     let copy = ws.targets[i].as_ref();
     if size != entry.current.size {
@@ -377,7 +408,7 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
         Some(Native::Hdfs { block_size }) => {
             entry.current.hdfs.iter().find(|h| h.block_size == block_size)
         }
-        Some(Native::S3Etag { part_size }) => {
+        Some(Native::S3Etag { part_size, .. }) => {
             return fast_look_s3(copy, path, entry, part_size, size);
         }
         None => None,
@@ -385,42 +416,60 @@ fn fast_look(ws: &Workspace, id: CopyId, path: &RelPath, entry: &Entry, size: u6
     let Some(recorded) = recorded else { return present };
     match copy.native_checksum(path) {
         Some(Ok(theirs)) if !recorded.comparable(&theirs.algorithm) => present,
-        Some(Ok(theirs)) if recorded.matches(&theirs.bytes, theirs.length) => present,
-        Some(Ok(theirs)) => Observed::ChecksumDiffers {
-            size,
-            found: theirs.bytes,
-            expected: recorded.bytes.clone(),
-        },
-        Some(Err(e)) if crate::store::is_down(&e) => Observed::Unreachable,
-        Some(Err(e)) => Observed::Unreadable(e.to_string()),
+        Some(Ok(theirs)) if recorded.matches(&theirs.bytes, theirs.length) => {
+            (present.0, Check::HdfsChecksum)
+        }
+        Some(Ok(theirs)) => (
+            Observed::ChecksumDiffers {
+                size,
+                check: Check::HdfsChecksum,
+                found: theirs.bytes,
+                expected: recorded.bytes.clone(),
+            },
+            Check::HdfsChecksum,
+        ),
+        Some(Err(e)) if crate::store::is_down(&e) => (Observed::Unreachable, Check::Size),
+        Some(Err(e)) => (Observed::Unreadable(e.to_string()), Check::Size),
         None => present,
     }
 }
 
-/// [`fast_look`] for an S3 copy: its ETag against the recorded one, where both have the same
-/// shape (see `record::s3_etag`).
+/// [`fast_look`] for an S3 copy: its SHA-256 and its ETag from one HEAD against the recorded
+/// ones, each where both sides have it in the same shape (see `record::s3_etag`). Either
+/// one differing is damage; good is proved by the stronger one that compared.
 fn fast_look_s3(
     copy: &dyn Store,
     path: &RelPath,
     entry: &Entry,
     part_size: u64,
     size: u64,
-) -> Observed {
+) -> (Observed, Check) {
     let present = Observed::Present { size, digest: None, blocks: None };
     let Some(recorded) = entry.current.s3.iter().find(|e| e.part_size == part_size) else {
-        return present;
+        return (present, Check::Size);
     };
-    match copy.native_checksum(path) {
-        Some(Ok(theirs)) => match recorded.compare(&theirs.bytes) {
-            Some(false) => Observed::ChecksumDiffers {
-                size,
-                found: theirs.bytes,
-                expected: recorded.etag.clone(),
-            },
-            _ => present,
-        },
-        Some(Err(e)) => Observed::Unreadable(e.to_string()),
-        None => present,
+    let theirs = match copy.native_checksum(path) {
+        Some(Ok(theirs)) => theirs,
+        Some(Err(e)) => return (Observed::Unreadable(e.to_string()), Check::Size),
+        None => return (present, Check::Size),
+    };
+    let sha256 = theirs.sha256.as_deref().and_then(|s| recorded.compare_sha256(s));
+    let etag = recorded.compare(&theirs.bytes);
+    let differs = |check, found: String, expected: &str| {
+        let observed =
+            Observed::ChecksumDiffers { size, check, found, expected: expected.to_string() };
+        (observed, check)
+    };
+    match (sha256, etag) {
+        (Some(false), _) => differs(
+            Check::Sha256,
+            theirs.sha256.unwrap_or_default(),
+            recorded.sha256.as_deref().unwrap_or_default(),
+        ),
+        (_, Some(false)) => differs(Check::Etag, theirs.bytes, &recorded.etag),
+        (Some(true), _) => (present, Check::Sha256),
+        (None, Some(true)) => (present, Check::Etag),
+        (None, None) => (present, Check::Size),
     }
 }
 

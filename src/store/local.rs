@@ -267,7 +267,7 @@ impl Staging for LocalStaging {
         let result = give_owner_and_mode(&file, like)
             .and_then(|()| filetime::set_file_handle_times(&file, Some(mtime), Some(mtime)));
         match result {
-            Ok(()) => Ok(Staged { temp: std::mem::take(&mut self.rel) }),
+            Ok(()) => Ok(Staged::at(std::mem::take(&mut self.rel))),
             Err(e) => {
                 drop(file);
                 let _ = self.dir.unlink(&self.name);

@@ -130,6 +130,11 @@ pub struct Listing {
     pub files: BTreeMap<RelPath, FileStat>,
     /// Temporary files left by a run that was killed; safe to delete under the lock.
     pub leftovers: Vec<String>,
+    /// Unfinished uploads a killed run left with a record of the source file they were for
+    /// (S3): a backup hands them to [`Store::remove_leftover`] like the rest, which keeps
+    /// each for resuming when the same file is staged again unchanged, and aborts it
+    /// otherwise.
+    pub resumable: Vec<String>,
     /// Entries that are not copied: symlinks, sockets, names that are not valid paths.
     pub skipped: Vec<Skipped>,
     /// Folders that could not be read, with why: what is below them is unknown.
@@ -171,6 +176,8 @@ pub struct NativeChecksum {
     /// Hex; only the first `length` bytes count.
     pub bytes: String,
     pub length: usize,
+    /// S3: the additional checksum SHA-256 (base64) the same HEAD returned, if any.
+    pub sha256: Option<String>,
 }
 
 /// An open temporary file that will become a copy once installed.
@@ -189,6 +196,24 @@ pub struct Staged {
     /// Where the kind finds the temporary again: below the root for a local folder (which
     /// reaches it through its pinned parent), the absolute path on HDFS.
     pub(crate) temp: PathBuf,
+    /// What became of an unfinished upload a killed run left for the same file, if any.
+    pub resumption: Option<Resumption>,
+}
+
+impl Staged {
+    pub(crate) fn at(temp: impl Into<PathBuf>) -> Staged {
+        Staged { temp: temp.into(), resumption: None }
+    }
+}
+
+/// What staging a file made of the unfinished upload a killed run left for it (S3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resumption {
+    /// Taken over: `reused` of its `parts` parts already held the bytes just read from the
+    /// source (`reused_bytes` of them), so they were not sent again.
+    Resumed { reused: u32, parts: u32, reused_bytes: u64 },
+    /// Aborted, and the file sent whole, because of `why`.
+    Abandoned { why: String },
 }
 
 /// One place that holds a copy of the source tree.
@@ -328,6 +353,13 @@ pub trait Store: Send + Sync {
     /// run can copy it here; `stage` refuses it before anything is sent.
     fn refuses(&self, _path: &RelPath) -> Option<String> {
         None
+    }
+    /// Learns, once per copy, what its server offers beyond the basics, and records it in
+    /// the copy's state so later runs need not ask again (S3: which additional checksums the
+    /// server keeps and checks). Returns a line for the report when it learned something
+    /// now. Only commands that write call it: it writes to the copy's state.
+    fn probe(&self) -> io::Result<Option<String>> {
+        Ok(None)
     }
 }
 

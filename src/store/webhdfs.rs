@@ -759,7 +759,7 @@ impl Staging for Upload {
     fn finish(mut self: Box<Self>, like: &FileStat) -> io::Result<Staged> {
         let uploaded = self.join().and_then(|()| self.conn.set_mtime(&self.temp, like.mtime_ns));
         match uploaded {
-            Ok(()) => Ok(Staged { temp: std::mem::take(&mut self.temp).into() }),
+            Ok(()) => Ok(Staged::at(std::mem::take(&mut self.temp))),
             Err(e) => {
                 let _ = self.conn.delete(&self.temp, false);
                 Err(e)
@@ -1080,6 +1080,7 @@ impl Store for WebHdfsDir {
             algorithm: r.checksum.algorithm,
             bytes: r.checksum.bytes,
             length: r.checksum.length,
+            sha256: None,
         }))
     }
 }

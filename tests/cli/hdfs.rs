@@ -14,7 +14,7 @@ static DIRS: AtomicU32 = AtomicU32::new(0);
 static CLUSTER: RwLock<()> = RwLock::new(());
 
 /// The cluster's NameNode URL (as `&str`, through `Deref`), held shared while the test runs.
-struct Cluster {
+pub(crate) struct Cluster {
     url: String,
     _shared: RwLockReadGuard<'static, ()>,
 }
@@ -27,7 +27,7 @@ impl std::ops::Deref for Cluster {
 }
 
 /// The NameNode URL, or `None` (with a message) when this machine has no HDFS running.
-fn namenode() -> Option<Cluster> {
+pub(crate) fn namenode() -> Option<Cluster> {
     let url = namenode_url()?;
     Some(Cluster { url, _shared: CLUSTER.read().unwrap_or_else(|e| e.into_inner()) })
 }
@@ -48,18 +48,18 @@ fn namenode_url() -> Option<String> {
 }
 
 /// A fresh HDFS folder for one test.
-fn hdfs_dir(test: &str) -> String {
+pub(crate) fn hdfs_dir(test: &str) -> String {
     format!("/redundo-test/{}-{}-{test}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Just enough WebHDFS to look at and damage what redundo wrote.
-struct Hdfs {
+pub(crate) struct Hdfs {
     url: String,
     client: reqwest::blocking::Client,
 }
 
 impl Hdfs {
-    fn new(url: &str) -> Hdfs {
+    pub(crate) fn new(url: &str) -> Hdfs {
         let client = reqwest::blocking::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -85,7 +85,7 @@ impl Hdfs {
         format!("{}/webhdfs/v1{}?op={op}&user.name=root", self.url, encoded.join("/"))
     }
 
-    fn read(&self, path: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, path: &str) -> Vec<u8> {
         let resp = self.client.get(self.op(path, "OPEN")).send().unwrap();
         assert_eq!(resp.status(), 307, "OPEN {path}");
         let location = resp.headers()["location"].to_str().unwrap().to_string();
@@ -122,7 +122,7 @@ impl Hdfs {
     }
 
     /// Every file name below `dir`, recursively.
-    fn names(&self, dir: &str) -> Vec<String> {
+    pub(crate) fn names(&self, dir: &str) -> Vec<String> {
         let listing: serde_json::Value =
             self.client.get(self.op(dir, "LISTSTATUS")).send().unwrap().json().unwrap();
         let mut names = Vec::new();
@@ -138,6 +138,14 @@ impl Hdfs {
     }
 }
 
+impl Hdfs {
+    /// Creates `dir` (and its parents).
+    pub(crate) fn mkdirs(&self, dir: &str) {
+        let mkdirs = self.client.put(self.op(dir, "MKDIRS")).send().unwrap();
+        assert!(mkdirs.status().is_success(), "MKDIRS {dir}");
+    }
+}
+
 /// A workspace backing `data/` up to a local target and an HDFS target with 1 MiB HDFS blocks
 /// (so a 3 MiB file spans several HDFS blocks).
 fn hdfs_env(url: &str, dir: &str) -> Env {
@@ -148,9 +156,7 @@ fn hdfs_env(url: &str, dir: &str) -> Env {
         url.replacen("http://", "webhdfs://", 1)
     );
     std::fs::write(env.path("redundo.toml"), config).unwrap();
-    let hdfs = Hdfs::new(url);
-    let mkdirs = hdfs.client.put(hdfs.op(dir, "MKDIRS")).send().unwrap();
-    assert!(mkdirs.status().is_success());
+    Hdfs::new(url).mkdirs(dir);
     env.write("models/weights.bin", &bytes(1, 3 * 1024 * 1024 + 123));
     env.write("empty", b"");
     env.write("a b ü.txt", b"spaces and unicode");
