@@ -152,6 +152,9 @@ COMPARISONS = [
     ("Backup to one S3 target", "s3.redundo", "s3.peer",
      "`redundo backup` to a fresh `s3://` prefix", "`aws s3 cp --recursive` to a fresh prefix",
      None),
+    ("Backup to one HDFS target", "hdfs.redundo", "hdfs.peer",
+     "`redundo backup` to a fresh `webhdfs://` folder", "HdfsCLI `client.upload` to a fresh folder",
+     1.0),
 ]
 
 REFERENCE = [
@@ -179,7 +182,8 @@ def cmd_report(args):
     w("### Machine")
     w("")
     for k in ["cpu", "nproc", "memory", "disk", "filesystem", "kernel", "redundo", "rustc",
-              "peers", "tree", "many", "s3", "cache", "between runs", "environment", "load"]:
+              "peers", "tree", "many", "s3", "hdfs", "cache", "between runs", "environment",
+              "load"]:
         if k in facts:
             w(f"- {k}: {facts[k]}")
     w("")

@@ -9,8 +9,8 @@
 #   --runs N         times each redundo/peer pair is run, alternating (default 3)
 #   --out FILE       markdown file to write (default docs/performance.md); the results go
 #                    between the `bench:begin`/`bench:end` markers, the rest is kept
-#   --only LIST      comma-separated sections (default all but s3):
-#                    backup,verify,noop,rclone,many,manifest,s3
+#   --only LIST      comma-separated sections (default all but s3 and hdfs):
+#                    backup,verify,noop,rclone,many,manifest,s3,hdfs
 #   --s3 URL         S3 endpoint for the s3 section (default $REDUNDO_TEST_S3; credentials
 #                    from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, as for redundo and aws)
 #   --s3-bucket B    bucket for the s3 section (default redundo-bench; made if missing, and
@@ -37,6 +37,8 @@
 #   many    no-op backup of N small files           vs  `rsync -a` x3 of the same files
 #   manifest  backups and `status` over a synthetic manifest of --entries entries
 #   s3      `redundo backup` to one S3 target        vs  `aws s3 cp --recursive` of SRC
+#   hdfs    `redundo backup` to one HDFS target      vs  HdfsCLI's `client.upload` of SRC
+#           (--hdfs URL, default $REDUNDO_TEST_WEBHDFS; `pip install hdfs`)
 #           (each run to a fresh prefix, so redundo's first backup probes the server too)
 # Timings are measurements, never assertions: nothing here fails because of a figure.
 set -euo pipefail
@@ -55,6 +57,7 @@ COLD=0
 INSTALL=1
 KEEP=0
 S3_URL=${REDUNDO_TEST_S3:-}
+HDFS_URL=${REDUNDO_TEST_WEBHDFS:-}
 S3_BUCKET=redundo-bench
 COMMAND="bench/run.sh $*"
 
@@ -74,6 +77,7 @@ while [[ $# -gt 0 ]]; do
         --no-install) INSTALL=0; shift ;;
         --keep) KEEP=1; shift ;;
         --s3) S3_URL=$2; shift 2 ;;
+        --hdfs) HDFS_URL=$2; shift 2 ;;
         --s3-bucket) S3_BUCKET=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -109,6 +113,10 @@ if want s3; then
     command -v aws >/dev/null || die "the s3 section needs the aws command (pip install awscli)"
     [[ -n ${AWS_ACCESS_KEY_ID:-} && -n ${AWS_SECRET_ACCESS_KEY:-} ]] ||
         die "the s3 section needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+fi
+if want hdfs; then
+    [[ -n $HDFS_URL ]] || die "the hdfs section needs --hdfs URL (or \$REDUNDO_TEST_WEBHDFS)"
+    python3 -c 'import hdfs' 2>/dev/null || die "the hdfs section needs HdfsCLI (pip install hdfs)"
 fi
 if ! command -v b3sum >/dev/null; then
     [[ $INSTALL == 1 ]] || die "missing b3sum; install it with 'cargo install b3sum'"
@@ -383,6 +391,35 @@ if want s3; then
     fi
 fi
 
+HDFS_NOTE="not run"
+if want hdfs; then
+    echo "bench: backup to one HDFS target vs HdfsCLI upload ($RUNS runs, $HDFS_URL)"
+    HR=$WORK/hdfsr
+    HDFS_BASE=/redundo-bench/$(date +%s)
+    hdfscli() { python3 -c "import sys; from hdfs import InsecureClient; c = InsecureClient(sys.argv[1], user='${HADOOP_USER_NAME:-$(id -un)}'); $1" "$HDFS_URL" "${@:2}"; }
+    for run in $(seq "$RUNS"); do
+        for who in $(order "$run"); do
+            # A fresh folder for every run: both sides upload everything.
+            dest="$HDFS_BASE/$run-$who"
+            if [[ $who == redundo ]]; then
+                rm -rf "$HR"
+                mkdir -p "$HR"
+                hdfscli 'c.makedirs(sys.argv[2])' "$dest"
+                printf 'source = "%s"\n\n[[target]]\nname = "hdfs"\nlocation = "%s%s"\n' \
+                    "$SRC" "${HDFS_URL/http:/webhdfs:}" "$dest" >"$HR/redundo.toml"
+                settle
+                timed hdfs.redundo "$run" "$REDUNDO" backup --config "$HR/redundo.toml" --quiet
+            else
+                settle
+                timed hdfs.peer "$run" python3 -c "import sys; from hdfs import InsecureClient; InsecureClient(sys.argv[1], user='${HADOOP_USER_NAME:-$(id -un)}').upload(sys.argv[2], sys.argv[3])" "$HDFS_URL" "$dest" "$SRC"
+            fi
+        done
+    done
+    hdfscli 'c.delete(sys.argv[2], recursive=True)' "$HDFS_BASE" || true
+    HDFS_NOTE="NameNode $HDFS_URL, one fresh folder per run; redundo with its defaults (128 MiB blocks, one thread per core, it also computes HDFS's checksum and BLAKE3 in the same read), HdfsCLI $(python3 -c 'import hdfs; print(hdfs.__version__)') \`client.upload\` with its defaults (one file at a time)"
+    rm -rf "$HR"
+fi
+
 MANIFEST_NOTE=""
 if want manifest; then
     REPLICA=$WORK/manifest-$ENTRIES
@@ -449,10 +486,12 @@ F_REDUNDO="commit $commit, \`cargo build --release\` ($REDUNDO)"
 F_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
 F_PEERS="$(cp --version | sed -n 1p), $( (command -v rsync >/dev/null && rsync --version | sed -n 1p | awk '{ print "rsync " $3 }') || echo 'rsync not installed'), $(b3sum --version), $( (command -v rclone >/dev/null && rclone version | sed -n 1p) || echo 'rclone not installed')"
 if want s3; then F_PEERS="$F_PEERS, $(aws --version 2>&1 | cut -d' ' -f1)"; fi
+if want hdfs; then F_PEERS="$F_PEERS, HdfsCLI $(python3 -c 'import hdfs; print(hdfs.__version__)')"; fi
 F_TREE="scale $SCALE: $TREE_FILES files, $((TREE_BYTES >> 20)) MiB (\`bench.py tree\`, fixed seed)"
 F_MANY=$( (want many && echo "$MANY files of 1-4096 bytes, 200 per folder (\`bench.py many\`)") || echo "not run")
 F_MANIFEST=$MANIFEST_NOTE
 F_S3=$S3_NOTE
+F_HDFS=$HDFS_NOTE
 F_ENTRIES=$ENTRIES
 F_ENV=$(env | grep -E '^(RAYON_NUM_THREADS|REDUNDO_[A-Z_]+)=' | tr '\n' ' ' || true)
 F_ENV=${F_ENV:-none set (redundo uses one thread per core)}
@@ -472,7 +511,7 @@ facts = {k: e[f"F_{v}"] for k, v in [
     ("memory", "MEM"), ("disk", "DISK"), ("filesystem", "FS"), ("kernel", "KERNEL"),
     ("redundo", "REDUNDO"), ("rustc", "RUSTC"), ("peers", "PEERS"), ("tree", "TREE"),
     ("many", "MANY"), ("manifest", "MANIFEST"), ("cache", "CACHE"), ("environment", "ENV"),
-    ("between runs", "DISCARD"), ("load", "LOAD"), ("s3", "S3")]}
+    ("between runs", "DISCARD"), ("load", "LOAD"), ("s3", "S3"), ("hdfs", "HDFS")]}
 facts["manifest_entries"] = int(e["F_ENTRIES"])
 json.dump(facts, open(sys.argv[1], "w"), indent=1)
 EOF

@@ -23,7 +23,7 @@ use crate::record::s3_etag::S3Etag;
 use crate::record::stat::FileStat;
 
 /// 2 added `source` to file versions; 3 added `run_id` and put the version under the digest;
-/// 4 added `folders` and `symlinks`. Older replicas are read as they are.
+/// 4 added `folders`, `symlinks` and S3 `sha256`s. Older replicas are read as they are.
 pub const FORMAT_VERSION: u32 = 4;
 
 /// A file changed less than this before its read began may change again within the same
