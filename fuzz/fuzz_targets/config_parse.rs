@@ -41,10 +41,13 @@ fuzz_target!(|data: &[u8]| {
         // Local folders must not overlap the source or hold the state folder.
         #[allow(irrefutable_let_patterns)]
         let Location::Local(root) = &target.location else { continue };
-        let (root, source, state) = (real(root), real(&config.source), real(&config.state_dir));
+        let (root, state) = (real(root), real(&config.state_dir));
+        assert!(!state.starts_with(&root), "state_dir {state:?} inside target {root:?}");
+        // An HDFS source cannot overlap a local folder.
+        let Some(source) = config.local_source() else { continue };
+        let source = real(source);
         assert!(!root.starts_with(&source), "target {root:?} inside the source {source:?}");
         assert!(!source.starts_with(&root), "source {source:?} inside target {root:?}");
-        assert!(!state.starts_with(&root), "state_dir {state:?} inside target {root:?}");
     }
 });
 
