@@ -88,6 +88,18 @@ impl LocalDir {
         granularity_from_probe(set_ns, kept.ok()?)
     }
 
+    /// What stands at `folder` in the state folder, with its pinned parent; `None` when a
+    /// folder above it is not there either.
+    fn kept_entry<'a>(&self, folder: &'a str) -> io::Result<Option<(Dir, &'a str, Entry)>> {
+        let (dir, name) = match self.state_parent_of(folder, false) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let entry = dir.entry(name)?;
+        Ok(Some((dir, name, entry)))
+    }
+
     /// A target's state folder is inside its root; the source's is wherever `state_dir` says.
     fn state_inside_root(&self) -> bool {
         self.state.shown().starts_with(self.root.shown())
@@ -591,12 +603,8 @@ impl Store for LocalDir {
     }
 
     fn remove_kept(&self, folder: &str) -> io::Result<()> {
-        let (dir, name) = match self.state_parent_of(folder, false) {
-            Ok(found) => found,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        match dir.entry(name)? {
+        let Some((dir, name, entry)) = self.kept_entry(folder)? else { return Ok(()) };
+        match entry {
             Entry::Symlink => Err(is_symlink(&dir, name)),
             Entry::Other(meta) if meta.is_dir() => dir.remove_tree(name),
             Entry::Other(_) => dir.unlink(name),
@@ -605,12 +613,8 @@ impl Store for LocalDir {
     }
 
     fn remove_empty_kept(&self, folder: &str) -> io::Result<()> {
-        let (dir, name) = match self.state_parent_of(folder, false) {
-            Ok(found) => found,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        match dir.entry(name)? {
+        let Some((dir, name, entry)) = self.kept_entry(folder)? else { return Ok(()) };
+        match entry {
             Entry::Symlink => Err(is_symlink(&dir, name)),
             Entry::Other(meta) if meta.is_dir() => dir.remove_empty_tree(name),
             _ => Ok(()),
