@@ -989,6 +989,16 @@ impl<'a> Versions<'a> {
             self.described.push(target);
         }
         let note = format!("version of generation {generation}");
+        // A copy holding other bytes than generation G recorded (a pending version a killed
+        // run installed) is no version of G: filed under G, `restore --generation G` would
+        // give it back as G's. Its bytes go to the quarantine instead.
+        let holds_recorded = copy.stat(path)?.is_some_and(|stat| self.recorded(copy, path, stat));
+        if !holds_recorded {
+            let note = format!(
+                "not the version generation {generation} recorded (a killed backup's pending version, or other bytes)"
+            );
+            return copy.keep(path, &quarantine_folder(&self.stamp), &note);
+        }
         let kept = copy.kept_view(&folder);
         if kept.stat(path)?.is_none() {
             return copy.keep(path, &folder, &note);
